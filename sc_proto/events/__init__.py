@@ -1,0 +1,1 @@
+"""Events: the frozen model, builder, hashes, event IDs, redaction and validation."""

@@ -1,1 +1,5 @@
-"""sc_proto.media."""
+"""sc_proto.media: Matrix content (``mxc://``) URIs."""
+
+from sc_proto.media.mxc import MXCUri, parse_mxc
+
+__all__ = ["MXCUri", "parse_mxc"]

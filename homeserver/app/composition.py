@@ -1,0 +1,271 @@
+"""The composition root: builds every object of a homeserver process from its config.
+
+This is the only module that sees every package (DESIGN.md 2.2). Objects are built once, in
+dependency order, and handed what they need through their constructors.
+"""
+
+from __future__ import annotations
+
+import logging
+import sys
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from twisted.internet import defer
+from twisted.internet.interfaces import IListeningPort
+from twisted.internet.threads import deferToThreadPool
+from twisted.python.threadpool import ThreadPool
+
+from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
+from homeserver.auth.sessions import SessionService
+from homeserver.auth.uia import InteractiveAuth
+from homeserver.config.database import DatabaseConfig
+from homeserver.config.loader import HomeserverConfig
+from homeserver.config.ratelimits import RatelimitsConfig
+from homeserver.http.auth import Authenticator
+from homeserver.http.ratelimit import RateLimiter, RateLimitRule
+from homeserver.http.server import JsonResource
+from homeserver.http.site import SCSite
+from homeserver.rest.client.login import LoginServlets
+from homeserver.rest.client.register import RegistrationServlets
+from homeserver.rest.client.versions import register_versions_servlets
+from homeserver.storage.engines import DatabaseSettings, create_engine
+from homeserver.storage.migrations import prepare_database
+from homeserver.storage.pool import DatabasePool
+from homeserver.storage.stores.devices import DeviceStore
+from homeserver.storage.stores.ui_auth import UIAuthStore
+from homeserver.storage.stores.users import UserStore
+from homeserver.util.clock import Clock
+
+logger = logging.getLogger(__name__)
+
+ThreadRunner = Callable[..., Any]
+
+
+def database_settings(config: DatabaseConfig) -> DatabaseSettings:
+    """Translates the ``database`` config section into engine settings."""
+    url = config.url
+    if config.engine == "sqlite":
+        url = "sqlite://" + (config.sqlite_path or ":memory:")
+    return DatabaseSettings(
+        url=url,
+        pool_min=config.pool_min,
+        pool_max=config.pool_max,
+        sqlite_synchronous=config.sqlite_synchronous.upper(),
+        txn_retries=config.txn_retries,
+        connect_timeout=config.connect_timeout_s,
+    )
+
+
+def ratelimit_rules(config: RatelimitsConfig) -> dict[str, RateLimitRule]:
+    """One rule per (action, key kind): ``login.ip``, ``login.user``, ``message.user``..."""
+    rules: dict[str, RateLimitRule] = {}
+    for action in ("login", "registration", "message", "join", "default_request"):
+        limits = getattr(config, action)
+        rules[f"{action}.ip"] = RateLimitRule(limits.per_ip.per_second, limits.per_ip.burst)
+        rules[f"{action}.user"] = RateLimitRule(limits.per_user.per_second, limits.per_user.burst)
+    return rules
+
+
+@dataclass
+class Stores:
+    """Every store of the process (no mixins: one object per aggregate)."""
+
+    users: UserStore
+    devices: DeviceStore
+    ui_auth: UIAuthStore
+
+
+class Homeserver:
+    """One homeserver process's objects.
+
+    Args:
+        config: the parsed config.
+        reactor: the Twisted reactor.
+        clock: the clock over that reactor.
+        pool: the database pool (already prepared).
+        run_in_thread: runs blocking CPU work (password hashing) off the reactor.
+    """
+
+    def __init__(
+        self,
+        config: HomeserverConfig,
+        reactor: Any,
+        clock: Clock,
+        pool: DatabasePool,
+        run_in_thread: ThreadRunner,
+    ) -> None:
+        self.config = config
+        self.reactor = reactor
+        self.clock = clock
+        self.pool = pool
+        server_name = config.server.server_name
+        self.stores = Stores(users=UserStore(pool), devices=DeviceStore(pool), ui_auth=UIAuthStore(pool))
+        argon = config.auth.argon2
+        self.hasher = PasswordHasher(Argon2Parameters(argon.time_cost, argon.memory_cost_kib, argon.parallelism))
+        pp = config.registration.password_policy
+        self.password_policy = PasswordPolicy(
+            enabled=pp.enabled,
+            minimum_length=pp.minimum_length,
+            require_digit=pp.require_digit,
+            require_symbol=pp.require_symbol,
+            require_lowercase=pp.require_lowercase,
+            require_uppercase=pp.require_uppercase,
+            forbid_username=pp.forbid_username,
+        )
+        self.sessions = SessionService(
+            self.stores.users, self.stores.devices, self.hasher, config.auth, clock.time_msec, run_in_thread
+        )
+        self.authenticator = Authenticator(
+            self.sessions, clock.time_msec, allow_query_token=config.auth.allow_access_token_in_query
+        )
+        self.ratelimiter = RateLimiter(
+            clock.time_msec, ratelimit_rules(config.ratelimits), enabled=config.ratelimits.enabled
+        )
+        self.uia = InteractiveAuth(
+            self.stores.ui_auth, self.sessions, server_name, clock.time_msec, config.registration.tokens
+        )
+        self.resource = JsonResource("client")
+        self._register_servlets()
+        self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
+        self._ports: list[IListeningPort] = []
+
+    def _register_servlets(self) -> None:
+        config = self.config
+        server_name = config.server.server_name
+        register_versions_servlets(
+            self.resource,
+            server_name=server_name,
+            public_baseurl=config.server.public_baseurl,
+            authenticator=self.authenticator,
+        )
+        LoginServlets(
+            server_name,
+            self.sessions,
+            self.stores.users.find_user_case_insensitive,
+            self.authenticator,
+            self.ratelimiter,
+        ).register(self.resource)
+        RegistrationServlets(
+            server_name,
+            config.registration,
+            self.stores.users,
+            self.sessions,
+            self.uia,
+            self.password_policy,
+            self.ratelimiter,
+            self.clock.time_msec,
+            self.stores.ui_auth,
+        ).register(self.resource)
+
+    async def create_user(self, localpart_or_id: str, password: str | None, *, admin: bool = False) -> str:
+        """Creates an account directly (CLI and admin API); returns its user ID.
+
+        Raises:
+            ValueError: the user ID is invalid or taken.
+        """
+        server_name = self.config.server.server_name
+        user_id = localpart_or_id if localpart_or_id.startswith("@") else f"@{localpart_or_id}:{server_name}"
+        password_hash = await self.sessions.hash_password(password) if password is not None else None
+        if not await self.stores.users.create_user(user_id, password_hash, self.clock.time_msec(), is_admin=admin):
+            raise ValueError(f"{user_id} already exists")
+        return user_id
+
+    def listen(self) -> None:
+        """Opens every configured listener."""
+        for listener in self.config.server.listeners:
+            port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind_address)
+            self._ports.append(port)
+            logger.info("listening on %s:%d", listener.bind_address, listener.port)
+
+    async def shutdown(self) -> None:
+        """Stops listening, lets in-flight requests finish, then closes the database."""
+        for port in self._ports:
+            await port.stopListening()
+        self._ports.clear()
+        await self.resource.wait_for_inflight()
+        await self.pool.close()
+
+
+async def build_homeserver(
+    config: HomeserverConfig, reactor: Any, *, clock: Clock | None = None, threaded: bool = True
+) -> Homeserver:
+    """Builds a homeserver and prepares its database.
+
+    Args:
+        config: the parsed config.
+        reactor: the reactor.
+        clock: the clock (tests pass one over a fake reactor).
+        threaded: False runs database transactions and password hashing synchronously in the caller's
+            thread (deterministic unit tests).
+    """
+    clock = clock or Clock(reactor)
+    engine = create_engine(database_settings(config.database))
+    pool = DatabasePool(engine, reactor if threaded else None, run_in_thread=threaded)
+    await prepare_database(pool)
+    if threaded:
+        cpu_pool = ThreadPool(minthreads=1, maxthreads=4, name="cpu")
+        cpu_pool.start()
+        reactor.addSystemEventTrigger("during", "shutdown", cpu_pool.stop)
+
+        def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:
+            return deferToThreadPool(reactor, cpu_pool, fn, *args)
+
+    else:
+
+        async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[misc]  # same shape
+            return fn(*args)
+
+    return Homeserver(config, reactor, clock, pool, run_in_thread)
+
+
+def run(config: HomeserverConfig) -> int:
+    """Runs a single-process homeserver until SIGTERM/SIGINT (``sc-homeserver run``)."""
+    from twisted.internet import reactor as global_reactor
+
+    reactor: Any = global_reactor
+    state: dict[str, Homeserver] = {}
+
+    async def start() -> None:
+        hs = await build_homeserver(config, reactor)
+        hs.listen()
+        state["hs"] = hs
+        reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(hs.shutdown()))
+        logger.info("SecureConnect homeserver %s started", config.server.server_name)
+
+    def failed(failure: Any) -> None:
+        print(f"error: could not start: {failure.getErrorMessage()}", file=sys.stderr)
+        logger.error("start-up failed", exc_info=(failure.type, failure.value, failure.tb))
+        state["failed"] = True  # type: ignore[assignment]  # a flag beside the homeserver
+        reactor.stop()
+
+    reactor.callWhenRunning(lambda: defer.ensureDeferred(start()).addErrback(failed))
+    reactor.run()
+    return 1 if "failed" in state else 0
+
+
+def register_user(config: HomeserverConfig, user: str, password: str, admin: bool) -> int:
+    """Creates an account from the command line (``sc-homeserver register-user``)."""
+    from twisted.internet import task
+
+    result = {"code": 0}
+
+    async def main(reactor: Any) -> None:
+        hs = await build_homeserver(config, reactor)
+        try:
+            hs.password_policy.check(password, user.lstrip("@").split(":")[0])
+            user_id = await hs.create_user(user, password, admin=admin)
+            print(f"created {user_id}{' (admin)' if admin else ''}")
+        except Exception as e:  # noqa: BLE001 - a CLI boundary: report and exit non-zero
+            print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
+            result["code"] = 1
+        finally:
+            await hs.pool.close()
+
+    try:
+        task.react(lambda reactor: defer.ensureDeferred(main(reactor)))
+    except SystemExit as e:
+        if e.code not in (0, None):
+            return int(e.code) if isinstance(e.code, int) else 1
+    return result["code"]

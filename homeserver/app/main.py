@@ -1,0 +1,183 @@
+"""The ``sc-homeserver`` command line.
+
+Subcommands:
+
+* ``generate-config``: write a documented ``homeserver.yaml`` and a signing key into a data directory.
+* ``run --config FILE``: check the config, set up logging and start the server.
+* ``register-user --config FILE USER [--password P] [--admin]``: create an account.
+* ``version``: print the version.
+
+Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
+"""
+
+from __future__ import annotations
+
+import argparse
+import getpass
+import sys
+from collections.abc import Sequence
+from typing import TextIO
+
+from homeserver.config.errors import ConfigError
+from homeserver.config.generate import GenerateOptions, generate_files, parse_listen_address
+from homeserver.config.loader import HomeserverConfig, load_config
+from homeserver.config.registration import REGISTRATION_MODES
+from sc_proto._version import __version__
+
+PROG = "sc-homeserver"
+EXIT_OK = 0
+EXIT_FAILURE = 1
+EXIT_USAGE = 2
+_COMPOSITION = "homeserver.app.composition"
+
+
+def build_parser() -> argparse.ArgumentParser:
+    """The argument parser with every subcommand."""
+    parser = argparse.ArgumentParser(prog=PROG, description="SecureConnect Matrix homeserver.")
+    parser.add_argument("--version", action="version", version=f"{PROG} {__version__}")
+    commands = parser.add_subparsers(dest="command", metavar="COMMAND")
+
+    gen = commands.add_parser("generate-config", help="write a new config file and signing key")
+    gen.add_argument("--server-name", required=True, help="the Matrix server name, e.g. example.org")
+    gen.add_argument("--data-dir", required=True, help="data directory; homeserver.yaml is written here")
+    gen.add_argument(
+        "--listen",
+        action="append",
+        default=[],
+        metavar="HOST:PORT",
+        help="HTTP listener (repeatable; default 127.0.0.1:8008)",
+    )
+    gen.add_argument("--database-url", help="database URL (default: SQLite in the data directory)")
+    gen.add_argument("--registration", choices=REGISTRATION_MODES, default="closed", help="default: closed")
+    gen.add_argument("--no-rate-limits", action="store_true", help="write ratelimits.enabled: false")
+    gen.add_argument("--force", action="store_true", help="overwrite an existing config (never the key)")
+
+    run = commands.add_parser("run", help="run the homeserver")
+    run.add_argument("--config", required=True, metavar="FILE", help="path to homeserver.yaml")
+
+    reg = commands.add_parser("register-user", help="create a user account")
+    reg.add_argument("--config", required=True, metavar="FILE", help="path to homeserver.yaml")
+    reg.add_argument("user", metavar="USER", help="localpart or full user ID")
+    reg.add_argument(
+        "--password",
+        help="the password (visible to other local users in the process list; omit to be prompted)",
+    )
+    reg.add_argument("--admin", action="store_true", help="make the user a server admin")
+
+    commands.add_parser("version", help="print the version")
+    return parser
+
+
+def _generate_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    try:
+        options = GenerateOptions(
+            server_name=args.server_name,
+            data_dir=args.data_dir,
+            listen=tuple(parse_listen_address(text) for text in args.listen),
+            database_url=args.database_url,
+            registration=args.registration,
+            rate_limits=not args.no_rate_limits,
+        )
+        path = generate_files(options, force=args.force)
+    except ConfigError as e:
+        print(f"error: {e}", file=err)
+        return EXIT_USAGE
+    print(path, file=out)
+    return EXIT_OK
+
+
+def _load(path: str, err: TextIO) -> HomeserverConfig | None:
+    try:
+        return load_config(path)
+    except ConfigError as e:
+        print(f"error in config: {e}", file=err)
+        return None
+
+
+def _composition_missing(e: ModuleNotFoundError, err: TextIO) -> int:
+    if e.name != _COMPOSITION:
+        raise e
+    print(f"error: {_COMPOSITION} is not available in this build", file=err)
+    return EXIT_FAILURE
+
+
+def _run(args: argparse.Namespace, err: TextIO) -> int:
+    config = _load(args.config, err)
+    if config is None:
+        return EXIT_USAGE
+    from homeserver.logging.setup import setup_logging
+
+    try:
+        setup_logging(config.logging, capture_twisted=True)
+    except ConfigError as e:
+        print(f"error in config: {e}", file=err)
+        return EXIT_USAGE
+    try:
+        from homeserver.app.composition import run  # type: ignore[import-not-found,unused-ignore]  # written by the lead
+    except ModuleNotFoundError as e:
+        return _composition_missing(e, err)
+    result = run(config)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def _read_new_password(err: TextIO) -> str | None:
+    first = getpass.getpass("Password: ")
+    if not first:
+        print("error: the password must not be empty", file=err)
+        return None
+    if getpass.getpass("Confirm password: ") != first:
+        print("error: the passwords do not match", file=err)
+        return None
+    return first
+
+
+def _register_user(args: argparse.Namespace, err: TextIO) -> int:
+    config = _load(args.config, err)
+    if config is None:
+        return EXIT_USAGE
+    password = args.password if args.password is not None else _read_new_password(err)
+    if not password:
+        if args.password is not None:
+            print("error: the password must not be empty", file=err)
+        return EXIT_USAGE
+    try:
+        from homeserver.app.composition import register_user  # type: ignore[import-not-found,unused-ignore]  # written by the lead
+    except ModuleNotFoundError as e:
+        return _composition_missing(e, err)
+    result = register_user(config, args.user, password, args.admin)
+    return result if isinstance(result, int) else EXIT_OK
+
+
+def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
+    """Runs the command line.
+
+    Args:
+        argv: the arguments (without the program name); ``sys.argv[1:]`` when ``None``.
+        out: standard output (for tests).
+        err: standard error (for tests).
+
+    Returns:
+        The process exit code.
+    """
+    out = out if out is not None else sys.stdout
+    err = err if err is not None else sys.stderr
+    parser = build_parser()
+    try:
+        args = parser.parse_args(argv)
+    except SystemExit as e:  # argparse reports usage errors and --help/--version this way
+        return e.code if isinstance(e.code, int) else EXIT_USAGE
+    if args.command == "generate-config":
+        return _generate_config(args, out, err)
+    if args.command == "run":
+        return _run(args, err)
+    if args.command == "register-user":
+        return _register_user(args, err)
+    if args.command == "version":
+        print(f"{PROG} {__version__}", file=out)
+        return EXIT_OK
+    parser.print_help(err)
+    return EXIT_USAGE
+
+
+if __name__ == "__main__":  # pragma: no cover
+    sys.exit(main())

@@ -1,0 +1,33 @@
+"""Token generation and digests.
+
+Tokens are 256-bit random values. Only their SHA-256 digest is stored (docs/adr/0002). Each kind carries a
+short prefix so a leaked string is recognisable in a secret scanner (``sct_`` access, ``scr_`` refresh,
+``scl_`` login token); the prefix carries no authority.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import secrets
+import string
+
+ACCESS_PREFIX = "sct_"
+REFRESH_PREFIX = "scr_"
+LOGIN_TOKEN_PREFIX = "scl_"
+
+_DEVICE_ALPHABET = string.ascii_uppercase
+
+
+def new_token(prefix: str) -> str:
+    """Returns a fresh random token with ``prefix`` (URL-safe characters only)."""
+    return prefix + secrets.token_urlsafe(32)
+
+
+def token_digest(token: str) -> str:
+    """The stored form of a token: hex SHA-256 of its UTF-8 bytes."""
+    return hashlib.sha256(token.encode("utf-8")).hexdigest()
+
+
+def new_device_id() -> str:
+    """A new device ID: ten upper-case letters, as clients commonly expect."""
+    return "".join(secrets.choice(_DEVICE_ALPHABET) for _ in range(10))

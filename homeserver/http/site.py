@@ -1,0 +1,246 @@
+"""The Twisted ``Site`` and ``Request`` used by every HTTP listener.
+
+:class:`SCRequest` adds what Twisted's request lacks:
+
+* a request-body limit enforced *while receiving*: a ``Content-Length`` above the limit, or a
+  chunked body that grows past it, is answered at once with 413 ``M_TOO_LARGE`` and the connection
+  is closed without buffering the rest;
+* the client IP, taken from ``X-Forwarded-For`` only when the site is configured to trust a proxy;
+* a request id (also used by :mod:`homeserver.http.server` for logging) and the authenticated
+  user, for the access log.
+
+The access log never contains query strings (they may hold an ``access_token``).
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+import logging
+from collections.abc import Callable
+from typing import Any
+
+from twisted.internet.interfaces import IReactorTime
+from twisted.web.resource import IResource
+from twisted.web.server import Request, Site
+
+from homeserver.http.cors import CORS_HEADERS
+from sc_proto.errors import Codes
+
+logger = logging.getLogger(__name__)
+access_logger = logging.getLogger("homeserver.http.access")
+
+BodyLimitLookup = Callable[[bytes, bytes], int | None]
+"""``(method, path) -> limit``: a route's own body limit, or None for the site default."""
+
+_request_ids = itertools.count(1)
+_MAX_USER_AGENT = 512
+
+
+class SCRequest(Request):
+    """A request that enforces the body limit while receiving and knows its client IP.
+
+    Attributes:
+        request_id: unique id of this request within the process, for logs.
+        authenticated_entity: the user ID once the request is authenticated, for the access log.
+        start_time: reactor time when the request object was created.
+    """
+
+    def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
+        super().__init__(channel, *args, **kwargs)
+        site = channel.site
+        if not isinstance(site, SCSite):
+            raise TypeError("SCRequest needs an SCSite")
+        self._sc_site: SCSite = site
+        self.request_id = f"{site.site_tag}-{next(_request_ids)}"
+        self.authenticated_entity: str | None = None
+        self.start_time = site.reactor.seconds()
+        self._body_limit = site.max_request_body_size
+        self._body_received = 0
+        self.body_rejected = False
+
+    # ------------------------------------------------------------------ body limit
+
+    def gotLength(self, length: int | None) -> None:
+        """Called by the channel once the headers are in; rejects a too-large declared body."""
+        method = getattr(self.channel, "_command", b"") or b""
+        path = getattr(self.channel, "_path", b"") or b""
+        self._body_limit = self._sc_site.body_limit_for(method, path)
+        if length is not None and length > self._body_limit:
+            super().gotLength(0)
+            self._reject_too_large()
+            return
+        super().gotLength(length)
+
+    def handleContentChunk(self, data: bytes) -> None:
+        """Stores a chunk of the body, or rejects the request once it exceeds the limit."""
+        if self.body_rejected:
+            return
+        self._body_received += len(data)
+        if self._body_received > self._body_limit:
+            self._reject_too_large()
+            return
+        super().handleContentChunk(data)
+
+    def write(self, data: bytes) -> None:
+        """Writes response data; replaces Twisted's version-revealing ``Server`` header first."""
+        if not self.startedWriting:
+            self.responseHeaders.setRawHeaders(b"Server", [self._sc_site.server_header])
+        super().write(data)
+
+    def process(self) -> None:
+        """Dispatches the request, unless it was already answered with 413."""
+        if self.body_rejected:
+            return
+        super().process()
+
+    def _reject_too_large(self) -> None:
+        """Answers 413 directly on the transport and closes the connection.
+
+        The request has not been fully received, so the normal ``Request.write`` path (which
+        needs the parsed request line and a finished body) cannot be used; Twisted itself answers
+        malformed requests the same way.
+        """
+        self.body_rejected = True
+        # Twisted would otherwise send "100 Continue" after our response.
+        self.requestHeaders.removeHeader(b"Expect")
+        body = json.dumps(
+            {"errcode": Codes.TOO_LARGE.value, "error": "Request body too large"}
+        ).encode("utf-8")
+        lines = [
+            b"HTTP/1.1 413 Request Entity Too Large",
+            b"Content-Type: application/json",
+            b"Content-Length: %d" % (len(body),),
+            b"Connection: close",
+            b"Cache-Control: no-cache, no-store, must-revalidate",
+        ]
+        lines.extend(name + b": " + value for name, value in CORS_HEADERS)
+        transport = self.channel.transport if self.channel is not None else None
+        if transport is not None:
+            transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+            self.channel.loseConnection()
+        access_logger.info(
+            "%s - %s - %s %s 413 body exceeds %d bytes",
+            self.get_client_ip(),
+            self.request_id,
+            (getattr(self.channel, "_command", b"") or b"").decode("latin-1"),
+            _strip_query(getattr(self.channel, "_path", b"") or b""),
+            self._body_limit,
+        )
+
+    # ------------------------------------------------------------------ client identity
+
+    def get_client_ip(self) -> str:
+        """Returns the client's IP address.
+
+        With ``trust_x_forwarded_for`` the *last* ``X-Forwarded-For`` entry is used: it is the one
+        our trusted proxy appended, while earlier entries come from the client and can be forged.
+        """
+        if self._sc_site.trust_x_forwarded_for:
+            values = self.requestHeaders.getRawHeaders(b"X-Forwarded-For")
+            if values:
+                last = b",".join(values).split(b",")[-1].strip()
+                if last:
+                    return last.decode("ascii", errors="replace")
+        address = self.getClientAddress()
+        host = getattr(address, "host", None)
+        return host if isinstance(host, str) else "-"
+
+    def get_user_agent(self) -> str:
+        """Returns the ``User-Agent`` header (decoded leniently, truncated), or ``""``."""
+        value = self.getHeader(b"User-Agent")
+        if value is None:
+            return ""
+        text = value.decode("utf-8", errors="replace") if isinstance(value, bytes) else str(value)
+        return text[:_MAX_USER_AGENT]
+
+
+class SCSite(Site):
+    """A ``Site`` building :class:`SCRequest`s, with a body limit and an access log.
+
+    Args:
+        resource: the root resource.
+        reactor: the reactor (also used for channel timeouts).
+        max_request_body_size: default request-body limit in bytes.
+        body_limit_lookup: per-route limits, ``(method, path) -> limit | None``. Defaults to the
+            resource's ``max_body_size_for`` method when it has one.
+        trust_x_forwarded_for: take the client IP from ``X-Forwarded-For`` (only behind a proxy).
+        site_tag: a label used in request ids and logs.
+        server_header: value of the ``Server`` response header.
+        timeout: idle timeout of connections, in seconds.
+    """
+
+    def __init__(
+        self,
+        resource: IResource,
+        reactor: IReactorTime,
+        max_request_body_size: int,
+        *,
+        body_limit_lookup: BodyLimitLookup | None = None,
+        trust_x_forwarded_for: bool = False,
+        site_tag: str = "http",
+        server_header: bytes = b"SecureConnect",
+        timeout: float = 60,
+    ) -> None:
+        if max_request_body_size < 0:
+            raise ValueError("max_request_body_size must be >= 0")
+        super().__init__(
+            resource,
+            requestFactory=SCRequest,
+            reactor=reactor,
+            timeout=timeout,
+            parsePOSTFormSubmission=False,
+        )
+        self.reactor: IReactorTime = reactor
+        self.max_request_body_size = max_request_body_size
+        self.trust_x_forwarded_for = trust_x_forwarded_for
+        self.site_tag = site_tag
+        self.server_header = server_header
+        if body_limit_lookup is None:
+            body_limit_lookup = getattr(resource, "max_body_size_for", None)
+        self._body_limit_lookup = body_limit_lookup
+
+    def body_limit_for(self, method: bytes, path: bytes) -> int:
+        """Returns the body limit for a request: the route's own, else the site default."""
+        if self._body_limit_lookup is not None:
+            try:
+                limit = self._body_limit_lookup(method, path)
+            except Exception:
+                logger.exception("body limit lookup failed; using the site default")
+                limit = None
+            if limit is not None:
+                return limit
+        return self.max_request_body_size
+
+    def log(self, request: Request) -> None:
+        """Writes an access-log line for a finished request (path without query string)."""
+        if isinstance(request, SCRequest):
+            ip, request_id, user = request.get_client_ip(), request.request_id, request.authenticated_entity
+            elapsed = self.reactor.seconds() - request.start_time
+            agent = request.get_user_agent()
+        else:
+            ip, request_id, user, elapsed, agent = "-", "-", None, 0.0, ""
+        access_logger.info(
+            '%s - %s - %s %s %s %d %dB %.3fs "%s"',
+            ip,
+            request_id,
+            user or "-",
+            (request.method or b"").decode("latin-1"),
+            _strip_query(request.uri or b""),
+            request.code,
+            request.sentLength,
+            elapsed,
+            agent,
+        )
+
+
+def client_ip_of(request: Request) -> str:
+    """Returns the client IP of any request (:meth:`SCRequest.get_client_ip` when available)."""
+    if isinstance(request, SCRequest):
+        return request.get_client_ip()
+    host = getattr(request.getClientAddress(), "host", None)
+    return host if isinstance(host, str) else "-"
+
+
+def _strip_query(uri: bytes) -> str:
+    return uri.split(b"?", 1)[0].decode("latin-1")

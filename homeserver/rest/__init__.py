@@ -1,0 +1,3 @@
+"""REST servlets: ``client`` (Client-Server API), later ``admin`` and ``internal``."""
+
+__all__: list[str] = []

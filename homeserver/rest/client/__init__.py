@@ -1,0 +1,3 @@
+"""Client-Server API servlets, one module per spec area."""
+
+__all__: list[str] = []

@@ -1,0 +1,223 @@
+"""The ``users`` aggregate: accounts, admin flags, deactivation and failed-login accounting.
+
+Failed-login accounting is pessimistic and atomic (audit AUTH-1, RACE-5/7): a login *reserves* an attempt
+in a write transaction before the password is checked, so however many wrong passwords arrive at once, no
+more than ``max_attempts`` are ever checked inside one window. A successful login clears the count.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from homeserver.storage.pool import DatabasePool, Txn
+
+
+@dataclass(frozen=True)
+class UserRecord:
+    """One account row."""
+
+    user_id: str
+    password_hash: str | None
+    created_ts: int
+    is_admin: bool
+    is_guest: bool
+    deactivated: bool
+    locked_until_ts: int
+
+
+@dataclass(frozen=True)
+class AttemptDecision:
+    """Result of :meth:`UserStore.reserve_login_attempt`.
+
+    Attributes:
+        allowed: whether the caller may check the password now.
+        locked_until_ts: when the lock ends (0 when not locked).
+    """
+
+    allowed: bool
+    locked_until_ts: int
+
+
+_USER_COLUMNS = "user_id, password_hash, created_ts, is_admin, is_guest, deactivated, locked_until_ts"
+
+
+def _row_to_user(row: tuple[object, ...]) -> UserRecord:
+    return UserRecord(
+        user_id=str(row[0]),
+        password_hash=None if row[1] is None else str(row[1]),
+        created_ts=int(row[2]),  # type: ignore[call-overload]  # BIGINT column
+        is_admin=bool(row[3]),
+        is_guest=bool(row[4]),
+        deactivated=bool(row[5]),
+        locked_until_ts=int(row[6]),  # type: ignore[call-overload]  # BIGINT column
+    )
+
+
+class UserStore:
+    """Reads and writes the ``users`` table.
+
+    Args:
+        pool: the database pool.
+    """
+
+    def __init__(self, pool: DatabasePool) -> None:
+        self._pool = pool
+
+    async def create_user(
+        self, user_id: str, password_hash: str | None, now_ms: int, *, is_admin: bool = False, is_guest: bool = False
+    ) -> bool:
+        """Creates an account. Returns False (and changes nothing) when the user ID is taken."""
+
+        def create_user_txn(txn: Txn) -> bool:
+            txn.execute("SELECT 1 FROM users WHERE lower(user_id) = lower(?)", (user_id,))
+            if txn.fetchone() is not None:
+                return False
+            txn.execute(
+                "INSERT INTO users (user_id, password_hash, created_ts, is_admin, is_guest) VALUES (?, ?, ?, ?, ?)",
+                (user_id, password_hash, now_ms, is_admin, is_guest),
+            )
+            txn.execute("INSERT INTO profiles (user_id, displayname) VALUES (?, ?)", (user_id, None))
+            return True
+
+        return await self._pool.run_txn("create_user", create_user_txn)
+
+    async def get_user(self, user_id: str) -> UserRecord | None:
+        """Returns the account, or None."""
+
+        def get_user_txn(txn: Txn) -> UserRecord | None:
+            txn.execute(f"SELECT {_USER_COLUMNS} FROM users WHERE user_id = ?", (user_id,))  # noqa: S608
+            row = txn.fetchone()
+            return None if row is None else _row_to_user(row)
+
+        return await self._pool.run_read("get_user", get_user_txn)
+
+    async def find_user_case_insensitive(self, user_id: str) -> str | None:
+        """Returns the stored spelling of ``user_id`` (logins are case-insensitive), or None."""
+
+        def find_txn(txn: Txn) -> str | None:
+            txn.execute("SELECT user_id FROM users WHERE user_id = ?", (user_id,))
+            row = txn.fetchone()
+            if row is None:
+                txn.execute("SELECT user_id FROM users WHERE lower(user_id) = lower(?)", (user_id,))
+                rows = txn.fetchall()
+                row = rows[0] if len(rows) == 1 else None
+            return None if row is None else str(row[0])
+
+        return await self._pool.run_read("find_user_case_insensitive", find_txn)
+
+    async def set_password_hash(self, user_id: str, password_hash: str | None) -> None:
+        await self._pool.run_txn(
+            "set_password_hash",
+            lambda txn: txn.execute("UPDATE users SET password_hash = ? WHERE user_id = ?", (password_hash, user_id)),
+        )
+
+    async def set_admin(self, user_id: str, is_admin: bool) -> None:
+        await self._pool.run_txn(
+            "set_admin", lambda txn: txn.execute("UPDATE users SET is_admin = ? WHERE user_id = ?", (is_admin, user_id))
+        )
+
+    async def set_deactivated(self, user_id: str, deactivated: bool) -> None:
+        """Marks the account (de)activated. Callers also end its sessions."""
+
+        def set_deactivated_txn(txn: Txn) -> None:
+            txn.execute("UPDATE users SET deactivated = ? WHERE user_id = ?", (deactivated, user_id))
+            if deactivated:
+                txn.execute("UPDATE users SET password_hash = NULL WHERE user_id = ?", (user_id,))
+
+        await self._pool.run_txn("set_deactivated", set_deactivated_txn)
+
+    async def count_users(self) -> int:
+        def count_txn(txn: Txn) -> int:
+            txn.execute("SELECT COUNT(*) FROM users")
+            row = txn.fetchone()
+            return int(row[0]) if row else 0  # type: ignore[call-overload]  # COUNT(*) is an int
+
+        return await self._pool.run_read("count_users", count_txn)
+
+    async def list_users(
+        self, *, offset: int, limit: int, name_contains: str | None, include_deactivated: bool, admins_only: bool | None
+    ) -> tuple[list[UserRecord], int]:
+        """Returns one page of accounts ordered by user ID, and the total matching."""
+
+        def list_users_txn(txn: Txn) -> tuple[list[UserRecord], int]:
+            where: list[str] = []
+            args: list[object] = []
+            if name_contains:
+                where.append("lower(user_id) LIKE ? ESCAPE '\\'")
+                escaped = name_contains.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+                args.append(f"%{escaped}%")
+            if not include_deactivated:
+                where.append("deactivated = ?")
+                args.append(False)
+            if admins_only is not None:
+                where.append("is_admin = ?")
+                args.append(admins_only)
+            clause = (" WHERE " + " AND ".join(where)) if where else ""
+            txn.execute(f"SELECT COUNT(*) FROM users{clause}", args)  # noqa: S608
+            total_row = txn.fetchone()
+            total = int(total_row[0]) if total_row else 0  # type: ignore[call-overload]  # COUNT(*)
+            txn.execute(
+                f"SELECT {_USER_COLUMNS} FROM users{clause} ORDER BY user_id LIMIT ? OFFSET ?",  # noqa: S608
+                [*args, limit, offset],
+            )
+            return [_row_to_user(r) for r in txn.fetchall()], total
+
+        return await self._pool.run_read("list_users", list_users_txn)
+
+    async def reserve_login_attempt(
+        self, user_id: str, now_ms: int, *, max_attempts: int, window_ms: int, lock_ms: int
+    ) -> AttemptDecision:
+        """Atomically reserves one password check for ``user_id``.
+
+        Counts the attempt *before* the password is verified; :meth:`clear_failed_logins` forgets the
+        count after a success. When the count reaches ``max_attempts`` inside ``window_ms`` the account is
+        locked for ``lock_ms``; attempts while locked are refused without checking the password.
+        ``max_attempts <= 0`` disables accounting.
+        """
+
+        def reserve_txn(txn: Txn) -> AttemptDecision:
+            txn.execute(
+                "SELECT failed_logins, failed_window_start_ts, locked_until_ts FROM users WHERE user_id = ?",
+                (user_id,),
+            )
+            row = txn.fetchone()
+            if row is None or max_attempts <= 0:
+                return AttemptDecision(True, 0)
+            count, window_start, locked_until = (int(v) for v in row)  # type: ignore[call-overload]
+            if locked_until > now_ms:
+                return AttemptDecision(False, locked_until)
+            if now_ms - window_start >= window_ms or locked_until:
+                count, window_start = 0, now_ms
+            if count >= max_attempts:
+                locked_until = now_ms + lock_ms
+                txn.execute(
+                    "UPDATE users SET locked_until_ts = ?, failed_logins = 0, failed_window_start_ts = ? "
+                    "WHERE user_id = ?",
+                    (locked_until, now_ms, user_id),
+                )
+                return AttemptDecision(False, locked_until)
+            txn.execute(
+                "UPDATE users SET failed_logins = ?, failed_window_start_ts = ?, locked_until_ts = 0 WHERE user_id = ?",
+                (count + 1, window_start, user_id),
+            )
+            return AttemptDecision(True, 0)
+
+        return await self._pool.run_txn("reserve_login_attempt", reserve_txn)
+
+    async def clear_failed_logins(self, user_id: str) -> None:
+        """Forgets counted attempts after a successful login."""
+        await self._pool.run_txn(
+            "clear_failed_logins",
+            lambda txn: txn.execute(
+                "UPDATE users SET failed_logins = 0, locked_until_ts = 0 WHERE user_id = ?", (user_id,)
+            ),
+        )
+
+    async def set_lock(self, user_id: str, locked_until_ts: int) -> None:
+        """Locks (or with 0 unlocks) an account; used by admins."""
+        await self._pool.run_txn(
+            "set_lock",
+            lambda txn: txn.execute(
+                "UPDATE users SET locked_until_ts = ?, failed_logins = 0 WHERE user_id = ?", (locked_until_ts, user_id)
+            ),
+        )

@@ -1,0 +1,5 @@
+"""Small shared utilities (clock wrapper)."""
+
+from homeserver.util.clock import Clock
+
+__all__ = ["Clock"]

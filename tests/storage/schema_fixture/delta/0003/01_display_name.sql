@@ -1,0 +1,1 @@
+ALTER TABLE users_fixture ADD COLUMN display_name TEXT;

@@ -1,0 +1,1 @@
+CREATE TABLE counters_fixture (id BIGSERIAL PRIMARY KEY, label TEXT NOT NULL);

@@ -1,11 +1,42 @@
 """sc_proto: a sans-I/O Matrix protocol library.
 
-Identifiers, canonical JSON, room versions, events (hashes, IDs, redaction), signing, authorization
-rules and state resolution, as pure functions over bytes, dicts and frozen objects. No sockets, no
-database, no clock reads: hosts (a homeserver, a bot, a test) supply I/O and time.
+Identifiers, canonical JSON, room versions 1–12, events (hashes, IDs, redaction, validation), signing
+(JSON, events, ``X-Matrix`` request authentication), authorization rules and state resolution
+(v2 and v2.1), as pure functions over bytes, dicts and frozen objects. No sockets, no database, no
+clock reads: hosts (a homeserver, a bot, a test) supply I/O and time.
+
+Everything listed in ``__all__`` is public API; submodules hold the same names and more detail.
+See ``docs/sc_proto.md`` for a worked example.
 """
 
 from sc_proto._version import __version__
+from sc_proto.auth import (
+    CREATOR_POWER_LEVEL,
+    auth_types_for_event,
+    check_auth,
+    check_auth_events_match,
+    get_user_power_level,
+)
+from sc_proto.crypto import (
+    SigningKey,
+    VerifyKey,
+    XMatrixAuth,
+    decode_signing_key_base64,
+    decode_verify_key_base64,
+    encode_verify_key_base64,
+    generate_signing_key,
+    get_key_id,
+    get_verify_key,
+    parse_x_matrix_header,
+    read_signing_keys,
+    sign_event,
+    sign_json,
+    sign_request,
+    verify_event_signature,
+    verify_json,
+    verify_request,
+    write_signing_keys,
+)
 from sc_proto.errors import (
     AuthError,
     CanonicalJSONError,
@@ -18,8 +49,34 @@ from sc_proto.errors import (
     SignatureError,
     UnsupportedRoomVersionError,
 )
-from sc_proto.events.model import Event, StateKey
-from sc_proto.json import encode_canonical_json
+from sc_proto.events import (
+    MAX_PDU_BYTES,
+    Event,
+    StateKey,
+    build_event,
+    check_content_hash,
+    compute_content_hash,
+    compute_event_id,
+    compute_reference_hash,
+    compute_room_id,
+    finalise_event,
+    redact,
+    validate_pdu,
+)
+from sc_proto.identifiers import (
+    DeviceID,
+    EventID,
+    RoomAlias,
+    RoomID,
+    ServerName,
+    UserID,
+    is_valid_server_name,
+    is_valid_user_localpart,
+    parse_server_name,
+    validate_device_id,
+)
+from sc_proto.json import decode_json, decode_json_object, encode_canonical_json, encode_json
+from sc_proto.media.mxc import MXCUri, parse_mxc
 from sc_proto.room_versions import (
     DEFAULT_ROOM_VERSION,
     KNOWN_ROOM_VERSIONS,
@@ -29,27 +86,89 @@ from sc_proto.room_versions import (
     StateResAlgorithm,
     get_room_version,
 )
+from sc_proto.state import (
+    MissingEventsError,
+    StateResPrep,
+    auth_chain_difference,
+    get_auth_chain,
+    prepare,
+    resolve,
+)
 
 __all__ = [
+    "CREATOR_POWER_LEVEL",
     "DEFAULT_ROOM_VERSION",
     "KNOWN_ROOM_VERSIONS",
+    "MAX_PDU_BYTES",
     "AuthError",
     "CanonicalJSONError",
     "Codes",
+    "DeviceID",
     "Event",
     "EventFormat",
+    "EventID",
     "InvalidEventError",
     "InvalidIdentifierError",
     "LocalProtocolError",
+    "MXCUri",
     "MatrixError",
+    "MissingEventsError",
     "RemoteProtocolError",
+    "RoomAlias",
+    "RoomID",
     "RoomVersion",
     "RoomVersions",
+    "ServerName",
     "SignatureError",
+    "SigningKey",
     "StateKey",
     "StateResAlgorithm",
+    "StateResPrep",
     "UnsupportedRoomVersionError",
+    "UserID",
+    "VerifyKey",
+    "XMatrixAuth",
     "__version__",
+    "auth_chain_difference",
+    "auth_types_for_event",
+    "build_event",
+    "check_auth",
+    "check_auth_events_match",
+    "check_content_hash",
+    "compute_content_hash",
+    "compute_event_id",
+    "compute_reference_hash",
+    "compute_room_id",
+    "decode_json",
+    "decode_json_object",
+    "decode_signing_key_base64",
+    "decode_verify_key_base64",
     "encode_canonical_json",
+    "encode_json",
+    "encode_verify_key_base64",
+    "finalise_event",
+    "generate_signing_key",
+    "get_auth_chain",
+    "get_key_id",
     "get_room_version",
+    "get_user_power_level",
+    "get_verify_key",
+    "is_valid_server_name",
+    "is_valid_user_localpart",
+    "parse_mxc",
+    "parse_server_name",
+    "parse_x_matrix_header",
+    "prepare",
+    "read_signing_keys",
+    "redact",
+    "resolve",
+    "sign_event",
+    "sign_json",
+    "sign_request",
+    "validate_device_id",
+    "validate_pdu",
+    "verify_event_signature",
+    "verify_json",
+    "verify_request",
+    "write_signing_keys",
 ]

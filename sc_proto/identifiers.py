@@ -21,6 +21,7 @@ from sc_proto.errors import InvalidIdentifierError
 from sc_proto.room_versions import EventFormat, RoomVersion
 
 __all__ = [
+    "MAX_DEVICE_ID_LENGTH",
     "MAX_IDENTIFIER_BYTES",
     "DeviceID",
     "EventID",

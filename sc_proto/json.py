@@ -15,8 +15,8 @@ hooks reject what Matrix forbids as the values are built:
 * ``object_pairs_hook`` sees every object's key/value pairs and rejects duplicate keys.
 * Nesting depth is checked *before* parsing, so a deep document never reaches the recursive C
   scanner: if the document has fewer opening brackets than the limit it cannot be too deep;
-  otherwise strings are cut out with a regex and the running bracket depth is computed with
-  ``itertools.accumulate``, all at C speed.
+  otherwise escapes are dropped, strings are cut out by splitting on quotes, and the running
+  bracket depth is computed with ``itertools.accumulate``, all at C speed.
 * Lone UTF-16 surrogates can only enter through ``\\uD8xx``-style escapes, so the parsed value is
   checked for them only when such an escape appears in the text.
 
@@ -57,8 +57,8 @@ _MAX_SAFE_INT_CHARS = 17
 # refuse absurdly long literals so that a peer cannot make us build huge integers.
 _MAX_LAX_INT_CHARS = 100
 
-# A JSON string; an unterminated one runs to the end of the text so that the scan stays linear.
-_STRING_RE = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*(?:"|\Z)', re.DOTALL)
+# Backslash escapes occur only inside strings; once they are gone, quotes alternate open/close.
+_ESCAPE_RE = re.compile(r"\\.", re.DOTALL)
 _NON_BRACKETS_RE = re.compile(r"[^\[\]{}]+")
 _BRACKET_STEP = {"[": 1, "{": 1, "]": -1, "}": -1}
 _SURROGATE_ESCAPE_RE = re.compile(r"\\u[dD][89a-fA-F]")
@@ -210,10 +210,10 @@ def _parse_lax_int(literal: str) -> int:
     return int(literal)
 
 
-def _make_decoder(parse_int: Any) -> _json.JSONDecoder:
+def _make_decoder(parse_int: Any, parse_float: Any = _reject_float) -> _json.JSONDecoder:
     return _json.JSONDecoder(
         object_pairs_hook=_object_from_pairs,
-        parse_float=_reject_float,
+        parse_float=parse_float,
         parse_int=parse_int,
         parse_constant=_reject_constant,
         strict=True,
@@ -222,11 +222,25 @@ def _make_decoder(parse_int: Any) -> _json.JSONDecoder:
 
 _STRICT_DECODER = _make_decoder(_parse_safe_int)
 _LAX_INT_DECODER = _make_decoder(_parse_lax_int)
+_DECODERS = {
+    (True, False): _STRICT_DECODER,
+    (False, False): _LAX_INT_DECODER,
+    (True, True): _make_decoder(_parse_safe_int, float),
+    (False, True): _make_decoder(_parse_lax_int, float),
+}
 
 
 def _nesting_depth(text: str) -> int:
-    """Returns the deepest array/object nesting of ``text`` (exact when ``text`` is valid JSON)."""
-    brackets = _NON_BRACKETS_RE.sub("", _STRING_RE.sub("", text))
+    """Returns the deepest array/object nesting of ``text`` (exact when ``text`` is valid JSON).
+
+    Dropping every escape leaves no quote inside a string, so splitting on ``"`` alternates
+    between text outside strings (even pieces) and string contents (odd pieces); only brackets
+    outside strings count.
+    """
+    if "\\" in text:
+        text = _ESCAPE_RE.sub("", text)
+    outside = "".join(text.split('"')[::2])
+    brackets = _NON_BRACKETS_RE.sub("", outside)
     return max(accumulate(map(_BRACKET_STEP.__getitem__, brackets)), default=0)
 
 
@@ -251,6 +265,7 @@ def decode_json(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     strict_integers: bool = True,
+    allow_floats: bool = False,
 ) -> Any:
     """Parses Matrix JSON strictly.
 
@@ -259,9 +274,14 @@ def decode_json(
         max_depth: deepest allowed nesting of arrays and objects (``[]`` has depth 1).
         strict_integers: reject integers outside ±(2^53-1). Pass ``False`` only for data from
             room versions 1-5, whose events may carry such integers (see the spec's warning).
+        allow_floats: accept numbers with a fraction or exponent (as ``float``). Client-Server
+            request bodies may carry them (account data, to-device content); anything that is
+            hashed or signed must not, so the default refuses them. ``NaN``/``Infinity`` are
+            always refused.
 
     Returns:
-        The value: ``dict``, ``list``, ``str``, ``int``, ``bool`` or ``None``, nested.
+        The value: ``dict``, ``list``, ``str``, ``int``, ``float`` (only with ``allow_floats``),
+        ``bool`` or ``None``, nested.
 
     Raises:
         CanonicalJSONError: ``M_NOT_JSON`` if ``data`` is not valid JSON in UTF-8 (including
@@ -274,7 +294,7 @@ def decode_json(
     text = _to_text(data)
     if text.count("[") + text.count("{") > max_depth and _nesting_depth(text) > max_depth:
         raise _bad_json(f"JSON nested deeper than {max_depth} levels")
-    decoder = _STRICT_DECODER if strict_integers else _LAX_INT_DECODER
+    decoder = _DECODERS[(strict_integers, allow_floats)]
     try:
         value = decoder.decode(text)
     except _json.JSONDecodeError as e:
@@ -292,6 +312,7 @@ def decode_json_object(
     *,
     max_depth: int = DEFAULT_MAX_DEPTH,
     strict_integers: bool = True,
+    allow_floats: bool = False,
 ) -> dict[str, Any]:
     """Parses Matrix JSON strictly (as :func:`decode_json`) and requires a top-level object.
 
@@ -300,7 +321,7 @@ def decode_json_object(
             is not an object.
         LocalProtocolError: as :func:`decode_json`.
     """
-    value = decode_json(data, max_depth=max_depth, strict_integers=strict_integers)
+    value = decode_json(data, max_depth=max_depth, strict_integers=strict_integers, allow_floats=allow_floats)
     if not isinstance(value, dict):
         raise _bad_json("JSON must be an object")
     return value

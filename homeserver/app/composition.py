@@ -13,7 +13,6 @@ from dataclasses import dataclass
 from typing import Any
 
 from twisted.internet import defer
-from twisted.internet.interfaces import IListeningPort
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
@@ -129,7 +128,7 @@ class Homeserver:
         self.resource = JsonResource("client")
         self._register_servlets()
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
-        self._ports: list[IListeningPort] = []
+        self._ports: list[Any] = []
 
     def _register_servlets(self) -> None:
         config = self.config
@@ -182,7 +181,9 @@ class Homeserver:
     async def shutdown(self) -> None:
         """Stops listening, lets in-flight requests finish, then closes the database."""
         for port in self._ports:
-            await port.stopListening()
+            stopped = port.stopListening()
+            if stopped is not None:
+                await stopped
         self._ports.clear()
         await self.resource.wait_for_inflight()
         await self.pool.close()
@@ -257,7 +258,7 @@ def register_user(config: HomeserverConfig, user: str, password: str, admin: boo
             hs.password_policy.check(password, user.lstrip("@").split(":")[0])
             user_id = await hs.create_user(user, password, admin=admin)
             print(f"created {user_id}{' (admin)' if admin else ''}")
-        except Exception as e:  # noqa: BLE001 - a CLI boundary: report and exit non-zero
+        except Exception as e:
             print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
             result["code"] = 1
         finally:

@@ -107,13 +107,13 @@ class InteractiveAuth:
         request_hash = hashlib.sha256(request_key.encode()).hexdigest()
         auth = body.get("auth")
         if auth is None:
-            session_id = secrets.token_urlsafe(18)
-            await self._store.create_session(session_id, self._now(), request_hash, user_id)
-            raise InteractiveAuthRequired(self._state(flows, session_id, ()))
+            new_session = secrets.token_urlsafe(18)
+            await self._store.create_session(new_session, self._now(), request_hash, user_id)
+            raise InteractiveAuthRequired(self._state(flows, new_session, ()))
         if not isinstance(auth, Mapping):
             raise MatrixError(400, Codes.BAD_JSON, "'auth' must be an object")
-        session_id = auth.get("session")
-        stage = auth.get("type")
+        session_id: object = auth.get("session")
+        stage: object = auth.get("type")
         if session_id is None:
             # A single-stage flow may be completed without a session (clients re-authenticating directly).
             session_id = secrets.token_urlsafe(18)

@@ -263,15 +263,15 @@ def integer(minimum: int | None = None, maximum: int | None = None) -> ValueType
     return ValueType(name, parse)
 
 
-def positive_number() -> ValueType:
-    """A finite number (integer or float) greater than zero."""
-    name = "a positive number"
+def positive_number(maximum: float | None = None) -> ValueType:
+    """A finite number (integer or float) greater than zero, and at most ``maximum`` if given."""
+    name = "a positive number" if maximum is None else f"a positive number up to {maximum:g}"
 
     def parse(value: object, path: str, _ctx: ParseContext) -> float:
         if isinstance(value, bool) or not isinstance(value, int | float):
             raise fail(path, name, value)
         number = float(value)
-        if not math.isfinite(number) or number <= 0:
+        if not math.isfinite(number) or number <= 0 or (maximum is not None and number > maximum):
             raise fail(path, name, value)
         return number
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import os
 import urllib.parse
+from typing import TYPE_CHECKING
 
 import attrs
 
@@ -11,13 +12,15 @@ from homeserver.config._options import (
     ParseContext,
     ValueType,
     choice,
-    fail,
     integer,
     option,
     positive_number,
     resolve_path,
 )
 from homeserver.config.errors import ConfigError
+
+if TYPE_CHECKING:
+    from homeserver.storage.engines import DatabaseSettings
 
 SQLITE_MEMORY = ":memory:"
 _URL_HELP = (
@@ -44,15 +47,15 @@ def _parse_url(value: object, path: str, ctx: ParseContext) -> str:
 
 
 def _normalise_sqlite(rest: str, path: str, ctx: ParseContext) -> str:
+    """Normalises to the storage layer's form: ``sqlite://`` + absolute path, or ``sqlite://:memory:``."""
     if rest.startswith("//"):
+        # "sqlite:///abs" (and "sqlite:////abs") are absolute; "sqlite://rel/x.db" is relative.
         rest = rest[2:]
-        if rest and not rest.startswith("/"):
-            raise ConfigError("a sqlite URL takes no host; use 'sqlite:///ABSOLUTE/PATH.db'", path)
     if rest in (SQLITE_MEMORY, "/" + SQLITE_MEMORY):
-        return "sqlite:///" + SQLITE_MEMORY
+        return "sqlite://" + SQLITE_MEMORY
     if not rest or "\x00" in rest or "?" in rest:
-        raise fail(path, _URL_HELP, rest)
-    # "sqlite:////abs" and "sqlite:///abs" both mean /abs.
+        raise ConfigError(f"expected {_URL_HELP}", path)
+    # Relative paths are relative to the config file, never to the working directory.
     absolute = resolve_path("/" + rest.lstrip("/") if rest.startswith("/") else rest, ctx)
     return "sqlite://" + absolute
 
@@ -75,20 +78,20 @@ class DatabaseConfig:
     """Database engine, location and pool settings."""
 
     url: str = attrs.field(
-        default="sqlite:///" + SQLITE_MEMORY,
+        default="sqlite://" + SQLITE_MEMORY,
         repr=lambda url: repr(redact_url(url)),
         metadata={
-            "doc": "Where the data lives. 'sqlite:///ABSOLUTE/PATH.db' (or 'sqlite:RELATIVE.db', relative "
-            "to the config file) for a single-process server; 'postgresql://USER:PASSWORD@HOST:PORT/DB' "
+            "doc": "Where the data lives. 'sqlite:///ABSOLUTE/PATH.db' (or 'sqlite://RELATIVE.db', relative "
+            "to the config file; 'sqlite://:memory:' for tests) for a single-process server; 'postgresql://USER:PASSWORD@HOST:PORT/DB' "
             "for production and workers.",
             "type": DATABASE_URL,
             "default_doc": "sqlite:///DATA/homeserver.db",
             "contextual_default": lambda ctx: "sqlite://" + os.path.join(ctx.data_dir, "homeserver.db"),
         },
     )
-    pool_min: int = option(1, integer(minimum=1), "Connections kept open (PostgreSQL).")
+    pool_min: int = option(1, integer(1, 1000), "Connections kept open (PostgreSQL).")
     pool_max: int = option(
-        10, integer(minimum=1), "Most connections open at once (PostgreSQL); also the SQLite reader count."
+        10, integer(1, 1000), "Most connections open at once (PostgreSQL); also the SQLite reader count."
     )
     sqlite_synchronous: str = option(
         "FULL",
@@ -98,12 +101,14 @@ class DatabaseConfig:
     )
     txn_retries: int = option(
         5,
-        integer(minimum=0),
+        integer(0, 100),
         "How often an idempotent transaction is retried after a serialization failure, deadlock or "
         "SQLITE_BUSY.",
     )
     connect_timeout_s: float = option(
-        10.0, positive_number(), "Seconds to wait for a new database connection."
+        10.0,
+        positive_number(maximum=3600),
+        "Seconds to wait for a new database connection (SQLite: for a lock).",
     )
 
     @property
@@ -116,12 +121,31 @@ class DatabaseConfig:
         """The SQLite file path (or ``":memory:"``); ``None`` for PostgreSQL."""
         if not self.url.startswith("sqlite:"):
             return None
-        rest = self.url[len("sqlite://") :]
-        return SQLITE_MEMORY if rest == "/" + SQLITE_MEMORY else rest
+        return self.url[len("sqlite://") :]
 
     def redacted_url(self) -> str:
         """The URL with any password masked, safe to log."""
         return redact_url(self.url)
+
+    def to_settings(self) -> DatabaseSettings:
+        """The storage layer's settings for this section.
+
+        Raises:
+            ConfigError: if the storage layer rejects the values (naming the ``database`` section).
+        """
+        from homeserver.storage.engines import DatabaseSettings, DatabaseSettingsError
+
+        try:
+            return DatabaseSettings(
+                url=self.url,
+                pool_min=self.pool_min,
+                pool_max=self.pool_max,
+                sqlite_synchronous=self.sqlite_synchronous,
+                txn_retries=self.txn_retries,
+                connect_timeout=self.connect_timeout_s,
+            )
+        except DatabaseSettingsError as e:
+            raise ConfigError(str(e), "database") from None
 
     def check(self, path: str) -> None:
         """Cross-option checks, called by the parser."""

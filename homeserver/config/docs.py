@@ -54,7 +54,9 @@ def _rows(cls: type, defaults: object | None, prefix: str, rows: list[str]) -> N
             rows.append(f"| `{name}` | list of mappings | {_default(info, default)} | {_cell(info.doc)} |")
             _rows(item.section, None, f"{name}[].", rows)
             continue
-        rows.append(f"| `{name}` | {_cell(info.vtype.name)} | {_default(info, default)} | {_cell(info.doc)} |")
+        rows.append(
+            f"| `{name}` | {_cell(info.vtype.name)} | {_default(info, default)} | {_cell(info.doc)} |"
+        )
 
 
 def render_config_docs() -> str:
@@ -63,7 +65,9 @@ def render_config_docs() -> str:
     for section in options_of(HomeserverConfig):
         parts.append(f"\n## `{section.name}`\n\n{section.doc}\n")
         if section.vtype.section is None:
-            parts.append(f"\nType: {section.vtype.name}. Default: `{json.dumps(to_plain(section.default))}`.\n")
+            parts.append(
+                f"\nType: {section.vtype.name}. Default: `{json.dumps(to_plain(section.default))}`.\n"
+            )
             continue
         rows = ["| Option | Type | Default | Description |", "|---|---|---|---|"]
         _rows(section.vtype.section, section.default, "", rows)

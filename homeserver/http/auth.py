@@ -57,7 +57,7 @@ class TokenInfo:
 
     user_id: str
     device_id: str | None
-    token_id: int
+    token_id: int | str
     expires_at_ms: int | None = None
     is_admin: bool = False
     is_guest: bool = False
@@ -84,7 +84,7 @@ class Requester:
 
     user_id: str
     device_id: str | None
-    access_token_id: int
+    access_token_id: int | str
     is_guest: bool
     is_admin: bool
     ip: str
@@ -229,8 +229,9 @@ class Authenticator:
         values = (request.args or {}).get(b"access_token")
         if not values:
             return None
+        first: bytes = values[0]
         try:
-            return values[0].decode("ascii")
+            return first.decode("ascii")
         except UnicodeDecodeError:
             raise MatrixError(
                 401, Codes.UNKNOWN_TOKEN, "Unrecognised access token", extra={"soft_logout": False}

@@ -168,7 +168,8 @@ class RateLimiter:
 
     @staticmethod
     def _wait_ms(rule: RateLimitRule, tokens: float, cost: float) -> int:
-        return max(1, math.ceil((cost - tokens) * 1000.0 / rule.per_second))
+        # The epsilon absorbs float noise (0.99 tokens must mean 1 ms at 10/s, not 2).
+        return max(1, math.ceil((cost - tokens) * 1000.0 / rule.per_second - 1e-6))
 
     def _store(self, bucket_key: tuple[str, str], tokens: float, now: int) -> None:
         bucket = self._buckets.get(bucket_key)

@@ -32,7 +32,6 @@ import logging
 import math
 import re
 from collections.abc import Awaitable, Callable, Iterable, Mapping
-from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 from urllib.parse import unquote_to_bytes
@@ -43,6 +42,7 @@ from twisted.web.resource import Resource
 from twisted.web.server import NOT_DONE_YET, Request
 
 from homeserver.http.cors import add_cors_headers
+from homeserver.logging.context import request_id as request_id_var
 from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
@@ -53,11 +53,6 @@ JsonDict = dict[str, Any]
 Handler = Callable[..., Awaitable[tuple[int, Mapping[str, Any]]]]
 """``async def handler(request, **path_args) -> (status, json_object)``."""
 
-current_request_id: ContextVar[str] = ContextVar("sc_request_id", default="-")
-"""Id of the HTTP request being handled, for log records (``-`` outside a request).
-
-Set only by :class:`JsonResource`; a logging filter can copy it onto every record.
-"""
 
 _METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "DELETE", "PATCH", "OPTIONS"})
 _NAME_RE = re.compile(r"[A-Za-z_][A-Za-z0-9_]*")
@@ -186,7 +181,7 @@ def _parse_placeholder(template: str, start: int) -> tuple[int, str, str]:
     raise ValueError(f"unbalanced '{{' in {template!r}")
 
 
-@dataclass
+@dataclass(eq=False)
 class _InflightState:
     disconnected: bool = False
     deferred: Deferred[None] | None = None
@@ -203,12 +198,12 @@ class JsonResource(Resource):
     isLeaf = True
 
     def __init__(self, name: str = "json") -> None:
-        super().__init__()
+        _untyped(super()).__init__()
         self.name = name
         self._literal: dict[str, _PathTemplate] = {}
         self._patterned: list[_PathTemplate] = []
         self._by_template: dict[str, _PathTemplate] = {}
-        self._inflight: set[int] = set()
+        self._inflight: set[_InflightState] = set()
         self._inflight_waiters: list[Deferred[None]] = []
 
     # ------------------------------------------------------------------ registration
@@ -312,8 +307,8 @@ class JsonResource(Resource):
             self._inflight_waiters.append(waiter)
         return waiter
 
-    def _request_done(self, key: int) -> None:
-        self._inflight.discard(key)
+    def _request_done(self, state: _InflightState) -> None:
+        self._inflight.discard(state)
         if not self._inflight:
             waiters, self._inflight_waiters = self._inflight_waiters, []
             for waiter in waiters:
@@ -321,11 +316,10 @@ class JsonResource(Resource):
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, request: Request) -> int:  # type: ignore[override]  # twisted types it as bytes | int
+    def render(self, request: Request) -> int:
         """Starts handling ``request``; the response is written when the handler finishes."""
         state = _InflightState()
-        key = id(state)
-        self._inflight.add(key)
+        self._inflight.add(state)
 
         def on_connection_lost(failure: Failure) -> None:
             state.disconnected = True
@@ -335,21 +329,22 @@ class JsonResource(Resource):
         request.notifyFinish().addErrback(on_connection_lost)
         deferred: Deferred[None] = Deferred.fromCoroutine(self._handle(request, state))
         state.deferred = deferred
-        deferred.addBoth(lambda _: self._request_done(key))
+        deferred.addBoth(lambda _: self._request_done(state))
         if state.disconnected and state.cancellable and not deferred.called:
             deferred.cancel()
         return NOT_DONE_YET
 
     async def _handle(self, request: Request, state: _InflightState) -> None:
         request_id = getattr(request, "request_id", None) or f"{self.name}-{next(_request_counter)}"
-        current_request_id.set(request_id)
+        # The coroutine runs in its own copy of the context, so this does not leak to other requests.
+        request_id_var.set(request_id)
         method = (request.method or b"").decode("latin-1").upper()
         try:
             status, body = await self._dispatch(request, method, state)
         except MatrixError as error:
             status, body = error.http_status, error.to_json()
             if isinstance(error, _MethodNotAllowed):
-                request.setHeader(b"Allow", error.allow_header)
+                request.responseHeaders.setRawHeaders(b"Allow", [error.allow_header])
             if status == 429:
                 _set_retry_after(request, body)
             if status >= 500:
@@ -406,13 +401,14 @@ class JsonResource(Resource):
             logger.exception("%s %s: response is not JSON-encodable", method, _loggable_path(request))
             status, encoded = 500, encode_json_body(_internal_error_body())
         request.setResponseCode(status)
-        request.setHeader(b"Content-Type", b"application/json")
-        request.setHeader(b"Content-Length", b"%d" % (len(encoded),))
-        if not request.responseHeaders.hasHeader(b"Cache-Control"):
-            request.setHeader(b"Cache-Control", b"no-cache, no-store, must-revalidate")
+        headers = request.responseHeaders
+        headers.setRawHeaders(b"Content-Type", [b"application/json"])
+        headers.setRawHeaders(b"Content-Length", [b"%d" % (len(encoded),)])
+        if not headers.hasHeader(b"Cache-Control"):
+            headers.setRawHeaders(b"Cache-Control", [b"no-cache, no-store, must-revalidate"])
         add_cors_headers(request)
-        request.write(encoded)
-        request.finish()
+        _untyped(request).write(encoded)
+        _untyped(request).finish()
 
 
 class _MethodNotAllowed(MatrixError):
@@ -438,7 +434,7 @@ def _body_length(request: Request) -> int:
     if content is None:
         return 0
     position = content.tell()
-    length = content.seek(0, 2)
+    length: int = content.seek(0, 2)
     content.seek(position)
     return length
 
@@ -446,7 +442,12 @@ def _body_length(request: Request) -> int:
 def _set_retry_after(request: Request, body: Mapping[str, Any]) -> None:
     retry_after_ms = body.get("retry_after_ms")
     if isinstance(retry_after_ms, int) and not isinstance(retry_after_ms, bool) and retry_after_ms > 0:
-        request.setHeader(b"Retry-After", b"%d" % (math.ceil(retry_after_ms / 1000),))
+        request.responseHeaders.setRawHeaders(b"Retry-After", [b"%d" % (math.ceil(retry_after_ms / 1000),)])
+
+
+def _untyped(obj: object) -> Any:
+    """Returns ``obj`` as Any: many Twisted web methods are unannotated, so calls go through this."""
+    return obj
 
 
 def _internal_error_body() -> JsonDict:

@@ -7,18 +7,19 @@ Every helper raises :class:`sc_proto.errors.MatrixError` with status 400 on bad 
 * a required query parameter or body field that is absent: ``M_MISSING_PARAM``;
 * a query parameter or body field of the wrong type or value: ``M_INVALID_PARAM`` (the spec's
   example for this code is "expected an integer and instead received a string");
-* an integer outside Matrix's JSON range (±(2^53-1)) in a body: ``M_BAD_JSON``.
+* JSON that Matrix forbids (floats, ``NaN``, duplicate keys, integers outside ±(2^53-1)):
+  ``M_BAD_JSON``.
 """
 
 from __future__ import annotations
 
-import json
 from collections.abc import Collection, Mapping
 from typing import Any, overload
 
-import sc_proto.json
-from sc_proto.errors import Codes, MatrixError
 from twisted.web.server import Request
+
+from sc_proto.errors import Codes, MatrixError
+from sc_proto.json import decode_json
 
 JsonDict = dict[str, Any]
 
@@ -35,61 +36,27 @@ def read_body(request: Request) -> bytes:
     if content is None:
         return b""
     content.seek(0)
-    data = content.read()
+    data: bytes = content.read()
     content.seek(0)
     return data
 
 
 def decode_json_body(body: bytes) -> Any:
-    """Decodes a request body as strict JSON.
+    """Decodes a request body as strict Matrix JSON (:func:`sc_proto.json.decode_json`).
 
-    Uses ``sc_proto.json.decode_json`` when that module provides it; otherwise decodes here,
-    rejecting invalid UTF-8, ``NaN``/``Infinity``, duplicate object keys and out-of-range integers.
+    Floats, ``NaN``/``Infinity``, duplicate keys and integers outside ±(2^53-1) are refused, as
+    canonical JSON (which events are signed in) cannot carry them.
 
     Raises:
-        MatrixError: 400 ``M_NOT_JSON`` (not JSON) or ``M_BAD_JSON`` (JSON Matrix does not allow).
+        MatrixError: 400 ``M_NOT_JSON`` (not UTF-8 JSON) or ``M_BAD_JSON`` (JSON Matrix forbids).
     """
-    strict_decoder = getattr(sc_proto.json, "decode_json", None)
-    if strict_decoder is not None:
-        try:
-            return strict_decoder(body)
-        except MatrixError as error:
-            code = error.errcode if error.errcode in (Codes.NOT_JSON, Codes.BAD_JSON) else Codes.NOT_JSON
-            raise MatrixError(400, code, error.message) from None
-        except (ValueError, TypeError, RecursionError):
-            raise MatrixError(400, Codes.NOT_JSON, "Content is not valid JSON") from None
     try:
-        text = body.decode("utf-8")
-        return json.loads(
-            text,
-            parse_constant=_reject_constant,
-            parse_int=_parse_int,
-            object_pairs_hook=_object_without_duplicates,
-        )
-    except MatrixError:
-        raise
-    except (ValueError, RecursionError):  # UnicodeDecodeError and JSONDecodeError are ValueErrors
+        return decode_json(body)
+    except MatrixError as error:
+        code = error.errcode if error.errcode in (Codes.NOT_JSON, Codes.BAD_JSON) else Codes.NOT_JSON
+        raise MatrixError(400, code, error.message) from None
+    except (ValueError, RecursionError):
         raise MatrixError(400, Codes.NOT_JSON, "Content is not valid JSON") from None
-
-
-def _reject_constant(name: str) -> Any:
-    raise MatrixError(400, Codes.NOT_JSON, f"Content is not valid JSON ({name} is not allowed)")
-
-
-def _parse_int(text: str) -> int:
-    value = int(text)
-    if not -MAX_SAFE_INTEGER <= value <= MAX_SAFE_INTEGER:
-        raise MatrixError(400, Codes.BAD_JSON, "Integer out of range")
-    return value
-
-
-def _object_without_duplicates(pairs: list[tuple[str, Any]]) -> JsonDict:
-    result: JsonDict = {}
-    for key, value in pairs:
-        if key in result:
-            raise MatrixError(400, Codes.NOT_JSON, "Duplicate key in JSON object")
-        result[key] = value
-    return result
 
 
 def parse_json_value_from_request(request: Request, allow_empty: bool = False) -> Any:
@@ -137,7 +104,8 @@ def _raw_query_value(request: Request, name: str) -> bytes | None:
     values = args.get(name.encode("ascii"))
     if not values:
         return None
-    return values[0]
+    first: bytes = values[0]
+    return first
 
 
 def _query_text(request: Request, name: str) -> str | None:

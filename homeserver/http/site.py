@@ -18,10 +18,10 @@ import itertools
 import json
 import logging
 from collections.abc import Callable
-from typing import Any
+from typing import Any, Protocol
 
-from twisted.internet.interfaces import IReactorTime
-from twisted.web.resource import IResource
+from twisted.web import http
+from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
 
 from homeserver.http.cors import CORS_HEADERS
@@ -37,6 +37,23 @@ _request_ids = itertools.count(1)
 _MAX_USER_AGENT = 512
 
 
+class ReactorTime(Protocol):
+    """The reactor features the site needs (``IReactorTime``, structurally typed)."""
+
+    def seconds(self) -> float:
+        """Returns the current time in seconds."""
+        ...
+
+    def callLater(self, delay: float, callable: Callable[..., Any], *args: Any, **kw: Any) -> Any:
+        """Schedules a call (Twisted's name)."""
+        ...
+
+
+def _untyped(obj: object) -> Any:
+    """Returns ``obj`` as Any: many Twisted web methods are unannotated, so calls go through this."""
+    return obj
+
+
 class SCRequest(Request):
     """A request that enforces the body limit while receiving and knows its client IP.
 
@@ -47,14 +64,14 @@ class SCRequest(Request):
     """
 
     def __init__(self, channel: Any, *args: Any, **kwargs: Any) -> None:
-        super().__init__(channel, *args, **kwargs)
+        _untyped(super()).__init__(channel, *args, **kwargs)
         site = channel.site
         if not isinstance(site, SCSite):
             raise TypeError("SCRequest needs an SCSite")
         self._sc_site: SCSite = site
         self.request_id = f"{site.site_tag}-{next(_request_ids)}"
         self.authenticated_entity: str | None = None
-        self.start_time = site.reactor.seconds()
+        self.start_time = site.seconds()
         self._body_limit = site.max_request_body_size
         self._body_received = 0
         self.body_rejected = False
@@ -67,10 +84,10 @@ class SCRequest(Request):
         path = getattr(self.channel, "_path", b"") or b""
         self._body_limit = self._sc_site.body_limit_for(method, path)
         if length is not None and length > self._body_limit:
-            super().gotLength(0)
+            _untyped(super()).gotLength(0)
             self._reject_too_large()
             return
-        super().gotLength(length)
+        _untyped(super()).gotLength(length)
 
     def handleContentChunk(self, data: bytes) -> None:
         """Stores a chunk of the body, or rejects the request once it exceeds the limit."""
@@ -80,19 +97,19 @@ class SCRequest(Request):
         if self._body_received > self._body_limit:
             self._reject_too_large()
             return
-        super().handleContentChunk(data)
+        _untyped(super()).handleContentChunk(data)
 
     def write(self, data: bytes) -> None:
         """Writes response data; replaces Twisted's version-revealing ``Server`` header first."""
         if not self.startedWriting:
             self.responseHeaders.setRawHeaders(b"Server", [self._sc_site.server_header])
-        super().write(data)
+        _untyped(super()).write(data)
 
     def process(self) -> None:
         """Dispatches the request, unless it was already answered with 413."""
         if self.body_rejected:
             return
-        super().process()
+        _untyped(super()).process()
 
     def _reject_too_large(self) -> None:
         """Answers 413 directly on the transport and closes the connection.
@@ -115,10 +132,10 @@ class SCRequest(Request):
             b"Cache-Control: no-cache, no-store, must-revalidate",
         ]
         lines.extend(name + b": " + value for name, value in CORS_HEADERS)
-        transport = self.channel.transport if self.channel is not None else None
-        if transport is not None:
-            transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
-            self.channel.loseConnection()
+        channel: Any = self.channel
+        if channel is not None and channel.transport is not None:
+            channel.transport.write(b"\r\n".join(lines) + b"\r\n\r\n" + body)
+            channel.loseConnection()
         access_logger.info(
             "%s - %s - %s %s 413 body exceeds %d bytes",
             self.get_client_ip(),
@@ -142,7 +159,7 @@ class SCRequest(Request):
                 last = b",".join(values).split(b",")[-1].strip()
                 if last:
                     return last.decode("ascii", errors="replace")
-        address = self.getClientAddress()
+        address = _untyped(self).getClientAddress()
         host = getattr(address, "host", None)
         return host if isinstance(host, str) else "-"
 
@@ -172,8 +189,8 @@ class SCSite(Site):
 
     def __init__(
         self,
-        resource: IResource,
-        reactor: IReactorTime,
+        resource: Resource,
+        reactor: ReactorTime,
         max_request_body_size: int,
         *,
         body_limit_lookup: BodyLimitLookup | None = None,
@@ -184,14 +201,16 @@ class SCSite(Site):
     ) -> None:
         if max_request_body_size < 0:
             raise ValueError("max_request_body_size must be >= 0")
-        super().__init__(
+        _untyped(super()).__init__(
             resource,
             requestFactory=SCRequest,
             reactor=reactor,
             timeout=timeout,
             parsePOSTFormSubmission=False,
         )
-        self.reactor: IReactorTime = reactor
+        self._time_source: ReactorTime = reactor
+        # Never render Twisted's HTML tracebacks (only reachable outside JsonResource).
+        self.displayTracebacks = False
         self.max_request_body_size = max_request_body_size
         self.trust_x_forwarded_for = trust_x_forwarded_for
         self.site_tag = site_tag
@@ -199,6 +218,10 @@ class SCSite(Site):
         if body_limit_lookup is None:
             body_limit_lookup = getattr(resource, "max_body_size_for", None)
         self._body_limit_lookup = body_limit_lookup
+
+    def seconds(self) -> float:
+        """Returns the reactor's current time in seconds."""
+        return self._time_source.seconds()
 
     def body_limit_for(self, method: bytes, path: bytes) -> int:
         """Returns the body limit for a request: the route's own, else the site default."""
@@ -212,11 +235,11 @@ class SCSite(Site):
                 return limit
         return self.max_request_body_size
 
-    def log(self, request: Request) -> None:
+    def log(self, request: http.Request) -> None:
         """Writes an access-log line for a finished request (path without query string)."""
         if isinstance(request, SCRequest):
             ip, request_id, user = request.get_client_ip(), request.request_id, request.authenticated_entity
-            elapsed = self.reactor.seconds() - request.start_time
+            elapsed = self.seconds() - request.start_time
             agent = request.get_user_agent()
         else:
             ip, request_id, user, elapsed, agent = "-", "-", None, 0.0, ""
@@ -238,7 +261,7 @@ def client_ip_of(request: Request) -> str:
     """Returns the client IP of any request (:meth:`SCRequest.get_client_ip` when available)."""
     if isinstance(request, SCRequest):
         return request.get_client_ip()
-    host = getattr(request.getClientAddress(), "host", None)
+    host = getattr(_untyped(request).getClientAddress(), "host", None)
     return host if isinstance(host, str) else "-"
 
 

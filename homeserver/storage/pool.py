@@ -88,15 +88,25 @@ class Txn:
             self.engine.execute_many(self._cursor, converted, (tuple(row) for row in rows))
         finally:
             if sql_logger.isEnabledFor(logging.DEBUG):
-                sql_logger.debug("[SQL %s] %.3f ms (many): %s", self.desc, (time.perf_counter() - start) * 1000, sql)
+                sql_logger.debug(
+                    "[SQL %s] %.3f ms (many): %s", self.desc, (time.perf_counter() - start) * 1000, sql
+                )
 
     def fetchone(self) -> tuple[Any, ...] | None:
-        """Return the next row of the last statement, or ``None`` when there are no more."""
+        """Return the next row of the last statement, or ``None`` when there are no more.
+
+        A statement that returns no result set (DDL, UPDATE without RETURNING) gives ``None`` on both
+        engines (psycopg2 would raise).
+        """
+        if self._cursor.description is None:
+            return None
         row = self._cursor.fetchone()
         return None if row is None else tuple(row)
 
     def fetchall(self) -> list[tuple[Any, ...]]:
-        """Return the remaining rows of the last statement."""
+        """Return the remaining rows of the last statement (``[]`` if it returns no result set)."""
+        if self._cursor.description is None:
+            return []
         return [tuple(row) for row in self._cursor.fetchall()]
 
     @property
@@ -228,11 +238,19 @@ class DatabasePool:
 
         def lane(name: str, readonly: bool, lo: int, hi: int) -> _Lane:
             return _Lane(
-                name, engine, reactor, readonly=readonly, min_threads=lo, max_threads=hi, run_in_thread=run_in_thread
+                name,
+                engine,
+                reactor,
+                readonly=readonly,
+                min_threads=lo,
+                max_threads=hi,
+                run_in_thread=run_in_thread,
             )
 
         if engine.supports_multiple_writers:
-            self._writer = self._reader = lane(f"db-{engine.name}", False, settings.pool_min, settings.pool_max)
+            self._writer = self._reader = lane(
+                f"db-{engine.name}", False, settings.pool_min, settings.pool_max
+            )
         else:
             self._writer = lane(f"db-{engine.name}-writer", False, 1, 1)
             self._reader = (
@@ -244,7 +262,9 @@ class DatabasePool:
         self._closing = False
         self._drained: list[defer.Deferred[None]] = []
 
-    async def run_txn(self, desc: str, fn: Callable[Concatenate[Txn, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run_txn(
+        self, desc: str, fn: Callable[Concatenate[Txn, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         """Run ``fn(txn, *args, **kwargs)`` in a write transaction and return its result.
 
         Args:
@@ -262,7 +282,9 @@ class DatabasePool:
         """
         return await self._run(desc, fn, args, kwargs, readonly=False)
 
-    async def run_read(self, desc: str, fn: Callable[Concatenate[Txn, P], R], *args: P.args, **kwargs: P.kwargs) -> R:
+    async def run_read(
+        self, desc: str, fn: Callable[Concatenate[Txn, P], R], *args: P.args, **kwargs: P.kwargs
+    ) -> R:
         """Like :meth:`run_txn` but in a read-only transaction (on a reader connection for SQLite).
 
         Writing inside ``fn`` fails with the engine's read-only error.
@@ -333,13 +355,20 @@ class DatabasePool:
                 elapsed = (time.perf_counter() - start) * 1000
                 if attempt <= retries and self.engine.is_retryable(exc):
                     logger.info(
-                        "txn %s: %s after %.3f ms; retrying (%d/%d)", desc, type(exc).__name__, elapsed, attempt, retries
+                        "txn %s: %s after %.3f ms; retrying (%d/%d)",
+                        desc,
+                        type(exc).__name__,
+                        elapsed,
+                        attempt,
+                        retries,
                     )
                     continue
                 logger.debug("txn %s failed after %.3f ms (%s)", desc, elapsed, type(exc).__name__)
                 return _Outcome(error=exc, on_exception=failed_callbacks)
             self._finish(lane, conn, cursor, readonly)
-            logger.debug("txn %s took %.3f ms (attempt %d)", desc, (time.perf_counter() - start) * 1000, attempt)
+            logger.debug(
+                "txn %s took %.3f ms (attempt %d)", desc, (time.perf_counter() - start) * 1000, attempt
+            )
             return _Outcome(result=result, after=txn._after, on_exception=failed_callbacks)
 
     def _finish(self, lane: _Lane, conn: Connection, cursor: Cursor, readonly: bool) -> None:

@@ -206,9 +206,7 @@ def _check_via_signed(event: Event, rule: str) -> None:
         raise AuthError(f"{rule}.1: event is not signed by {server}, the authorising server")
 
 
-def _check_join(
-    event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str
-) -> None:
+def _check_join(event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str) -> None:
     nums = _join_numbers(rv)
     create = auth_state.get(("m.room.create", ""))
     sender = sender_of(event)
@@ -250,9 +248,7 @@ def _check_join(
     raise AuthError(f"{otherwise}: join rule {join_rule!r} does not allow joining")
 
 
-def _check_invite(
-    event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str
-) -> None:
+def _check_invite(event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str) -> None:
     content = content_of(event)
     target = get_membership(auth_state, state_key)
     if "third_party_invite" in content:
@@ -351,9 +347,7 @@ def verify_third_party_signed(signed: Mapping[str, Any], invite_content: Mapping
     return False
 
 
-def _check_leave(
-    event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str
-) -> None:
+def _check_leave(event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str) -> None:
     sender = sender_of(event)
     current = get_membership(auth_state, sender)
     if sender == state_key:
@@ -372,9 +366,7 @@ def _check_leave(
     raise AuthError(f"{rule}.5: sender cannot kick the target")
 
 
-def _check_ban(
-    event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str
-) -> None:
+def _check_ban(event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str) -> None:
     sender = sender_of(event)
     if get_membership(auth_state, sender) != JOIN:
         raise AuthError(f"{rule}.1: sender is not joined")
@@ -385,9 +377,7 @@ def _check_ban(
     raise AuthError(f"{rule}.3: sender cannot ban the target")
 
 
-def _check_knock(
-    event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str
-) -> None:
+def _check_knock(event: Event, state_key: str, auth_state: AuthState, rv: RoomVersion, rule: str) -> None:
     join_rule = get_join_rule(auth_state)
     allowed = (KNOCK, KNOCK_RESTRICTED) if rv.knock_restricted_join_rule else (KNOCK,)
     if join_rule not in allowed:

@@ -24,7 +24,9 @@ import re
 from collections.abc import Mapping
 from typing import Any, Final
 
+from sc_proto.errors import InvalidIdentifierError
 from sc_proto.events.model import Event
+from sc_proto.identifiers import UserID
 from sc_proto.room_versions import RoomVersion
 
 PowerLevel = int | float
@@ -64,11 +66,6 @@ DEFAULT_NOTIFICATION_LEVELS: Final[Mapping[str, int]] = {"room": 50}
 # number of leading or trailing whitespace characters" (rooms/fragments/v1-stringy-power-levels).
 _STRINGY_INT = re.compile(r"\s*[+-]?[0-9]+\s*", re.ASCII)
 
-_SERVER_NAME = re.compile(
-    r"(?:\[[0-9A-Fa-f:.]{2,45}\]|[A-Za-z0-9.\-]{1,255})(?::[0-9]{1,5})?",
-    re.ASCII,
-)
-
 
 def parse_power_level(value: object, room_version: RoomVersion) -> int | None:
     """Parses one power-level value according to the room version.
@@ -100,19 +97,14 @@ def parse_power_level(value: object, room_version: RoomVersion) -> int | None:
 def is_valid_user_id(user_id: object) -> bool:
     """Whether ``user_id`` is a user ID acceptable as an event ``sender``.
 
-    This is the lenient historical grammar (any localpart without ``:`` or NUL, a server name,
-    at most 255 bytes), as servers must accept for senders.
+    This is the historical grammar (any localpart without ``:``, NUL or surrogates, a valid
+    server name, at most 255 bytes), the same validation applied to senders.
     """
-    if not isinstance(user_id, str) or not user_id.startswith("@"):
+    try:
+        UserID.parse(user_id, historical=True)
+    except InvalidIdentifierError:
         return False
-    if len(user_id.encode("utf-8", "surrogatepass")) > 255:
-        return False
-    localpart, sep, server_name = user_id[1:].partition(":")
-    if not sep or "\x00" in localpart:
-        return False
-    if any(0xD800 <= ord(c) <= 0xDFFF for c in localpart):
-        return False
-    return _SERVER_NAME.fullmatch(server_name) is not None
+    return True
 
 
 def _content(event: Event | None) -> Mapping[str, Any]:

@@ -135,9 +135,7 @@ def auth_types_for_event(
     Returns:
         Distinct ``(type, state_key)`` pairs in selection order; empty for ``m.room.create``.
     """
-    fields: Mapping[str, Any] = (
-        event_or_fields.pdu if isinstance(event_or_fields, Event) else event_or_fields
-    )
+    fields: Mapping[str, Any] = event_or_fields.pdu if isinstance(event_or_fields, Event) else event_or_fields
     event_type = fields.get("type")
     if event_type == "m.room.create":
         return []
@@ -216,7 +214,9 @@ def check_auth_events_match(
         raise AuthError(f"{rule}.{nums['create']}: no m.room.create event among auth_events")
 
 
-def build_auth_state(auth_events: Iterable[Event], create_event: Event | None = None) -> dict[StateKey, Event]:
+def build_auth_state(
+    auth_events: Iterable[Event], create_event: Event | None = None
+) -> dict[StateKey, Event]:
     """Builds the ``auth_state`` mapping for :func:`check_auth` from auth events.
 
     Args:
@@ -285,10 +285,12 @@ def check_auth(
         raise AuthError(f"{nums['third_party_invite']}.1: sender's power level is below the invite level")
     required = get_required_level(event_type, state_key, auth_state.get(POWER_LEVELS_KEY), rv)
     if required > sender_level:
-        raise AuthError(f"{nums['required_level']}: sender's power level is below {required} for {event_type}")
+        raise AuthError(
+            f"{nums['required_level']}: sender's power level is below {required} for {event_type}"
+        )
     if state_key is not None and state_key.startswith("@") and state_key != sender:
         raise AuthError(f"{nums['state_key']}: state_key starting with '@' must be the sender")
-    if event_type == "m.room.power_levels" and state_key is not None:
+    if event_type == "m.room.power_levels":
         _check_power_levels(event, auth_state, rv, sender_level, nums["power_levels"])
         return
     if "redaction" in nums and event_type == "m.room.redaction":
@@ -352,7 +354,9 @@ def _check_room(
     for key in auth_types_for_event(event, rv):
         consulted = auth_state.get(key)
         if consulted is not None and consulted.room_id != event.room_id:
-            raise AuthError(f"{auth_rule}.{auth_nums['room_id']}: auth event {consulted.event_id} is from another room")
+            raise AuthError(
+                f"{auth_rule}.{auth_nums['room_id']}: auth event {consulted.event_id} is from another room"
+            )
 
 
 def _check_redaction_v1(
@@ -425,9 +429,7 @@ def _lenient_levels(
     for what in ("events", "users", "notifications"):
         raw = content.get(what)
         items = raw.items() if isinstance(raw, Mapping) else ()
-        maps[what] = {
-            str(k): level for k, v in items if (level := parse_power_level(v, rv)) is not None
-        }
+        maps[what] = {str(k): level for k, v in items if (level := parse_power_level(v, rv)) is not None}
     return named, maps
 
 
@@ -457,14 +459,18 @@ def _check_power_levels(
         old_map, new_map = old_maps.get(what, {}), new_maps.get(what, {})
         for key, old in old_map.items():
             if new_map.get(key) != old and old > sender_level:
-                raise AuthError(f"{rule}.{nums['maps_old']}.1: current {what}[{key!r}] is above the sender's level")
+                raise AuthError(
+                    f"{rule}.{nums['maps_old']}.1: current {what}[{key!r}] is above the sender's level"
+                )
         for key, new in new_map.items():
             if old_map.get(key) != new and new > sender_level:
-                raise AuthError(f"{rule}.{nums['maps_new']}.1: new {what}[{key!r}] is above the sender's level")
+                raise AuthError(
+                    f"{rule}.{nums['maps_new']}.1: new {what}[{key!r}] is above the sender's level"
+                )
     sender = sender_of(event)
     old_users, new_users = old_maps["users"], new_maps["users"]
     for user, old in old_users.items():
-        if new_users.get(user) != old and old >= sender_level:
+        if user != sender and new_users.get(user) != old and old >= sender_level:
             raise AuthError(f"{rule}.{nums['users_old']}.1: cannot change the level of {user}")
     for user, new in new_users.items():
         if old_users.get(user) != new and new > sender_level:

@@ -87,6 +87,7 @@ def sign_json(
     Raises:
         SignatureError: ``obj`` is not an object or its ``signatures`` is malformed.
         CanonicalJSONError: ``obj`` holds values canonical JSON cannot encode.
+        InvalidEventError: as above, when ``room_version`` is given.
     """
     if not isinstance(obj, Mapping):
         raise SignatureError("only JSON objects can be signed")
@@ -350,12 +351,20 @@ def _parse_value(text: str, pos: int) -> tuple[str, int]:
     return text[start:pos], pos
 
 
+def _skip(text: str, pos: int, chars: str) -> int:
+    while pos < len(text) and text[pos] in chars:
+        pos += 1
+    return pos
+
+
 def _parse_params(text: str) -> dict[str, str]:
+    """Parses ``name=value`` pairs separated by commas with optional whitespace.
+
+    Empty list elements (``a=1,,b=2``) are ignored, as RFC 9110's list rule requires.
+    """
     params: dict[str, str] = {}
-    pos = 0
-    while True:
-        while pos < len(text) and text[pos] in _OWS:
-            pos += 1
+    pos = _skip(text, 0, _OWS + ",")
+    while pos < len(text):
         start = pos
         while pos < len(text) and text[pos] in _TCHARS:
             pos += 1
@@ -366,13 +375,11 @@ def _parse_params(text: str) -> dict[str, str]:
         if name in params:
             raise _header_error(f"duplicate parameter {name!r}")
         params[name] = value
-        while pos < len(text) and text[pos] in _OWS:
-            pos += 1
-        if pos >= len(text):
-            return params
-        if text[pos] != ",":
+        pos = _skip(text, pos, _OWS)
+        if pos < len(text) and text[pos] != ",":
             raise _header_error("expected ',' between parameters")
-        pos += 1
+        pos = _skip(text, pos, _OWS + ",")
+    return params
 
 
 def parse_x_matrix_header(value: str | bytes) -> XMatrixAuth:

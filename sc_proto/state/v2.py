@@ -6,14 +6,11 @@ Theory of operation:
 
     1. :func:`prepare` splits the states into the unconflicted state map and the conflicted state
        set, and returns a :class:`StateResPrep` that tells the host which events it must load
-       (:meth:`StateResPrep.needed_event_ids`). The host loads them, hands them back with
-       :meth:`StateResPrep.add_events`, and asks again, until nothing more is needed: at that
-       point the prep holds the auth closure of every state event, which is everything the
-       algorithm can look at. Hosts that can load whole auth chains at once (an auth-chain
-       index) may add more than was asked for; that just ends the loop sooner.
+       (:meth:`StateResPrep.needed_event_ids`); the host loads them, hands them back
+       (:meth:`StateResPrep.add_events`, extra events welcome) and asks again until nothing is
+       needed: the prep then holds the auth closure of every state event.
     2. :func:`resolve` is a pure function of ``(room_version, state_sets, events_by_id)`` (plus
-       the rejected event IDs and the auth checker) following ``rooms/v2.md`` and
-       ``rooms/v12.md``:
+       rejected IDs and the auth checker) following ``rooms/v2.md`` and ``rooms/v12.md``:
 
        a. the *full conflicted set*: conflicted state + auth difference (+ the *conflicted state
           subgraph* in v2.1);
@@ -26,9 +23,8 @@ Theory of operation:
           then iterative auth checks of them on top of step (c)'s state;
        e. the unconflicted state map laid over the result.
 
-    In room v12 the create event is not cited in ``auth_events``; the room ID names it (``!`` +
-    the create event's reference hash), so the resolver looks it up as ``$`` + that hash and
-    adds it to every auth state and power-level lookup.
+    In room v12 the create event is not in ``auth_events``; the room ID names it (``!`` + its
+    reference hash), so the resolver loads ``$`` + that hash and adds it to every auth state.
 
 Invariants:
     * ``resolve`` never reads a clock, never does I/O and never mutates its inputs.
@@ -97,6 +93,16 @@ def _default_auth_checker() -> AuthChecker:
 # --- definitions -------------------------------------------------------------------------------
 
 
+def _type(event: Event) -> Any:
+    """The event type, or ``None`` if absent (the model's accessor raises ``KeyError``)."""
+    return event.pdu.get("type")
+
+
+def _sender(event: Event) -> Any:
+    """The sender, or ``None`` if absent."""
+    return event.pdu.get("sender")
+
+
 def separate(
     state_sets: Sequence[Mapping[StateKey, str]],
 ) -> tuple[dict[StateKey, str], dict[StateKey, frozenset[str]]]:
@@ -134,22 +140,22 @@ def is_power_event(event: Event) -> bool:
     sk = event.state_key
     if sk is None:
         return False
-    etype = event.type
+    etype = _type(event)
     if etype in (_POWER_LEVELS, _JOIN_RULES):
         return sk == ""
     if etype == _MEMBER:
-        return event.membership in ("leave", "ban") and event.sender != sk
+        return event.membership in ("leave", "ban") and _sender(event) != sk
     return False
 
 
 def _auth_types(event: Event, room_version: RoomVersion) -> list[StateKey]:
     """The state keys the auth events selection algorithm picks for ``event``."""
-    if event.type == _CREATE:
+    if _type(event) == _CREATE:
         return []
-    keys: list[StateKey] = [_PL_KEY, (_MEMBER, event.sender)]
+    keys: list[StateKey] = [_PL_KEY, (_MEMBER, _sender(event))]
     if room_version.create_event_in_auth_events:
         keys.append(_CREATE_KEY)
-    if event.type == _MEMBER and event.state_key is not None:
+    if _type(event) == _MEMBER and event.state_key is not None:
         keys.append((_MEMBER, event.state_key))
         membership = event.membership
         if membership in ("join", "invite", "knock"):
@@ -186,13 +192,13 @@ def _parse_level(value: Any) -> int | None:
 
 def _creators(create: Event, room_version: RoomVersion) -> set[str]:
     if room_version.privileged_creators:
-        out = {create.sender}
+        out = {_sender(create)}
         extra = create.content.get("additional_creators")
         if isinstance(extra, list):
             out.update(u for u in extra if isinstance(u, str))
         return out
     if room_version.implicit_room_creator:
-        return {create.sender}
+        return {_sender(create)}
     creator = create.content.get("creator")
     return {creator} if isinstance(creator, str) else set()
 
@@ -211,7 +217,7 @@ class StateResPrep:
 
         prep = prepare(state_sets)
         while ids := prep.needed_event_ids():
-            prep.add_events(host_load(ids))      # may return fewer (then stop: they are missing)
+            prep.add_events(host_load(ids))  # if nothing new loads, stop: resolve will raise
         result = prep.resolve(room_version)
 
     Attributes:
@@ -224,7 +230,6 @@ class StateResPrep:
         self.state_sets: tuple[Mapping[StateKey, str], ...] = tuple(state_sets)
         self.unconflicted, self.conflicted = separate(self.state_sets)
         self._events: dict[str, Event] = {}
-        self._requested: set[str] = set()
         self._pending: set[str] = set()
         if self.conflicted:
             for s in self.state_sets:
@@ -241,11 +246,7 @@ class StateResPrep:
         return self._events
 
     def _request(self, event_ids: Iterable[str]) -> None:
-        for eid in event_ids:
-            if eid not in self._requested:
-                self._requested.add(eid)
-                if eid not in self._events:
-                    self._pending.add(eid)
+        self._pending.update(eid for eid in event_ids if eid not in self._events)
 
     def needed_event_ids(self) -> frozenset[str]:
         """The event IDs the host must still load; empty when the prep is complete."""
@@ -259,13 +260,12 @@ class StateResPrep:
                 continue
             self._events[ev.event_id] = ev
             self._pending.discard(ev.event_id)
-            self._requested.add(ev.event_id)
             added.append(ev)
         if self.conflicted:
             # Second pass so that events handed over in one batch satisfy each other.
             for ev in added:
                 self._request(ev.auth_event_ids)
-                if ev.room_version.room_id_from_create_event and ev.type != _CREATE:
+                if ev.room_version.room_id_from_create_event and _type(ev) != _CREATE:
                     self._request((_create_id_for_room(ev.room_id),))
 
     @property
@@ -331,7 +331,7 @@ class _Resolver:
                 raise InconsistentStateInputError(f"events of rooms {room_id} and {ev.room_id} mixed")
         if room_id is not None and self.room_version.room_id_from_create_event:
             create = self.event(_create_id_for_room(room_id))
-            if create.type != _CREATE or create.state_key != "":
+            if _type(create) != _CREATE or create.state_key != "":
                 raise InconsistentStateInputError(f"{create.event_id} is not the room's create event")
             self.create = create
 
@@ -339,7 +339,7 @@ class _Resolver:
         """The power levels event in ``ev``'s auth events, if any."""
         for aid in ev.auth_event_ids:
             a = self.events.get(aid)
-            if a is not None and a.type == _POWER_LEVELS and a.state_key == "":
+            if a is not None and _type(a) == _POWER_LEVELS and a.state_key == "":
                 return a
         return None
 
@@ -351,21 +351,21 @@ class _Resolver:
             a = self.events.get(aid)
             if a is None or a.state_key != "":
                 continue
-            if a.type == _POWER_LEVELS:
+            if _type(a) == _POWER_LEVELS:
                 pl = a
-            elif a.type == _CREATE:
+            elif _type(a) == _CREATE:
                 create = a
-        if ev.type == _CREATE and ev.state_key == "":
+        if _type(ev) == _CREATE and ev.state_key == "":
             create = ev
         if create is not None and self.room_version.privileged_creators:
-            if ev.sender in _creators(create, self.room_version):
+            if _sender(ev) in _creators(create, self.room_version):
                 return _INFINITE_POWER
         if pl is None:
-            if create is not None and ev.sender in _creators(create, self.room_version):
+            if create is not None and _sender(ev) in _creators(create, self.room_version):
                 return 100
             return 0
         users = pl.content.get("users")
-        level = _parse_level(users.get(ev.sender)) if isinstance(users, Mapping) else None
+        level = _parse_level(users.get(_sender(ev))) if isinstance(users, Mapping) else None
         if level is None:
             level = _parse_level(pl.content.get("users_default", 0))
         return level if level is not None else 0
@@ -382,28 +382,24 @@ class _Resolver:
         nodes = get_auth_closure(selected, self.events)
         waiting: dict[str, int] = {}
         children: dict[str, list[str]] = {}
-        free: list[str] = []
         for eid in nodes:
             parents = set(self.events[eid].auth_event_ids)
             waiting[eid] = len(parents)
             for p in parents:
                 children.setdefault(p, []).append(eid)
-            if not parents:
+
+        def key(eid: str) -> tuple[float, int, str]:
+            ev = self.events[eid]
+            return (-self.sender_power(ev), ev.origin_server_ts, eid)
+
+        free: list[str] = []  # ready unselected events: released at once, not output
+        heap: list[tuple[float, int, str]] = []  # ready selected events, smallest first
+        for eid in nodes:
+            if waiting[eid] == 0 and eid in selected:
+                heapq.heappush(heap, key(eid))
+            elif waiting[eid] == 0:
                 free.append(eid)
-        heap: list[tuple[float, int, str]] = []
         out: list[str] = []
-
-        def release(eid: str) -> None:
-            if eid in selected:
-                ev = self.events[eid]
-                heapq.heappush(heap, (-self.sender_power(ev), ev.origin_server_ts, eid))
-            else:
-                free.append(eid)
-
-        pending_roots = free
-        free = []
-        for eid in pending_roots:
-            release(eid)
         while free or heap:
             if free:
                 eid = free.pop()
@@ -412,16 +408,15 @@ class _Resolver:
                 out.append(eid)
             for child in children.get(eid, ()):
                 waiting[child] -= 1
-                if waiting[child] == 0:
-                    release(child)
+                if waiting[child] == 0 and child in selected:
+                    heapq.heappush(heap, key(child))
+                elif waiting[child] == 0:
+                    free.append(child)
         if len(out) < len(selected):
             # NOTSPEC: only a cycle in the auth DAG (possible with v1/v2 free-form event IDs)
-            # leaves events unreleased; order them by the tie-break alone so every server still
-            # agrees.
+            # leaves events unreleased; order them by the tie-break alone so servers still agree.
             done = set(out)
-            rest = [e for e in selected if e not in done]
-            rest.sort(key=lambda e: (-self.sender_power(self.events[e]), self.events[e].origin_server_ts, e))
-            out.extend(rest)
+            out.extend(sorted((e for e in selected if e not in done), key=key))
         return out
 
     # --- mainline ordering --------------------------------------------------------------------
@@ -478,7 +473,7 @@ class _Resolver:
                 continue
             a = self.events.get(aid)
             if a is not None and a.state_key is not None:
-                auth_state[(a.type, a.state_key)] = a
+                auth_state[(_type(a), a.state_key)] = a
         if self.create is not None:
             auth_state[_CREATE_KEY] = self.create
         for key in _auth_types(ev, self.room_version):
@@ -498,7 +493,7 @@ class _Resolver:
                 self.check(ev, self.auth_state_for(ev, state), self.room_version)
             except (AuthError, RemoteProtocolError):
                 continue
-            state[(ev.type, sk)] = eid
+            state[(_type(ev), sk)] = eid
 
 
 def _check_keys(conflicted: Mapping[StateKey, frozenset[str]], events: Mapping[str, Event]) -> None:
@@ -508,7 +503,7 @@ def _check_keys(conflicted: Mapping[StateKey, frozenset[str]], events: Mapping[s
     for key, ids in conflicted.items():
         for eid in ids:
             ev = events[eid]
-            if ev.state_key is None or (ev.type, ev.state_key) != key:
+            if ev.state_key is None or (_type(ev), ev.state_key) != key:
                 raise InconsistentStateInputError(f"{eid} is stored under the wrong key {key!r}")
 
 

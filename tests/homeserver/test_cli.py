@@ -39,9 +39,7 @@ def composition(monkeypatch: pytest.MonkeyPatch) -> Iterator[dict[str, Any]]:
     module.register_user = register_user  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "homeserver.app.composition", module)
     logging_calls: list[LoggingConfig] = []
-    monkeypatch.setattr(
-        "homeserver.logging.setup.setup_logging", lambda cfg, **kw: logging_calls.append(cfg)
-    )
+    monkeypatch.setattr("homeserver.logging.setup.setup_logging", lambda cfg, **kw: logging_calls.append(cfg))
     calls["logging"] = logging_calls
     yield calls
 
@@ -57,7 +55,9 @@ class TestGenerateConfig:
     def test_writes_files_and_prints_the_path(self, tmp_path: Path) -> None:
         """generate-config writes homeserver.yaml and signing.key and prints the config path."""
         data_dir = tmp_path / "hs"
-        code, out, err = run_cli("generate-config", "--server-name", "example.org", "--data-dir", str(data_dir))
+        code, out, err = run_cli(
+            "generate-config", "--server-name", "example.org", "--data-dir", str(data_dir)
+        )
         assert (code, err) == (0, "")
         assert out == f"{data_dir / 'homeserver.yaml'}\n"
         assert (data_dir / "signing.key").read_text().startswith("ed25519 a_")
@@ -106,13 +106,22 @@ class TestGenerateConfig:
         config = load_config(out.strip())
         assert config.ratelimits.enabled is False
         assert config.registration.mode == "open"
-        assert [(li.bind_address, li.port) for li in config.server.listeners] == [("0.0.0.0", 8448), ("::1", 8008)]
+        assert [(li.bind_address, li.port) for li in config.server.listeners] == [
+            ("0.0.0.0", 8448),
+            ("::1", 8008),
+        ]
         assert config.database.url == "postgresql://sc@127.0.0.1/sc"
 
     def test_token_registration_writes_a_token(self, tmp_path: Path) -> None:
         """--registration token writes one usable registration token."""
         code, out, _ = run_cli(
-            "generate-config", "--server-name", "a.org", "--data-dir", str(tmp_path), "--registration", "token"
+            "generate-config",
+            "--server-name",
+            "a.org",
+            "--data-dir",
+            str(tmp_path),
+            "--registration",
+            "token",
         )
         assert code == 0
         config = load_config(out.strip())
@@ -121,7 +130,9 @@ class TestGenerateConfig:
 
     def test_bad_server_name(self, tmp_path: Path) -> None:
         """An invalid server name is a usage error naming the option; nothing is written."""
-        code, out, err = run_cli("generate-config", "--server-name", "bad name", "--data-dir", str(tmp_path / "d"))
+        code, out, err = run_cli(
+            "generate-config", "--server-name", "bad name", "--data-dir", str(tmp_path / "d")
+        )
         assert code == 2 and out == ""
         assert err.startswith("error: server.server_name: ")
         assert not (tmp_path / "d").exists()
@@ -136,7 +147,13 @@ class TestGenerateConfig:
     def test_bad_registration_mode(self, tmp_path: Path) -> None:
         """argparse rejects unknown registration modes with exit code 2."""
         code, _, _ = run_cli(
-            "generate-config", "--server-name", "a.org", "--data-dir", str(tmp_path), "--registration", "maybe"
+            "generate-config",
+            "--server-name",
+            "a.org",
+            "--data-dir",
+            str(tmp_path),
+            "--registration",
+            "maybe",
         )
         assert code == 2
 
@@ -169,7 +186,9 @@ class TestRun:
         path.write_text("server:\n  server_name: example.org\ndatabase:\n  pool_max: ten\n")
         code, out, err = run_cli("run", "--config", str(path))
         assert code == 2 and out == ""
-        assert err == "error in config: database.pool_max: expected a positive integer, got 'ten'\n"
+        assert (
+            err == "error in config: database.pool_max: expected an integer between 1 and 1000, got 'ten'\n"
+        )
         assert "Traceback" not in err
         assert "run" not in composition
 
@@ -185,7 +204,9 @@ class TestRun:
         code, _, err = run_cli("run", "--config", str(path))
         assert code == 2 and "line 2" in err
 
-    def test_good_config_sets_up_logging_and_runs(self, config_file: Path, composition: dict[str, Any]) -> None:
+    def test_good_config_sets_up_logging_and_runs(
+        self, config_file: Path, composition: dict[str, Any]
+    ) -> None:
         """A valid config is handed to composition.run after logging is configured."""
         code, _, err = run_cli("run", "--config", str(config_file))
         assert (code, err) == (0, "")
@@ -204,7 +225,9 @@ class TestRun:
 class TestRegisterUser:
     def test_with_password_flag(self, config_file: Path, composition: dict[str, Any]) -> None:
         """The user, password and admin flag are passed to composition.register_user."""
-        code, _, _ = run_cli("register-user", "--config", str(config_file), "alice", "--password", "pw-123456", "--admin")
+        code, _, _ = run_cli(
+            "register-user", "--config", str(config_file), "alice", "--password", "pw-123456", "--admin"
+        )
         assert code == 0
         config, user, password, admin = composition["register_user"]
         assert (user, password, admin) == ("alice", "pw-123456", True)

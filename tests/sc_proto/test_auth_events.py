@@ -46,14 +46,24 @@ class TestSelection:
     @pytest.mark.parametrize("membership", ["join", "invite", "knock"])
     def test_member_join_rules(self, membership: str) -> None:
         """Join, invite and knock select the join rules and the target's membership."""
-        fields = {"type": "m.room.member", "sender": ALICE, "state_key": BOB, "content": {"membership": membership}}
+        fields = {
+            "type": "m.room.member",
+            "sender": ALICE,
+            "state_key": BOB,
+            "content": {"membership": membership},
+        }
         keys = auth_types_for_event(fields, V.V11)
         assert ("m.room.join_rules", "") in keys
         assert ("m.room.member", BOB) in keys
 
     @pytest.mark.parametrize("membership", ["leave", "ban"])
     def test_member_no_join_rules(self, membership: str) -> None:
-        fields = {"type": "m.room.member", "sender": ALICE, "state_key": BOB, "content": {"membership": membership}}
+        fields = {
+            "type": "m.room.member",
+            "sender": ALICE,
+            "state_key": BOB,
+            "content": {"membership": membership},
+        }
         assert ("m.room.join_rules", "") not in auth_types_for_event(fields, V.V11)
 
     def test_self_join_deduplicated(self) -> None:
@@ -66,7 +76,9 @@ class TestSelection:
         fields = {"type": "m.room.member", "sender": ALICE, "state_key": BOB, "content": content}
         assert ("m.room.third_party_invite", "t") in auth_types_for_event(fields, V.V11)
 
-    @pytest.mark.parametrize("content", ["x", {"membership": "invite", "third_party_invite": {"signed": {"token": 5}}}])
+    @pytest.mark.parametrize(
+        "content", ["x", {"membership": "invite", "third_party_invite": {"signed": {"token": 5}}}]
+    )
     def test_bad_content_tolerated(self, content: object) -> None:
         fields = {"type": "m.room.member", "sender": ALICE, "state_key": BOB, "content": content}
         keys = auth_types_for_event(fields, V.V11)
@@ -111,7 +123,12 @@ class TestAuthEventsMatch:
         """x.2: join rules are not selected for a message."""
         b = room(rv)
         ev = b.build("m.room.message", ALICE, {})
-        ev = b.build("m.room.message", ALICE, {}, auth=[*ev.auth_event_ids, b.state[("m.room.join_rules", "")].event_id])
+        ev = b.build(
+            "m.room.message",
+            ALICE,
+            {},
+            auth=[*ev.auth_event_ids, b.state[("m.room.join_rules", "")].event_id],
+        )
         with pytest.raises(AuthError) as exc:
             check_auth_events_match(ev, b.events)
         assert reason(exc) == f"{auth_rule(rv)}.2"
@@ -151,7 +168,9 @@ class TestAuthEventsMatch:
         other = room(rv)
         ev = b.build("m.room.message", ALICE, {})
         pl = other.state[("m.room.power_levels", "")]
-        auth = [i for i in ev.auth_event_ids if i != b.state[("m.room.power_levels", "")].event_id] + [pl.event_id]
+        auth = [i for i in ev.auth_event_ids if i != b.state[("m.room.power_levels", "")].event_id] + [
+            pl.event_id
+        ]
         ev = b.build("m.room.message", ALICE, {}, auth=auth)
         with pytest.raises(AuthError) as exc:
             check_auth_events_match(ev, {**b.events, **other.events})

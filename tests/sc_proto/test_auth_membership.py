@@ -59,7 +59,9 @@ def users_with(rv: RoomVersion, **levels: int) -> dict[str, int]:
 
 class TestShape:
     @pytest.mark.parametrize("rv", ALL, ids=ids)
-    @pytest.mark.parametrize("content", [{}, {"membership": None}, {"membership": 3}, {"membership": ["join"]}])
+    @pytest.mark.parametrize(
+        "content", [{}, {"membership": None}, {"membership": 3}, {"membership": ["join"]}]
+    )
     def test_missing_membership_rejected(self, rv: RoomVersion, content: dict[str, Any]) -> None:
         """x.1: no (string) membership."""
         b = room(rv)
@@ -256,7 +258,9 @@ class TestThirdPartyInvite:
     key = nacl.signing.SigningKey(b"\x01" * 32)
     other_key = nacl.signing.SigningKey(b"\x02" * 32)
 
-    def _signed(self, mxid: str = BOB, token: str = "tok", key: nacl.signing.SigningKey | None = None) -> dict[str, Any]:
+    def _signed(
+        self, mxid: str = BOB, token: str = "tok", key: nacl.signing.SigningKey | None = None
+    ) -> dict[str, Any]:
         signed: dict[str, Any] = {"mxid": mxid, "token": token}
         sig = (key or self.key).sign(encode_canonical_json(signed)).signature
         signed["signatures"] = {"id.example": {"ed25519:0": _b64(sig)}}
@@ -297,7 +301,9 @@ class TestThirdPartyInvite:
     def test_bad_signature_rejected(self, rv: RoomVersion) -> None:
         """x.1.8: a signature by another key is rejected."""
         b = self._room(rv)
-        assert rejected_rule(self._invite(b, self._signed(key=self.other_key)), b.state) == m(rv, "invite", 1, 8)
+        assert rejected_rule(self._invite(b, self._signed(key=self.other_key)), b.state) == m(
+            rv, "invite", 1, 8
+        )
 
     def test_tampered_signed_rejected(self) -> None:
         """x.1.8: the signature covers mxid and token."""
@@ -307,7 +313,10 @@ class TestThirdPartyInvite:
         signed["extra"] = 1
         assert rejected_rule(self._invite(b, signed), b.state) == "4.4.1.8"
 
-    @pytest.mark.parametrize("sigs", [None, "x", {"id.example": "x"}, {"id.example": {"ed25519:0": 5}}, {"id.example": {"rsa:0": "AAAA"}}])
+    @pytest.mark.parametrize(
+        "sigs",
+        [None, "x", {"id.example": "x"}, {"id.example": {"ed25519:0": 5}}, {"id.example": {"rsa:0": "AAAA"}}],
+    )
     def test_malformed_signatures_rejected(self, sigs: object) -> None:
         """x.1.8: malformed signatures never verify."""
         b = self._room(V.V11)
@@ -357,7 +366,9 @@ class TestThirdPartyInvite:
 
     def test_verify_helper_rejects_non_canonical(self) -> None:
         """verify_third_party_signed returns False for content that is not canonical JSON."""
-        assert not verify_third_party_signed({"mxid": 1.5, "token": "t", "signatures": {}}, {"public_key": "x"})
+        assert not verify_third_party_signed(
+            {"mxid": 1.5, "token": "t", "signatures": {}}, {"public_key": "x"}
+        )
 
 
 class TestInvite:

@@ -99,12 +99,24 @@ class TestParse:
 
 
 class TestUserIds:
-    @pytest.mark.parametrize("uid", [ALICE, "@a:[::1]:8448", "@Historic Name:x.org", "@:x.org", "@a:1.2.3.4:80"])
+    @pytest.mark.parametrize(
+        "uid", [ALICE, "@a:[::1]:8448", "@Historic Name:x.org", "@:x.org", "@a:1.2.3.4:80"]
+    )
     def test_valid(self, uid: str) -> None:
         assert is_valid_user_id(uid)
 
     @pytest.mark.parametrize(
-        "uid", [5, None, "alice:x.org", "@alice", "@a\x00b:x.org", "@a:bad_host!", "@a:" + "x" * 300, "@a:x.org:port"]
+        "uid",
+        [
+            5,
+            None,
+            "alice:x.org",
+            "@alice",
+            "@a\x00b:x.org",
+            "@a:bad_host!",
+            "@a:" + "x" * 300,
+            "@a:x.org:port",
+        ],
     )
     def test_invalid(self, uid: object) -> None:
         assert not is_valid_user_id(uid)
@@ -146,7 +158,10 @@ class TestUserPowerLevel:
         """v12 creators have infinite power, with or without power levels."""
         b = room(V.V12, create_content={"additional_creators": [BOB]})
         pl = b.state[("m.room.power_levels", "")]
-        for level in (get_user_power_level(ALICE, None, b.create_event), get_user_power_level(BOB, pl, b.create_event)):
+        for level in (
+            get_user_power_level(ALICE, None, b.create_event),
+            get_user_power_level(BOB, pl, b.create_event),
+        ):
             assert level == CREATOR_POWER_LEVEL
             assert level > 2**53
         assert get_user_power_level(CAROL, pl, b.create_event) == 0
@@ -154,7 +169,9 @@ class TestUserPowerLevel:
     @pytest.mark.parametrize("rv", [V.V6, V.V11], ids=ids)
     def test_users_and_default(self, rv: RoomVersion) -> None:
         """users entries win; others get users_default; invalid entries fall back."""
-        pl = make_event(rv, "m.room.power_levels", ALICE, {"users": {BOB: 30, CAROL: "x"}, "users_default": 5}, "")
+        pl = make_event(
+            rv, "m.room.power_levels", ALICE, {"users": {BOB: 30, CAROL: "x"}, "users_default": 5}, ""
+        )
         assert get_user_power_level(BOB, pl, None, rv) == 30
         assert get_user_power_level(CAROL, pl, None, rv) == 5
         assert get_user_power_level("@x:y.org", pl, None) == 5
@@ -182,7 +199,13 @@ class TestLevels:
 
     def test_required_level(self) -> None:
         """events overrides; else state_default for state, events_default for messages."""
-        pl = make_event(V.V11, "m.room.power_levels", ALICE, {"events": {"m.room.name": 20, "bad": True}, "state_default": 40, "events_default": 10}, "")
+        pl = make_event(
+            V.V11,
+            "m.room.power_levels",
+            ALICE,
+            {"events": {"m.room.name": 20, "bad": True}, "state_default": 40, "events_default": 10},
+            "",
+        )
         assert get_required_level("m.room.name", "", pl) == 20
         assert get_required_level("m.room.topic", "", pl) == 40
         assert get_required_level("m.room.message", None, pl) == 10
@@ -225,14 +248,19 @@ class TestPowerLevelsRule:
             check_auth(ev, b.state)
 
     @pytest.mark.parametrize("rv", [V.V10, V.V12], ids=ids)
-    @pytest.mark.parametrize("key", ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"])
+    @pytest.mark.parametrize(
+        "key", ["users_default", "events_default", "state_default", "ban", "redact", "kick", "invite"]
+    )
     def test_v10_named_must_be_int(self, rv: RoomVersion, key: str) -> None:
         """x.1 (v10+): named levels must be integers."""
         b = room(rv)
         assert rejected_rule(pl_event(b, ALICE, **{key: "5"}), b.state) == pl_rule(rv, "int_values")
 
     @pytest.mark.parametrize("rv", [V.V10, V.V12], ids=ids)
-    @pytest.mark.parametrize("key, value", [("events", "x"), ("events", {"a": "5"}), ("notifications", {"room": 1.5}), ("notifications", [])])
+    @pytest.mark.parametrize(
+        "key, value",
+        [("events", "x"), ("events", {"a": "5"}), ("notifications", {"room": 1.5}), ("notifications", [])],
+    )
     def test_v10_maps_must_hold_ints(self, rv: RoomVersion, key: str, value: object) -> None:
         """x.2 (v10+): events and notifications must be objects of integers."""
         b = room(rv)
@@ -242,6 +270,13 @@ class TestPowerLevelsRule:
         """v1-v9 (NOTSPEC): a named value that is not a level is rejected rather than guessed."""
         b = room(V.V9)
         assert rejected_rule(pl_event(b, ALICE, ban="lots"), b.state) == "9.1"
+
+    @pytest.mark.parametrize("rv", [V.V6, V.V12], ids=ids)
+    def test_non_state_power_levels_checked_too(self, rv: RoomVersion) -> None:
+        """The rule applies to the type, whether or not the event has a state_key."""
+        b = room(rv)
+        ev = b.build("m.room.power_levels", ALICE, {"users": {"nope": 1}})
+        assert rejected_rule(ev, b.state) == pl_rule(rv, "users")
 
     def test_v12_creator_in_users_rejected(self) -> None:
         """10.4 (v12): creators cannot appear in users."""
@@ -299,10 +334,14 @@ class TestPowerLevelsRule:
     def test_events_entry_rules(self, rv: RoomVersion) -> None:
         """x.maps_old / x.maps_new: events entries above the sender are untouchable."""
         b = self._moderator_room(rv, events={"m.room.power_levels": 50, "m.room.tombstone": 100})
-        assert rejected_rule(pl_event(b, BOB, events={"m.room.power_levels": 50}), b.state) == pl_rule(rv, "maps_old", 1)
+        assert rejected_rule(pl_event(b, BOB, events={"m.room.power_levels": 50}), b.state) == pl_rule(
+            rv, "maps_old", 1
+        )
         ev = pl_event(b, BOB, events={"m.room.power_levels": 50, "m.room.tombstone": 100, "m.x": 51})
         assert rejected_rule(ev, b.state) == pl_rule(rv, "maps_new", 1)
-        check_auth(pl_event(b, BOB, events={"m.room.power_levels": 50, "m.room.tombstone": 100, "m.x": 50}), b.state)
+        check_auth(
+            pl_event(b, BOB, events={"m.room.power_levels": 50, "m.room.tombstone": 100, "m.x": 50}), b.state
+        )
 
     @pytest.mark.parametrize("rv", [V.V5, V.V6], ids=ids)
     def test_notifications_v5_vs_v6(self, rv: RoomVersion) -> None:
@@ -317,7 +356,9 @@ class TestPowerLevelsRule:
     @pytest.mark.parametrize("rv", [V.V6, V.V11], ids=ids)
     def test_notifications_added_above_sender_rejected(self, rv: RoomVersion) -> None:
         b = self._moderator_room(rv)
-        assert rejected_rule(pl_event(b, BOB, notifications={"room": 70}), b.state) == pl_rule(rv, "maps_new", 1)
+        assert rejected_rule(pl_event(b, BOB, notifications={"room": 70}), b.state) == pl_rule(
+            rv, "maps_new", 1
+        )
 
     @pytest.mark.parametrize("rv", ALL, ids=ids)
     def test_users_equal_level_untouchable(self, rv: RoomVersion) -> None:
@@ -358,7 +399,12 @@ class TestPowerLevelsRule:
     rv=st.sampled_from(ALL),
     content=st.recursive(
         st.none() | st.booleans() | st.integers() | st.floats() | st.text(max_size=5),
-        lambda inner: st.lists(inner, max_size=3) | st.dictionaries(st.sampled_from(["users", "ban", "events", "@a:b.c", "membership", "x"]), inner, max_size=4),
+        lambda inner: (
+            st.lists(inner, max_size=3)
+            | st.dictionaries(
+                st.sampled_from(["users", "ban", "events", "@a:b.c", "membership", "x"]), inner, max_size=4
+            )
+        ),
         max_leaves=10,
     ),
     etype=st.sampled_from(["m.room.power_levels", "m.room.member", "m.room.create", "m.room.message"]),

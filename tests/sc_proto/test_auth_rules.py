@@ -109,7 +109,9 @@ class TestCreateRule:
 
     def test_v12_additional_creators_allowed(self) -> None:
         """Valid additional_creators pass (also historical localparts)."""
-        ev = make_event(RoomVersions.V12, "m.room.create", ALICE, {"additional_creators": [BOB, "@Old:x.org"]}, "")
+        ev = make_event(
+            RoomVersions.V12, "m.room.create", ALICE, {"additional_creators": [BOB, "@Old:x.org"]}, ""
+        )
         check_auth(ev, {})
 
     def test_v11_additional_creators_not_validated(self) -> None:
@@ -353,7 +355,12 @@ class TestBadInput:
     @pytest.mark.parametrize("rv", ALL, ids=ids)
     @pytest.mark.parametrize(
         "etype, state_key",
-        [("m.room.message", None), ("m.room.member", BOB), ("m.room.power_levels", ""), ("m.room.create", "")],
+        [
+            ("m.room.message", None),
+            ("m.room.member", BOB),
+            ("m.room.power_levels", ""),
+            ("m.room.create", ""),
+        ],
     )
     @pytest.mark.parametrize("content", [None, "text", 5, ["a"]])
     def test_non_object_content_rejected(
@@ -368,7 +375,13 @@ class TestBadInput:
     @pytest.mark.parametrize("rv", [RoomVersions.V1, RoomVersions.V12], ids=ids)
     @pytest.mark.parametrize(
         "extra, drop",
-        [({}, ("sender",)), ({}, ("type",)), ({"sender": 5}, ()), ({"type": None}, ()), ({"state_key": 3}, ())],
+        [
+            ({}, ("sender",)),
+            ({}, ("type",)),
+            ({"sender": 5}, ()),
+            ({"type": None}, ()),
+            ({"state_key": 3}, ()),
+        ],
     )
     def test_missing_or_mistyped_fields_rejected(
         self, rv: RoomVersion, extra: dict[str, Any], drop: tuple[str, ...]
@@ -403,7 +416,13 @@ def test_full_room_lifecycle(rv: RoomVersion) -> None:
     b = RoomBuilder(rv)
     b.create()
     b.add("m.room.member", ALICE, {"membership": "join"}, ALICE, check=True)
-    b.add("m.room.power_levels", ALICE, {"users": {} if rv.privileged_creators else {ALICE: 100}}, "", check=True)
+    b.add(
+        "m.room.power_levels",
+        ALICE,
+        {"users": {} if rv.privileged_creators else {ALICE: 100}},
+        "",
+        check=True,
+    )
     b.add("m.room.join_rules", ALICE, {"join_rule": "invite"}, "", check=True)
     b.member(ALICE, BOB, "invite", check=True)
     b.member(BOB, BOB, "join", check=True)

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import random
+from pathlib import Path
 from types import MappingProxyType
 from typing import Any
 
@@ -19,6 +20,7 @@ from sc_proto.json import (
     encode_canonical_json,
     encode_json,
 )
+from tests.sc_proto import vectors
 from tests.sc_proto.vectors import vector_params
 
 # --------------------------------------------------------------------------------------------
@@ -62,17 +64,26 @@ def _reordered(value: Any, rnd: random.Random) -> Any:
     return value
 
 
+def _depth(value: Any) -> int:
+    """Reference nesting depth: scalars 0, a container 1 + its deepest child."""
+    if isinstance(value, dict):
+        return 1 + max(map(_depth, value.values()), default=0)
+    if isinstance(value, list):
+        return 1 + max(map(_depth, value), default=0)
+    return 0
+
+
 def _errcode(excinfo: pytest.ExceptionInfo[CanonicalJSONError]) -> Codes:
     return excinfo.value.errcode
 
 
 safe_ints = st.integers(min_value=-MAX_SAFE_INTEGER, max_value=MAX_SAFE_INTEGER)
-json_scalars = st.none() | st.booleans() | safe_ints | st.text(max_size=20)
+# Strings lean on the characters that could confuse the depth scan.
+json_text = st.text(max_size=20) | st.text('[]{}"\\:,u', max_size=12)
+json_scalars = st.none() | st.booleans() | safe_ints | json_text
 json_values = st.recursive(
     json_scalars,
-    lambda children: (
-        st.lists(children, max_size=5) | st.dictionaries(st.text(max_size=8), children, max_size=5)
-    ),
+    lambda children: st.lists(children, max_size=5) | st.dictionaries(json_text, children, max_size=5),
     max_leaves=15,
 )
 # Recursive values are the slow strategy; fewer examples keep this file within a few seconds.
@@ -83,7 +94,7 @@ unsafe_ints = st.integers(min_value=MAX_SAFE_INTEGER + 1) | st.integers(max_valu
 # Conformance vectors
 
 
-class CanonicalVectorTests:
+class TestCanonicalVectors:
     """Every vector of conformance/vectors/canonical_json.json."""
 
     @pytest.mark.parametrize("vector", vector_params("canonical_json"))
@@ -126,9 +137,6 @@ class CanonicalVectorTests:
         assert decode_json(vector["expected"].encode("utf-8")) == vector["input"]
         assert decode_json(text) == vector["input"]
 
-
-# pytest collects classes named Test*; keep the style guide's FooTests names collectable.
-TestCanonicalVectors = CanonicalVectorTests
 
 # --------------------------------------------------------------------------------------------
 # Canonical encoder
@@ -445,6 +453,19 @@ class TestDecodeJson:
         """Many shallow containers (more brackets than max_depth) are fine."""
         assert decode_json("[" + ",".join(["[{}]"] * 1000) + "]") == [[{}]] * 1000
 
+    @value_settings
+    @given(json_values, st.integers(min_value=0, max_value=6))
+    def test_depth_limit_matches_real_depth(self, value: Any, max_depth: int) -> None:
+        """The depth pre-scan accepts exactly the documents whose real nesting fits the limit,
+        whatever brackets, quotes and backslashes their strings hold."""
+        text = encode_json(value)
+        if _depth(value) <= max_depth:
+            assert decode_json(text, max_depth=max_depth) == value
+        else:
+            with pytest.raises(CanonicalJSONError) as excinfo:
+                decode_json(text, max_depth=max_depth)
+            assert _errcode(excinfo) is Codes.BAD_JSON
+
     def test_huge_depth_rejected_without_recursion(self) -> None:
         """A million open brackets are rejected by the pre-scan, not by RecursionError."""
         with pytest.raises(CanonicalJSONError) as excinfo:
@@ -522,3 +543,45 @@ class TestDecodeJson:
         with pytest.raises(CanonicalJSONError):
             decode_json_object('{"a": [[1]]}', max_depth=2)
         assert decode_json_object(f'{{"n": {2**60}}}', strict_integers=False) == {"n": 2**60}
+
+
+# --------------------------------------------------------------------------------------------
+# The vectors locator (tests/sc_proto/vectors.py)
+
+
+class TestVectorLocator:
+    """load_vectors finds the shared vectors, and fails rather than skips in CI."""
+
+    def test_missing_dir_fails_in_ci(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """With CI=true a missing vectors directory is a failure."""
+        monkeypatch.setattr(vectors, "DEFAULT_VECTORS_DIR", tmp_path / "absent")
+        monkeypatch.delenv(vectors.ENV_VAR, raising=False)
+        monkeypatch.setenv("CI", "true")
+        with pytest.raises(pytest.fail.Exception):
+            vectors.load_vectors("canonical_json")
+
+    def test_missing_dir_skips_outside_ci(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """Outside CI a missing vectors directory skips, and vector_params yields nothing."""
+        monkeypatch.setattr(vectors, "DEFAULT_VECTORS_DIR", tmp_path / "absent")
+        monkeypatch.delenv(vectors.ENV_VAR, raising=False)
+        monkeypatch.delenv("CI", raising=False)
+        with pytest.raises(pytest.skip.Exception):
+            vectors.load_vectors("canonical_json")
+        assert vectors.vector_params("canonical_json") == []
+
+    def test_env_var_fallback(self, monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+        """SC_CONFORMANCE_DIR is used when the default location is missing; count is checked."""
+        monkeypatch.setattr(vectors, "DEFAULT_VECTORS_DIR", tmp_path / "absent")
+        monkeypatch.setenv(vectors.ENV_VAR, str(tmp_path))
+        (tmp_path / "x.json").write_text('{"count": 1, "vectors": [{"id": "x/1"}]}', encoding="utf-8")
+        assert vectors.load_vectors("x") == [{"id": "x/1"}]
+        assert vectors.load_vectors("x.json") == [{"id": "x/1"}]
+        (tmp_path / "bad.json").write_text('{"count": 2, "vectors": [{"id": "x/1"}]}', encoding="utf-8")
+        with pytest.raises(pytest.fail.Exception):
+            vectors.load_vectors("bad")
+        with pytest.raises(pytest.fail.Exception):
+            vectors.load_vectors("nonexistent")
+
+    def test_all_canonical_vectors_present(self) -> None:
+        """The canonical JSON file holds its advertised 36 vectors (none silently dropped)."""
+        assert len(vectors.load_vectors("canonical_json")) >= 36

@@ -1,9 +1,9 @@
 """Every shared conformance vector, one pytest case each.
 
-The vectors live in ``../shared/conformance/vectors`` relative to the repository root
-(``SC_CONFORMANCE_VECTORS`` overrides the directory). Each file's semantics follow
-``check_vectors.py``, run here through :mod:`tests.sc_proto.conformance_adapter`. When the
-directory is missing the cases skip locally but fail when ``CI=true``.
+The vectors live in ``../shared/conformance/vectors`` relative to the repository root (located by
+:mod:`tests.sc_proto.vectors`). Each file's semantics follow ``check_vectors.py``, run here
+through :mod:`tests.sc_proto.conformance_adapter`. When the directory is missing the cases skip
+locally but fail when ``CI=true``.
 """
 
 from __future__ import annotations
@@ -13,12 +13,12 @@ import copy
 import json
 import os
 from collections.abc import Callable
-from pathlib import Path
 from typing import Any
 
 import pytest
 
 from tests.sc_proto import conformance_adapter as adapter
+from tests.sc_proto.vectors import load_vectors, vectors_dir
 
 VECTOR_FILES = {
     "canonical_json.json": 36,
@@ -32,30 +32,17 @@ VECTOR_FILES = {
 TOTAL_VECTORS = 315
 
 
-def _vectors_dir() -> Path:
-    override = os.environ.get("SC_CONFORMANCE_VECTORS")
-    if override:
-        return Path(override)
-    return Path(__file__).resolve().parents[2].parent / "shared" / "conformance" / "vectors"
-
-
-def _load(name: str) -> list[dict[str, Any]]:
-    with open(_vectors_dir() / name, encoding="utf-8") as f:
-        vectors: list[dict[str, Any]] = json.load(f)["vectors"]
-    return vectors
-
-
 def _missing() -> None:
-    message = f"conformance vectors not found in {_vectors_dir()}"
-    if os.environ.get("CI", "").lower() == "true":
+    message = "conformance vectors not found (see tests/sc_proto/vectors.py)"
+    if os.environ.get("CI") == "true":
         pytest.fail(message)
     pytest.skip(message)
 
 
 def _cases() -> list[Any]:
-    if not _vectors_dir().is_dir():
+    if vectors_dir() is None:
         return [pytest.param(None, None, id="vectors-missing")]
-    return [pytest.param(name, v, id=v["id"]) for name in VECTOR_FILES for v in _load(name)]
+    return [pytest.param(name, v, id=v["id"]) for name in VECTOR_FILES for v in load_vectors(name)]
 
 
 def _seed(b64: str) -> bytes:
@@ -142,13 +129,15 @@ def test_vector(name: str | None, vector: dict[str, Any] | None) -> None:
 
 def test_vector_counts() -> None:
     """All seven files are present with their documented counts (315 vectors in all)."""
-    if not _vectors_dir().is_dir():
+    directory = vectors_dir()
+    if directory is None:
         _missing()
-    present = {p.name for p in _vectors_dir().glob("*.json")}
+        return
+    present = {p.name for p in directory.glob("*.json")}
     assert set(VECTOR_FILES) <= present
-    counts = {name: len(_load(name)) for name in VECTOR_FILES}
+    counts = {name: len(load_vectors(name)) for name in VECTOR_FILES}
     assert counts == VECTOR_FILES
     assert sum(counts.values()) == TOTAL_VECTORS
     for name in VECTOR_FILES:
-        with open(_vectors_dir() / name, encoding="utf-8") as f:
+        with open(directory / name, encoding="utf-8") as f:
             assert json.load(f)["count"] == VECTOR_FILES[name]

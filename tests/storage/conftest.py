@@ -84,8 +84,12 @@ def postgres_server() -> Iterator[PostgresServer]:
     db = TestDatabase("postgres", server.url_for(template))
     try:
         get_success(prepare_database(db.make_pool()))
-    finally:
+    except BaseException:
         db.close_pools()
+        server.drop(template)
+        server.close()
+        raise
+    db.close_pools()
     server.template = template
     server.template_tables = frozenset(row[0] for row in _pg_admin_txn(db.url, [_LIST_TABLES]))
     yield server

@@ -53,9 +53,11 @@ class ThreadCallbackReactor:
     """
 
     def __init__(self) -> None:
-        self._calls: queue.Queue[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = queue.Queue()
+        self._calls: queue.Queue[tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]] = (
+            queue.Queue()
+        )
 
-    def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:  # noqa: N802
+    def callFromThread(self, f: Callable[..., object], *args: Any, **kwargs: Any) -> None:
         self._calls.put((f, args, kwargs))
 
     def wait(self, d: defer.Deferred[T], timeout: float = 10.0) -> T:
@@ -88,7 +90,9 @@ class TestDatabase:
         """A fresh engine for this database."""
         return create_engine(self.settings(**overrides))
 
-    def make_pool(self, *, reactor: Any = None, run_in_thread: bool = False, **overrides: Any) -> DatabasePool:
+    def make_pool(
+        self, *, reactor: Any = None, run_in_thread: bool = False, **overrides: Any
+    ) -> DatabasePool:
         """A pool on this database, closed automatically at the end of the test."""
         pool = DatabasePool(self.make_engine(**overrides), reactor, run_in_thread=run_in_thread)
         self.pools.append(pool)

@@ -76,7 +76,9 @@ class CreateEngineTests:
         for url in ("postgresql://u@127.0.0.1:1/db", "postgres://u@h/db"):
             engine = create_engine(DatabaseSettings(url=url))
             assert isinstance(engine, PostgresEngine)
-            assert engine.name == "postgres" and engine.supports_returning and engine.supports_multiple_writers
+            assert (
+                engine.name == "postgres" and engine.supports_returning and engine.supports_multiple_writers
+            )
 
     @pytest.mark.parametrize("url", ["mysql://x/y", "x", "file:///tmp/x.db"])
     def test_unknown_scheme(self, url: str) -> None:
@@ -183,8 +185,9 @@ class SqliteConnectionTests:
 
     def test_writer_pragmas(self, tmp_path: object) -> None:
         """WAL, foreign keys, busy timeout and synchronous come from the settings."""
-        engine = create_engine(DatabaseSettings(url=f"sqlite://{tmp_path}/a.db", sqlite_synchronous="FULL",
-                                                connect_timeout=2.5))
+        engine = create_engine(
+            DatabaseSettings(url=f"sqlite://{tmp_path}/a.db", sqlite_synchronous="FULL", connect_timeout=2.5)
+        )
         conn = engine.connect(readonly=False)
         try:
             assert self._pragma(conn, "journal_mode") == "wal"

@@ -86,7 +86,7 @@ class TransactionTests:
             txn.execute("INSERT INTO kv (k) VALUES ('x')")
             txn.execute("INSERT INTO kv (k) VALUES ('x')")
 
-        with pytest.raises(Exception, match="(?i)unique|duplicate"):
+        with pytest.raises(Exception, match=r"(?i)unique|duplicate"):
             get_success(pool.run_txn("dup", dup_txn))
         assert _count(pool) == 0
         get_success(pool.simple_insert("ok", "kv", {"k": "y"}))
@@ -98,7 +98,7 @@ class TransactionTests:
         def write_txn(txn: Txn) -> None:
             txn.execute("INSERT INTO kv (k) VALUES ('a')")
 
-        with pytest.raises(Exception, match="(?i)read.?only"):
+        with pytest.raises(Exception, match=r"(?i)read.?only"):
             get_success(pool.run_read("sneaky", write_txn))
         get_success(pool.run_txn("fine", write_txn))
         assert _count(pool) == 1
@@ -112,6 +112,15 @@ class TransactionTests:
             return first
 
         assert get_success(pool.run_txn("many", many_txn)) == (sum(range(250)),)
+
+    def test_fetch_after_statement_without_results(self, pool: DatabasePool) -> None:
+        """fetchall/fetchone after DDL or UPDATE give []/None on both engines (psycopg2 would raise)."""
+
+        def txn_fn(txn: Txn) -> tuple[Any, Any]:
+            txn.execute("UPDATE kv SET v = 1")
+            return txn.fetchall(), txn.fetchone()
+
+        assert get_success(pool.run_txn("nores", txn_fn)) == ([], None)
 
 
 class CallbackTests:
@@ -161,7 +170,9 @@ class TypeNormalisationTests:
         """BOOLEAN columns come back as bool on both engines (SQLite stores 0/1); NULL stays None."""
 
         def txn_fn(txn: Txn) -> list[tuple[Any, ...]]:
-            txn.execute_many("INSERT INTO kv (k, flag) VALUES (?, ?)", [("t", True), ("f", False), ("n", None)])
+            txn.execute_many(
+                "INSERT INTO kv (k, flag) VALUES (?, ?)", [("t", True), ("f", False), ("n", None)]
+            )
             txn.execute("SELECT k, flag FROM kv ORDER BY k")
             return txn.fetchall()
 
@@ -199,10 +210,10 @@ class InListTests:
             batches = 0
             for clause, args in txn.engine.in_list_batches("k", [*keys, "missing"]):
                 batches += 1
-                txn.execute(f"SELECT k FROM kv WHERE {clause}", args)  # noqa: S608
+                txn.execute(f"SELECT k FROM kv WHERE {clause}", args)
                 found.update(row[0] for row in txn.fetchall())
             clause, args = txn.engine.in_list("kv.k", keys[:3])
-            txn.execute(f"SELECT v FROM kv WHERE {clause} ORDER BY v", args)  # noqa: S608
+            txn.execute(f"SELECT v FROM kv WHERE {clause} ORDER BY v", args)
             return found, batches, txn.fetchall()
 
         found, batches, first = get_success(pool.run_txn("inlist", txn_fn))
@@ -213,7 +224,7 @@ class InListTests:
         def txn_fn(txn: Txn) -> list[tuple[Any, ...]]:
             txn.execute("INSERT INTO kv (k) VALUES ('a')")
             clause, args = txn.engine.in_list("k", [])
-            txn.execute(f"SELECT k FROM kv WHERE {clause}", args)  # noqa: S608
+            txn.execute(f"SELECT k FROM kv WHERE {clause}", args)
             return txn.fetchall()
 
         assert get_success(pool.run_txn("empty", txn_fn)) == []
@@ -348,7 +359,9 @@ class ThreadedTests:
         finally:
             database.close_pools(reactor)
 
-    def _run_increments(self, database: TestDatabase, reactor: ThreadCallbackReactor, pool: DatabasePool) -> None:
+    def _run_increments(
+        self, database: TestDatabase, reactor: ThreadCallbackReactor, pool: DatabasePool
+    ) -> None:
         reactor.wait(defer.ensureDeferred(pool.run_txn("create", lambda txn: txn.execute(_CREATE))))
         reactor.wait(defer.ensureDeferred(pool.simple_insert("seed", "kv", {"k": "n", "v": 0})))
         writer_threads: set[int] = set()
@@ -441,5 +454,7 @@ class LoggingTests:
         with caplog.at_level(logging.DEBUG, logger="homeserver.storage"):
             get_success(pool.run_txn("store_password_hash", secret_txn, "hunter2-secret"))
         assert "hunter2-secret" not in caplog.text
-        assert any("store_password_hash" in r.getMessage() and " ms" in r.getMessage() for r in caplog.records)
+        assert any(
+            "store_password_hash" in r.getMessage() and " ms" in r.getMessage() for r in caplog.records
+        )
         assert any(r.name == "homeserver.storage.sql" for r in caplog.records)

@@ -8,8 +8,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Callable
 
 from twisted.web.server import Request
 
@@ -153,6 +152,7 @@ class RegistrationServlets:
         """GET /_matrix/client/v3/register/available"""
         self._ratelimiter.check("registration.ip", client_ip_of(request))
         username = parse_string(request, "username", required=True)
+        assert username is not None  # required=True
         await self._check_username(username)
         return 200, {"available": True}
 
@@ -160,6 +160,7 @@ class RegistrationServlets:
         """GET /_matrix/client/v1/register/m.login.registration_token/validity"""
         self._ratelimiter.check("registration.ip", client_ip_of(request))
         token = parse_string(request, "token", required=True)
+        assert token is not None  # required=True
         if self._config.mode != "token":
             raise MatrixError(403, Codes.FORBIDDEN, "Registration tokens are not in use")
         valid = token in self._config.tokens or await self._tokens.registration_token_valid(token, self._now())

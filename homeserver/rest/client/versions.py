@@ -89,6 +89,7 @@ def register_versions_servlets(
 
     async def get_capabilities(request: Request) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/capabilities"""
+        # NOTSPEC: the spec's guest-access list omits /capabilities; it is read-only, so guests may.
         requester = await authenticator.get_requester(request, allow_guest=True)
         capabilities = default_capabilities(default_room_version)
         if capabilities_provider is not None:

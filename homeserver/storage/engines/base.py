@@ -35,6 +35,10 @@ class Cursor(Protocol):
     def rowcount(self) -> int:
         """Rows affected by the last statement (-1 when unknown)."""
 
+    @property
+    def description(self) -> Any:
+        """Column descriptions of the last statement's result set, ``None`` if it had none."""
+
     def execute(self, sql: str, args: Sequence[Any], /) -> object:
         """Run one statement."""
 
@@ -216,7 +220,9 @@ class DatabaseEngine(abc.ABC):
         """
         check_identifier(column)
         if len(values) > self.max_in_list:
-            raise ValueError(f"in_list got {len(values)} values; use in_list_batches above {self.max_in_list}")
+            raise ValueError(
+                f"in_list got {len(values)} values; use in_list_batches above {self.max_in_list}"
+            )
         if not values:
             return "1 = 0", []
         return f"{column} IN ({', '.join('?' * len(values))})", list(values)

@@ -101,7 +101,9 @@ class PostgresEngine(DatabaseEngine):
 
     def is_retryable(self, exc: BaseException) -> bool:
         """Serialization failures and deadlocks (by SQLSTATE or psycopg2 class) are retryable."""
-        return getattr(exc, "pgcode", None) in _RETRYABLE_SQLSTATES or isinstance(exc, self._retryable_classes)
+        return getattr(exc, "pgcode", None) in _RETRYABLE_SQLSTATES or isinstance(
+            exc, self._retryable_classes
+        )
 
     def is_connection_broken(self, conn: Connection) -> bool:
         """psycopg2 marks a connection whose server went away with a non-zero ``closed``."""

@@ -162,7 +162,7 @@ class SqliteEngine(DatabaseEngine):
         tables: dict[str, frozenset[ColumnInfo]] = {}
         indexes: set[IndexInfo] = set()
         for table in self.list_tables(txn):
-            txn.execute("SELECT name, type, \"notnull\", dflt_value, pk FROM pragma_table_info(?)", (table,))
+            txn.execute('SELECT name, type, "notnull", dflt_value, pk FROM pragma_table_info(?)', (table,))
             tables[table] = frozenset(
                 # An INTEGER PRIMARY KEY is implicitly NOT NULL (it is the rowid).
                 ColumnInfo(name, str(ctype).upper(), bool(notnull) or bool(pk), default)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
 
@@ -55,13 +56,13 @@ class NewSession:
 _DEVICE_COLUMNS = "user_id, device_id, display_name, created_ts, last_seen_ts, last_seen_ip, last_seen_user_agent"
 
 
-def _row_to_device(row: tuple[object, ...]) -> DeviceRecord:
+def _row_to_device(row: tuple[Any, ...]) -> DeviceRecord:
     return DeviceRecord(
         user_id=str(row[0]),
         device_id=str(row[1]),
         display_name=None if row[2] is None else str(row[2]),
-        created_ts=int(row[3]),  # type: ignore[call-overload]  # BIGINT
-        last_seen_ts=None if row[4] is None else int(row[4]),  # type: ignore[call-overload]  # BIGINT
+        created_ts=int(row[3]),
+        last_seen_ts=None if row[4] is None else int(row[4]),
         last_seen_ip=None if row[5] is None else str(row[5]),
         last_seen_user_agent=None if row[6] is None else str(row[6]),
     )
@@ -189,7 +190,7 @@ class DeviceStore:
             if row is None:
                 return None
             user_id, device_id, expires, next_hash = str(row[0]), str(row[1]), row[2], row[3]
-            if expires is not None and int(expires) <= now_ms:  # type: ignore[call-overload]  # BIGINT
+            if expires is not None and int(expires) <= now_ms:
                 return None
             if next_hash is not None:  # a retry: drop the pair handed out the first time
                 txn.execute("DELETE FROM access_tokens WHERE refresh_token_hash = ?", (next_hash,))

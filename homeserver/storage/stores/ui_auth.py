@@ -44,7 +44,7 @@ class UIAuthStore:
             if row is None:
                 return None
             return UIASession(
-                str(row[0]), int(row[1]), str(row[2]),  # type: ignore[call-overload]  # BIGINT
+                str(row[0]), int(row[1]), str(row[2]),
                 None if row[3] is None else str(row[3]), tuple(json.loads(str(row[4]))),
             )
 
@@ -89,9 +89,9 @@ class UIAuthStore:
             if row is None:
                 return False
             uses, pending, completed, expiry = row
-            if expiry is not None and int(expiry) <= now_ms:  # type: ignore[call-overload]  # BIGINT
+            if expiry is not None and int(expiry) <= now_ms:
                 return False
-            return uses is None or int(pending) + int(completed) < int(uses)  # type: ignore[call-overload]
+            return uses is None or int(pending) + int(completed) < int(uses)
 
         return await self._pool.run_read("registration_token_valid", valid_txn)
 

@@ -8,6 +8,7 @@ more than ``max_attempts`` are ever checked inside one window. A successful logi
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
 
@@ -41,15 +42,15 @@ class AttemptDecision:
 _USER_COLUMNS = "user_id, password_hash, created_ts, is_admin, is_guest, deactivated, locked_until_ts"
 
 
-def _row_to_user(row: tuple[object, ...]) -> UserRecord:
+def _row_to_user(row: tuple[Any, ...]) -> UserRecord:
     return UserRecord(
         user_id=str(row[0]),
         password_hash=None if row[1] is None else str(row[1]),
-        created_ts=int(row[2]),  # type: ignore[call-overload]  # BIGINT column
+        created_ts=int(row[2]),
         is_admin=bool(row[3]),
         is_guest=bool(row[4]),
         deactivated=bool(row[5]),
-        locked_until_ts=int(row[6]),  # type: ignore[call-overload]  # BIGINT column
+        locked_until_ts=int(row[6]),
     )
 
 
@@ -130,7 +131,7 @@ class UserStore:
         def count_txn(txn: Txn) -> int:
             txn.execute("SELECT COUNT(*) FROM users")
             row = txn.fetchone()
-            return int(row[0]) if row else 0  # type: ignore[call-overload]  # COUNT(*) is an int
+            return int(row[0]) if row else 0
 
         return await self._pool.run_read("count_users", count_txn)
 
@@ -155,7 +156,7 @@ class UserStore:
             clause = (" WHERE " + " AND ".join(where)) if where else ""
             txn.execute(f"SELECT COUNT(*) FROM users{clause}", args)  # noqa: S608
             total_row = txn.fetchone()
-            total = int(total_row[0]) if total_row else 0  # type: ignore[call-overload]  # COUNT(*)
+            total = int(total_row[0]) if total_row else 0
             txn.execute(
                 f"SELECT {_USER_COLUMNS} FROM users{clause} ORDER BY user_id LIMIT ? OFFSET ?",  # noqa: S608
                 [*args, limit, offset],
@@ -183,7 +184,7 @@ class UserStore:
             row = txn.fetchone()
             if row is None or max_attempts <= 0:
                 return AttemptDecision(True, 0)
-            count, window_start, locked_until = (int(v) for v in row)  # type: ignore[call-overload]
+            count, window_start, locked_until = (int(v) for v in row)
             if locked_until > now_ms:
                 return AttemptDecision(False, locked_until)
             if now_ms - window_start >= window_ms or locked_until:

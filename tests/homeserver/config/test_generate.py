@@ -70,7 +70,10 @@ class TestRenderConfig:
             rate_limits=False,
         )
         config = parse_config(yaml.safe_load(render_config(options)), str(tmp_path))
-        assert [(li.bind_address, li.port) for li in config.server.listeners] == [("0.0.0.0", 8448), ("::1", 8008)]
+        assert [(li.bind_address, li.port) for li in config.server.listeners] == [
+            ("0.0.0.0", 8448),
+            ("::1", 8008),
+        ]
         assert config.server.public_baseurl == "http://localhost:8448/"
         assert config.database.url == "postgresql://sc@localhost/sc"
         assert config.registration.mode == "token"
@@ -92,7 +95,11 @@ class TestRenderConfig:
 class TestParseListenAddress:
     @pytest.mark.parametrize(
         ("text", "expected"),
-        [("127.0.0.1:8008", ("127.0.0.1", 8008)), ("[::1]:8448", ("::1", 8448)), ("0.0.0.0:1", ("0.0.0.0", 1))],
+        [
+            ("127.0.0.1:8008", ("127.0.0.1", 8008)),
+            ("[::1]:8448", ("::1", 8448)),
+            ("0.0.0.0:1", ("0.0.0.0", 1)),
+        ],
     )
     def test_valid(self, text: str, expected: tuple[str, int]) -> None:
         """HOST:PORT and [V6]:PORT are accepted."""

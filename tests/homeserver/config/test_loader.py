@@ -129,7 +129,10 @@ class TestValues:
             ),
             BASE,
         )
-        assert [(li.bind_address, li.port) for li in config.server.listeners] == [("::", 8448), ("127.0.0.1", 9000)]
+        assert [(li.bind_address, li.port) for li in config.server.listeners] == [
+            ("::", 8448),
+            ("127.0.0.1", 9000),
+        ]
         assert config.server.public_baseurl == "https://matrix.example.org/"
         assert config.server.max_request_body_size == 2 * 1024 * 1024
         assert config.database.engine == "postgres"
@@ -146,15 +149,29 @@ class TestValues:
             ("sqlite:///var/lib/sc/hs.db", "/var/lib/sc/hs.db"),
             ("sqlite:////var/lib/sc/hs.db", "/var/lib/sc/hs.db"),
             ("sqlite:hs.db", "/srv/matrix/hs.db"),
+            ("sqlite://data/hs.db", "/srv/matrix/data/hs.db"),
+            ("sqlite://:memory:", ":memory:"),
             ("sqlite:///:memory:", ":memory:"),
             ("sqlite::memory:", ":memory:"),
         ],
     )
     def test_sqlite_urls(self, url: str, path: str) -> None:
-        """SQLite URLs accept absolute, relative and in-memory forms."""
+        """SQLite URLs accept absolute, relative (to the config file) and in-memory forms."""
         config = parse_config(minimal(database={"url": url}), BASE)
         assert config.database.engine == "sqlite"
         assert config.database.sqlite_path == path
+        assert config.database.url == "sqlite://" + path
+
+    def test_to_settings(self) -> None:
+        """The database section converts to the storage layer's settings."""
+        config = parse_config(
+            minimal(database={"url": "sqlite:hs.db", "pool_max": 3, "sqlite_synchronous": "normal"}), BASE
+        )
+        settings = config.database.to_settings()
+        assert settings.url == "sqlite:///srv/matrix/hs.db"
+        assert (settings.pool_min, settings.pool_max, settings.sqlite_synchronous) == (1, 3, "NORMAL")
+        assert settings.txn_retries == 5 and settings.connect_timeout == 10.0
+        assert DatabaseConfig().to_settings().url == "sqlite://:memory:"
 
     def test_passwords_are_hidden_from_repr(self) -> None:
         """A config logged by mistake does not reveal database/redis passwords or registration tokens."""
@@ -174,6 +191,7 @@ class TestValues:
     def test_direct_construction_gives_usable_defaults(self) -> None:
         """Sections can be built directly in tests; the default database is in-memory SQLite."""
         assert DatabaseConfig().sqlite_path == ":memory:"
+        assert DatabaseConfig().url == "sqlite://:memory:"
         assert RedisConfig().url == "redis://127.0.0.1:6379/0"
 
 
@@ -181,15 +199,47 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("raw", "expected"),
         [
-            (minimal(database={"pool_max": "ten"}), "database.pool_max: expected a positive integer, got 'ten'"),
-            (minimal(database={"pool_max": True}), "database.pool_max: expected a positive integer, got true"),
-            (minimal(database={"pool_min": 0}), "database.pool_min: expected a positive integer, got 0"),
-            (minimal(server={"serve_well_known": "yes"}), "server.serve_well_known: expected true or false, got 'yes'"),
+            (
+                minimal(database={"pool_max": "ten"}),
+                "database.pool_max: expected an integer between 1 and 1000, got 'ten'",
+            ),
+            (
+                minimal(database={"pool_max": True}),
+                "database.pool_max: expected an integer between 1 and 1000, got true",
+            ),
+            (
+                minimal(database={"pool_min": 0}),
+                "database.pool_min: expected an integer between 1 and 1000, got 0",
+            ),
+            (
+                minimal(database={"pool_max": 5000}),
+                "database.pool_max: expected an integer between 1 and 1000, got 5000",
+            ),
+            (
+                minimal(database={"connect_timeout_s": 7200}),
+                "database.connect_timeout_s: expected a positive number up to 3600",
+            ),
+            (
+                minimal(server={"serve_well_known": "yes"}),
+                "server.serve_well_known: expected true or false, got 'yes'",
+            ),
             (minimal(server={"listeners": {"port": 1}}), "server.listeners: expected a list, got a mapping"),
-            (minimal(server={"max_request_body_size": "lots"}), "server.max_request_body_size: expected a positive size"),
-            (minimal(auth={"lockout": {"window_s": -1}}), "auth.lockout.window_s: expected a positive integer, got -1"),
-            (minimal(ratelimits={"join": {"per_user": {"per_second": 0}}}), "ratelimits.join.per_user.per_second: expected a positive number, got 0"),
-            (minimal(ratelimits={"message": {"per_ip": {"per_second": ".nan"}}}), "ratelimits.message.per_ip.per_second"),
+            (
+                minimal(server={"max_request_body_size": "lots"}),
+                "server.max_request_body_size: expected a positive size",
+            ),
+            (
+                minimal(auth={"lockout": {"window_s": -1}}),
+                "auth.lockout.window_s: expected a positive integer, got -1",
+            ),
+            (
+                minimal(ratelimits={"join": {"per_user": {"per_second": 0}}}),
+                "ratelimits.join.per_user.per_second: expected a positive number, got 0",
+            ),
+            (
+                minimal(ratelimits={"message": {"per_ip": {"per_second": ".nan"}}}),
+                "ratelimits.message.per_ip.per_second",
+            ),
             (minimal(database="sqlite"), "database: expected a mapping, got 'sqlite'"),
             (minimal(logging={"loggers": {"x": "LOUD"}}), "logging.loggers.x: expected one of"),
         ],
@@ -218,12 +268,17 @@ class TestErrors:
         assert error_of(None) == "server.server_name: required option is missing"
         assert error_of({}) == "server.server_name: required option is missing"
 
-    @pytest.mark.parametrize("name", ["exa mple.org", "example.org:0", "example.org:99999", "[::1", "300.0.0.1", "ex_ample.org", "", 42])
+    @pytest.mark.parametrize(
+        "name",
+        ["exa mple.org", "example.org:0", "example.org:99999", "[::1", "300.0.0.1", "ex_ample.org", "", 42],
+    )
     def test_bad_server_name(self, name: object) -> None:
         """Server names are checked against the spec's grammar."""
         assert error_of({"server": {"server_name": name}}).startswith("server.server_name: ")
 
-    @pytest.mark.parametrize("name", ["example.org", "matrix.example.org:8448", "[2001:db8::1]:8448", "192.0.2.1", "localhost"])
+    @pytest.mark.parametrize(
+        "name", ["example.org", "matrix.example.org:8448", "[2001:db8::1]:8448", "192.0.2.1", "localhost"]
+    )
     def test_good_server_names(self, name: str) -> None:
         """Every form the grammar allows is accepted."""
         assert parse_config({"server": {"server_name": name}}, BASE).server.server_name == name
@@ -234,7 +289,10 @@ class TestErrors:
             ({"bind_address": "localhost"}, "server.listeners[0].bind_address: expected an IP address"),
             ({"bind_address": "256.1.1.1"}, "server.listeners[0].bind_address: expected an IP address"),
             ({"port": 70000}, "server.listeners[0].port: expected an integer between 1 and 65535, got 70000"),
-            ({"port": "8008"}, "server.listeners[0].port: expected an integer between 1 and 65535, got '8008'"),
+            (
+                {"port": "8008"},
+                "server.listeners[0].port: expected an integer between 1 and 65535, got '8008'",
+            ),
             ({"tls": True}, "server.listeners[0]: tls is true, so tls_certificate_path"),
         ],
     )
@@ -254,10 +312,16 @@ class TestErrors:
     @pytest.mark.parametrize(
         ("raw", "expected"),
         [
-            (minimal(registration={"mode": "opne"}), "registration.mode: expected one of 'open', 'token', 'closed', got 'opne'"),
+            (
+                minimal(registration={"mode": "opne"}),
+                "registration.mode: expected one of 'open', 'token', 'closed', got 'opne'",
+            ),
             (minimal(logging={"format": "xml"}), "logging.format: expected one of 'text', 'json', got 'xml'"),
             (minimal(auth={"lockout": {"response": "ban"}}), "auth.lockout.response: expected one of"),
-            (minimal(database={"sqlite_synchronous": "OFF"}), "database.sqlite_synchronous: expected one of 'NORMAL', 'FULL'"),
+            (
+                minimal(database={"sqlite_synchronous": "OFF"}),
+                "database.sqlite_synchronous: expected one of 'NORMAL', 'FULL'",
+            ),
         ],
     )
     def test_bad_enum_value(self, raw: dict[str, Any], expected: str) -> None:
@@ -272,10 +336,21 @@ class TestErrors:
     def test_argon2_memory_must_cover_parallelism(self) -> None:
         """Argon2 needs at least 8 KiB per lane."""
         message = error_of(minimal(auth={"argon2": {"parallelism": 4, "memory_cost_kib": 16}}))
-        assert message.startswith("auth.argon2.memory_cost_kib: must be at least 8 * parallelism (32), got 16")
+        assert message.startswith(
+            "auth.argon2.memory_cost_kib: must be at least 8 * parallelism (32), got 16"
+        )
 
     @pytest.mark.parametrize(
-        "url", ["mysql://db/x", "postgresql://u@h/", "postgresql://u@h:port/db", "sqlite://host/x.db", "", 3]
+        "url",
+        [
+            "mysql://db/x",
+            "postgresql://u@h/",
+            "postgresql://u@h:port/db",
+            "sqlite:",
+            "sqlite:///x.db?mode=ro",
+            "",
+            3,
+        ],
     )
     def test_bad_database_url(self, url: object) -> None:
         """Unsupported or malformed database URLs are rejected."""
@@ -292,7 +367,9 @@ class TestErrors:
         assert message.startswith("registration.tokens[0]: ")
         assert "secret" not in message.split(":", 1)[1].replace("registration token", "")
 
-    @pytest.mark.parametrize("url", ["ftp://x/", "localhost:8008", "https://", "https://h/?q=1", "https://u:p@h/"])
+    @pytest.mark.parametrize(
+        "url", ["ftp://x/", "localhost:8008", "https://", "https://h/?q=1", "https://u:p@h/"]
+    )
     def test_bad_public_baseurl(self, url: str) -> None:
         """public_baseurl must be a plain http(s) URL."""
         assert error_of(minimal(server={"public_baseurl": url})).startswith("server.public_baseurl: ")
@@ -373,6 +450,8 @@ class TestLoadConfig:
 
     def test_oversized_values_are_rejected(self, tmp_path: Path) -> None:
         """Absurd numbers are range errors, not crashes."""
-        path = self.write(tmp_path, "server:\n  server_name: a.org\n  listeners: [{port: 99999999999999999999}]\n")
+        path = self.write(
+            tmp_path, "server:\n  server_name: a.org\n  listeners: [{port: 99999999999999999999}]\n"
+        )
         with pytest.raises(ConfigError, match=r"server\.listeners\[0\]\.port"):
             load_config(path)

@@ -13,10 +13,10 @@ from twisted.web.server import Request
 from homeserver.http.server import (
     JsonResource,
     compile_template,
-    current_request_id,
     encode_json_body,
     snake_case,
 )
+from homeserver.logging.context import request_id as request_id_var
 from sc_proto.errors import Codes, MatrixError
 from tests.unittest import HomeserverTestCase, make_request
 
@@ -141,7 +141,7 @@ class RoutingTests(HomeserverTestCase):
             return 200, {"x": object()}
 
         async def request_id(request: Request) -> Any:
-            return 200, {"id": current_request_id.get()}
+            return 200, {"id": request_id_var.get()}
 
         async def custom_cache(request: Request) -> Any:
             request.setHeader(b"Cache-Control", b"max-age=3600")
@@ -288,7 +288,7 @@ class RoutingTests(HomeserverTestCase):
         second = self.make_request("GET", "/request_id").json_body["id"]
         self.assertTrue(first.startswith("test-"))
         self.assertNotEqual(first, second)
-        self.assertEqual(current_request_id.get(), "-")
+        self.assertIsNone(request_id_var.get())
 
     def test_plain_resource_is_wrapped_in_a_site(self) -> None:
         """make_request accepts a bare resource and wraps it in an SCSite."""

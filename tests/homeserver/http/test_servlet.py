@@ -70,19 +70,26 @@ class JsonBodyOverHttpTests(HomeserverTestCase):
         self.assertEqual(channel.json_body["got"], {"a": [1, "é"]})
 
     def test_malformed_bodies(self) -> None:
-        """Malformed JSON, non-objects, invalid UTF-8, empty bodies and NaN are M_NOT_JSON."""
-        for body in (b"{", b"[1, 2]", b'"str"', b"null", b"\xff\xfe{}", b"", b"   ", b'{"a": NaN}',
-                     b'{"a": 1, "a": 2}', b"[" * 100_000):
-            with self.subTest(body=body[:20]):
+        """Malformed JSON, non-objects, invalid UTF-8 and empty bodies are M_NOT_JSON."""
+        for body in (b"{", b"[1, 2]", b'"str"', b"null", b"\xff\xfe{}", b"", b"   ", b"{} x"):
+            with self.subTest(body=body):
                 channel = self.post("/parse", body)
                 self.assertEqual(channel.code, 400)
                 self.assertEqual(channel.json_body["errcode"], "M_NOT_JSON")
 
-    def test_out_of_range_integer_is_bad_json(self) -> None:
-        """Integers beyond ±(2^53-1) are valid JSON but not Matrix JSON: M_BAD_JSON."""
-        channel = self.post("/parse", b'{"a": 9007199254740992}')
-        self.assertEqual(channel.code, 400)
-        self.assertEqual(channel.json_body["errcode"], "M_BAD_JSON")
+    def test_json_that_matrix_forbids(self) -> None:
+        """NaN, floats, duplicate keys, huge integers and deep nesting are 400 M_BAD_JSON."""
+        for body in (
+            b'{"a": NaN}',
+            b'{"a": 1.5}',
+            b'{"a": 1, "a": 2}',
+            b'{"a": 9007199254740992}',
+            b'{"a": ' + b"[" * 10_000 + b"]" * 10_000 + b"}",
+        ):
+            with self.subTest(body=body[:30]):
+                channel = self.post("/parse", body)
+                self.assertEqual(channel.code, 400)
+                self.assertEqual(channel.json_body["errcode"], "M_BAD_JSON")
 
     def test_wrong_field_type(self) -> None:
         """A field of the wrong type is a 400 naming the field."""
@@ -98,33 +105,31 @@ class JsonBodyOverHttpTests(HomeserverTestCase):
         self.assertEqual(self.post("/optional", b"[]").code, 400)
 
 
-class StrictDecoderDelegationTests(SynchronousTestCase):
-    """When sc_proto.json gains decode_json, its verdicts are mapped to 400s."""
+class DecodeErrorMappingTests(SynchronousTestCase):
+    """Whatever the strict decoder raises becomes a 400 with a JSON errcode."""
 
-    def test_uses_sc_proto_decoder_when_present(self) -> None:
-        """decode_json's CanonicalJSONError becomes 400 with a JSON errcode."""
+    def test_other_errcodes_become_not_json(self) -> None:
+        """A decoder error with an unrelated errcode is reported as M_NOT_JSON."""
 
-        def strict(body: bytes) -> Any:
-            if b"1.5" in body:
-                raise CanonicalJSONError("floats are not allowed", Codes.BAD_JSON)
-            return {"ok": True}
+        def odd(body: bytes) -> Any:
+            raise CanonicalJSONError("odd", Codes.FORBIDDEN)
 
-        self.patch(servlet.sc_proto.json, "decode_json", strict)
-        self.assertEqual(servlet.decode_json_body(b"{}"), {"ok": True})
-        with pytest.raises(MatrixError) as error:
-            servlet.decode_json_body(b'{"a": 1.5}')
-        assert_error(error, Codes.BAD_JSON)
-
-    def test_decoder_value_errors_become_not_json(self) -> None:
-        """A ValueError from the strict decoder is reported as M_NOT_JSON."""
-
-        def broken(body: bytes) -> Any:
-            raise ValueError("bad")
-
-        self.patch(servlet.sc_proto.json, "decode_json", broken)
+        self.patch(servlet, "decode_json", odd)
         with pytest.raises(MatrixError) as error:
             servlet.decode_json_body(b"{}")
         assert_error(error, Codes.NOT_JSON)
+
+    def test_value_errors_become_not_json(self) -> None:
+        """A stray ValueError or RecursionError is reported as M_NOT_JSON, never a 500."""
+        for exc in (ValueError("bad"), RecursionError()):
+
+            def broken(body: bytes, exc: BaseException = exc) -> Any:
+                raise exc
+
+            self.patch(servlet, "decode_json", broken)
+            with pytest.raises(MatrixError) as error:
+                servlet.decode_json_body(b"{}")
+            assert_error(error, Codes.NOT_JSON)
 
 
 class JsonValueTests(SynchronousTestCase):

@@ -204,6 +204,7 @@ class SessionService:
             is_admin=record.is_admin,
             is_guest=record.is_guest,
             deactivated=record.deactivated,
+            locked=record.locked,
         )
 
     async def end_device_sessions(self, user_id: str, device_ids: list[str]) -> None:

@@ -14,7 +14,7 @@ Every helper raises :class:`sc_proto.errors.MatrixError` with status 400 on bad 
 from __future__ import annotations
 
 from collections.abc import Collection, Mapping
-from typing import Any, overload
+from typing import Any, Literal, overload
 
 from twisted.web.server import Request
 
@@ -44,14 +44,15 @@ def read_body(request: Request) -> bytes:
 def decode_json_body(body: bytes) -> Any:
     """Decodes a request body as strict Matrix JSON (:func:`sc_proto.json.decode_json`).
 
-    Floats, ``NaN``/``Infinity``, duplicate keys and integers outside ±(2^53-1) are refused, as
-    canonical JSON (which events are signed in) cannot carry them.
+    ``NaN``/``Infinity``, duplicate keys and integers outside ±(2^53-1) are refused. Floats are
+    accepted here (clients may send them in account data or to-device content); code that turns a
+    body into a signed event checks canonical-JSON rules itself.
 
     Raises:
         MatrixError: 400 ``M_NOT_JSON`` (not UTF-8 JSON) or ``M_BAD_JSON`` (JSON Matrix forbids).
     """
     try:
-        return decode_json(body)
+        return decode_json(body, allow_floats=True)
     except MatrixError as error:
         code = error.errcode if error.errcode in (Codes.NOT_JSON, Codes.BAD_JSON) else Codes.NOT_JSON
         raise MatrixError(400, code, error.message) from None
@@ -137,6 +138,17 @@ def parse_string(
     request: Request,
     name: str,
     default: None = None,
+    *,
+    required: Literal[True],
+    allowed_values: Collection[str] | None = None,
+) -> str: ...
+
+
+@overload
+def parse_string(
+    request: Request,
+    name: str,
+    default: None = None,
     required: bool = False,
     allowed_values: Collection[str] | None = None,
 ) -> str | None: ...
@@ -201,6 +213,18 @@ def parse_integer(
     request: Request,
     name: str,
     default: None = None,
+    *,
+    required: Literal[True],
+    minimum: int | None = None,
+    maximum: int | None = None,
+) -> int: ...
+
+
+@overload
+def parse_integer(
+    request: Request,
+    name: str,
+    default: None = None,
     required: bool = False,
     minimum: int | None = None,
     maximum: int | None = None,
@@ -250,6 +274,12 @@ def parse_integer(
 
 @overload
 def parse_boolean(request: Request, name: str, default: bool, required: bool = False) -> bool: ...
+
+
+@overload
+def parse_boolean(
+    request: Request, name: str, default: None = None, *, required: Literal[True]
+) -> bool: ...
 
 
 @overload

@@ -40,6 +40,7 @@ import heapq
 from collections.abc import Callable, Collection, Iterable, Mapping, Sequence
 from typing import Any, Final
 
+from sc_proto.auth.rules import auth_types_for_event
 from sc_proto.errors import AuthError, LocalProtocolError, RemoteProtocolError
 from sc_proto.events.model import Event, StateKey
 from sc_proto.room_versions import RoomVersion, StateResAlgorithm
@@ -146,32 +147,6 @@ def is_power_event(event: Event) -> bool:
     if etype == _MEMBER:
         return event.membership in ("leave", "ban") and _sender(event) != sk
     return False
-
-
-def _auth_types(event: Event, room_version: RoomVersion) -> list[StateKey]:
-    """The state keys the auth events selection algorithm picks for ``event``."""
-    if _type(event) == _CREATE:
-        return []
-    keys: list[StateKey] = [_PL_KEY, (_MEMBER, _sender(event))]
-    if room_version.create_event_in_auth_events:
-        keys.append(_CREATE_KEY)
-    if _type(event) == _MEMBER and event.state_key is not None:
-        keys.append((_MEMBER, event.state_key))
-        membership = event.membership
-        if membership in ("join", "invite", "knock"):
-            keys.append(_JR_KEY)
-        content = event.content
-        if membership == "invite":
-            tpi = content.get("third_party_invite")
-            signed = tpi.get("signed") if isinstance(tpi, Mapping) else None
-            token = signed.get("token") if isinstance(signed, Mapping) else None
-            if isinstance(token, str):
-                keys.append((_THIRD_PARTY_INVITE, token))
-        if membership == "join" and room_version.restricted_join_rule:
-            via = content.get("join_authorised_via_users_server")
-            if isinstance(via, str):
-                keys.append((_MEMBER, via))
-    return keys
 
 
 def _parse_level(value: Any) -> int | None:
@@ -476,7 +451,7 @@ class _Resolver:
                 auth_state[(_type(a), a.state_key)] = a
         if self.create is not None:
             auth_state[_CREATE_KEY] = self.create
-        for key in _auth_types(ev, self.room_version):
+        for key in auth_types_for_event(ev, self.room_version):
             sid = state.get(key)
             if sid is not None and sid not in rejected:
                 auth_state[key] = self.event(sid)

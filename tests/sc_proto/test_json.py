@@ -585,3 +585,20 @@ class TestVectorLocator:
     def test_all_canonical_vectors_present(self) -> None:
         """The canonical JSON file holds its advertised 36 vectors (none silently dropped)."""
         assert len(vectors.load_vectors("canonical_json")) >= 36
+
+
+class AllowFloatsTests:
+    """decode_json(allow_floats=True): floats for Client-Server bodies, everything else still strict."""
+
+    def test_floats_accepted_only_when_allowed(self) -> None:
+        assert decode_json(b'{"a": 1.5, "b": 2e3}', allow_floats=True) == {"a": 1.5, "b": 2000.0}
+        with pytest.raises(CanonicalJSONError):
+            decode_json(b'{"a": 1.5}')
+
+    def test_other_rules_still_apply(self) -> None:
+        for bad in (b'{"a": NaN}', b'{"a": Infinity}', b'{"a": 1, "a": 2}', b'{"a": 9007199254740992}'):
+            with pytest.raises(CanonicalJSONError):
+                decode_json(bad, allow_floats=True)
+
+    def test_decode_json_object_passes_the_flag(self) -> None:
+        assert decode_json_object(b'{"x": 0.25}', allow_floats=True) == {"x": 0.25}

@@ -25,6 +25,8 @@ class TokenRecord:
     is_admin: bool
     is_guest: bool
     deactivated: bool
+    locked: bool = False
+    """The account's administrative lock (``users.locked``), not the failed-login lockout."""
 
 
 @dataclass(frozen=True)
@@ -148,8 +150,8 @@ class DeviceStore:
 
         def get_token_txn(txn: Txn) -> TokenRecord | None:
             txn.execute(
-                "SELECT t.token_hash, t.user_id, t.device_id, t.expires_at_ts, u.is_admin, u.is_guest, u.deactivated"
-                " FROM access_tokens AS t JOIN users AS u ON u.user_id = t.user_id WHERE t.token_hash = ?",
+                "SELECT t.token_hash, t.user_id, t.device_id, t.expires_at_ts, u.is_admin, u.is_guest, u.deactivated,"
+                " u.locked FROM access_tokens AS t JOIN users AS u ON u.user_id = t.user_id WHERE t.token_hash = ?",
                 (token_hash,),
             )
             row = txn.fetchone()
@@ -163,6 +165,7 @@ class DeviceStore:
                 is_admin=bool(row[4]),
                 is_guest=bool(row[5]),
                 deactivated=bool(row[6]),
+                locked=bool(row[7]),
             )
 
         return await self._pool.run_read("get_token", get_token_txn)

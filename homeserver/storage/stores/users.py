@@ -24,6 +24,8 @@ class UserRecord:
     is_guest: bool
     deactivated: bool
     locked_until_ts: int
+    locked: bool = False
+    """The administrative lock (``users.locked``); unrelated to the failed-login ``locked_until_ts``."""
 
 
 @dataclass(frozen=True)
@@ -39,7 +41,7 @@ class AttemptDecision:
     locked_until_ts: int
 
 
-_USER_COLUMNS = "user_id, password_hash, created_ts, is_admin, is_guest, deactivated, locked_until_ts"
+_USER_COLUMNS = "user_id, password_hash, created_ts, is_admin, is_guest, deactivated, locked_until_ts, locked"
 
 
 def _row_to_user(row: tuple[Any, ...]) -> UserRecord:
@@ -51,8 +53,107 @@ def _row_to_user(row: tuple[Any, ...]) -> UserRecord:
         is_guest=bool(row[4]),
         deactivated=bool(row[5]),
         locked_until_ts=int(row[6]),
+        locked=bool(row[7]),
     )
 
+
+
+@dataclass(frozen=True)
+class AdminUserView:
+    """An account as the admin API shows it: flags plus profile."""
+
+    user_id: str
+    created_ts: int
+    is_admin: bool
+    is_guest: bool
+    deactivated: bool
+    locked: bool
+    displayname: str | None
+    avatar_url: str | None
+
+
+@dataclass(frozen=True)
+class AdminUserQuery:
+    """Filters, order and page of :meth:`UserStore.list_users_admin`.
+
+    Attributes:
+        offset: rows to skip.
+        limit: most rows to return.
+        domain: the server name; ``name`` matches localparts of ``@<localpart>:<domain>``.
+        name: substring (case-insensitive) of the localpart or the display name.
+        user_id_contains: substring (case-insensitive) of the whole user ID; ignored when ``name`` is set.
+        guests: include guest accounts.
+        deactivated: include deactivated accounts.
+        admins: None for everyone, True for admins only, False for non-admins only.
+        locked: include administratively locked accounts.
+        order_by: one of :data:`ADMIN_USER_ORDERS`.
+        descending: reverse the order.
+    """
+
+    offset: int = 0
+    limit: int = 100
+    domain: str = ""
+    name: str | None = None
+    user_id_contains: str | None = None
+    guests: bool = True
+    deactivated: bool = False
+    admins: bool | None = None
+    locked: bool = True
+    order_by: str = "name"
+    descending: bool = False
+
+
+ADMIN_USER_ORDERS: dict[str, str] = {
+    "name": "u.user_id",
+    "creation_ts": "u.created_ts",
+    "admin": "u.is_admin",
+    "is_guest": "u.is_guest",
+    "deactivated": "u.deactivated",
+    "locked": "u.locked",
+    "displayname": "COALESCE(p.displayname, '')",
+}
+"""``order_by`` values of the admin user list, mapped to fixed SQL expressions (never user input)."""
+
+_ADMIN_VIEW_COLUMNS = "u.user_id, u.created_ts, u.is_admin, u.is_guest, u.deactivated, u.locked, p.displayname, p.avatar_url"
+_ADMIN_VIEW_FROM = "users AS u LEFT JOIN profiles AS p ON p.user_id = u.user_id"
+
+
+def _like_escape(text: str) -> str:
+    return text.lower().replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+
+
+def _row_to_admin_view(row: tuple[Any, ...]) -> AdminUserView:
+    return AdminUserView(
+        user_id=str(row[0]),
+        created_ts=int(row[1]),
+        is_admin=bool(row[2]),
+        is_guest=bool(row[3]),
+        deactivated=bool(row[4]),
+        locked=bool(row[5]),
+        displayname=None if row[6] is None else str(row[6]),
+        avatar_url=None if row[7] is None else str(row[7]),
+    )
+
+
+def _admin_where(query: AdminUserQuery) -> tuple[str, list[object]]:
+    where: list[str] = []
+    args: list[object] = []
+    if query.name:
+        pattern = f"%{_like_escape(query.name)}%"
+        where.append("(lower(u.user_id) LIKE ? ESCAPE '\\' OR lower(p.displayname) LIKE ? ESCAPE '\\')")
+        args.extend([f"@{pattern}:{_like_escape(query.domain)}", pattern])
+    elif query.user_id_contains:
+        where.append("lower(u.user_id) LIKE ? ESCAPE '\\'")
+        args.append(f"%{_like_escape(query.user_id_contains)}%")
+    for include, column in ((query.guests, "u.is_guest"), (query.deactivated, "u.deactivated"),
+                            (query.locked, "u.locked")):
+        if not include:
+            where.append(f"{column} = ?")
+            args.append(False)
+    if query.admins is not None:
+        where.append("u.is_admin = ?")
+        args.append(query.admins)
+    return (" WHERE " + " AND ".join(where)) if where else "", args
 
 class UserStore:
     """Reads and writes the ``users`` table.
@@ -222,3 +323,74 @@ class UserStore:
                 "UPDATE users SET locked_until_ts = ?, failed_logins = 0 WHERE user_id = ?", (locked_until_ts, user_id)
             ),
         )
+
+    # ------------------------------------------------------------------ admin API (issue 3)
+
+    async def get_user_admin_view(self, user_id: str) -> AdminUserView | None:
+        """Returns the account with its profile, or None."""
+
+        def get_view_txn(txn: Txn) -> AdminUserView | None:
+            txn.execute(
+                f"SELECT {_ADMIN_VIEW_COLUMNS} FROM {_ADMIN_VIEW_FROM} WHERE u.user_id = ?", (user_id,)  # noqa: S608
+            )
+            row = txn.fetchone()
+            return None if row is None else _row_to_admin_view(row)
+
+        return await self._pool.run_read("get_user_admin_view", get_view_txn)
+
+    async def list_users_admin(self, query: AdminUserQuery) -> tuple[list[AdminUserView], int]:
+        """Returns one page of accounts (with profiles) and the number of accounts matching the filters.
+
+        Raises:
+            ValueError: ``query.order_by`` is not in :data:`ADMIN_USER_ORDERS` (callers validate it).
+        """
+        order = ADMIN_USER_ORDERS[query.order_by] if query.order_by in ADMIN_USER_ORDERS else None
+        if order is None:
+            raise ValueError(f"unknown order {query.order_by!r}")
+        direction = "DESC" if query.descending else "ASC"
+
+        def list_txn(txn: Txn) -> tuple[list[AdminUserView], int]:
+            clause, args = _admin_where(query)
+            txn.execute(f"SELECT COUNT(*) FROM {_ADMIN_VIEW_FROM}{clause}", args)  # noqa: S608
+            total_row = txn.fetchone()
+            total = int(total_row[0]) if total_row else 0
+            txn.execute(
+                f"SELECT {_ADMIN_VIEW_COLUMNS} FROM {_ADMIN_VIEW_FROM}{clause}"  # noqa: S608 - fixed fragments
+                f" ORDER BY {order} {direction}, u.user_id {direction} LIMIT ? OFFSET ?",
+                [*args, query.limit, query.offset],
+            )
+            return [_row_to_admin_view(r) for r in txn.fetchall()], total
+
+        return await self._pool.run_read("list_users_admin", list_txn)
+
+    async def set_admin_lock(self, user_id: str, locked: bool) -> bool:
+        """Sets the administrative lock (``users.locked``). Returns False when the user does not exist.
+
+        This lock makes every access token of the account answer ``M_USER_LOCKED``; the failed-login
+        lockout (``locked_until_ts``, :meth:`set_lock`) is a different thing and is left alone.
+        """
+
+        def lock_txn(txn: Txn) -> bool:
+            txn.execute("UPDATE users SET locked = ? WHERE user_id = ?", (locked, user_id))
+            return txn.rowcount > 0
+
+        return await self._pool.run_txn("set_admin_lock", lock_txn)
+
+    async def set_profile_fields(self, user_id: str, fields: dict[str, str | None]) -> None:
+        """Sets ``displayname`` and/or ``avatar_url`` in the user's profile row (created if missing).
+
+        Raises:
+            ValueError: ``fields`` names anything else.
+        """
+        unknown = set(fields) - {"displayname", "avatar_url"}
+        if unknown:
+            raise ValueError(f"unknown profile fields {sorted(unknown)}")
+
+        def set_profile_txn(txn: Txn) -> None:
+            txn.execute("SELECT 1 FROM profiles WHERE user_id = ?", (user_id,))
+            if txn.fetchone() is None:
+                txn.execute("INSERT INTO profiles (user_id) VALUES (?)", (user_id,))
+            for column, value in sorted(fields.items()):
+                txn.execute(f"UPDATE profiles SET {column} = ? WHERE user_id = ?", (value, user_id))  # noqa: S608
+
+        await self._pool.run_txn("set_profile_fields", set_profile_txn)

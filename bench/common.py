@@ -123,7 +123,7 @@ def generate_config(
 
 def _get_status(url: str, timeout: float) -> int | None:
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(url, timeout=timeout) as response:
             return int(response.status)
     except urllib.error.HTTPError as e:
         return int(e.code)
@@ -146,6 +146,7 @@ class ServerProcess:
         self.log_path = log_path
         self.process: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
+        self._terminated = False
 
     @property
     def pid(self) -> int:
@@ -182,8 +183,13 @@ class ServerProcess:
         raise ServerStartError(f"server not ready after {ready_timeout:.0f}s\n{self.tail()}")
 
     def terminate(self) -> None:
-        """Sends SIGTERM (does not wait)."""
-        if self.process is not None and self.process.poll() is None:
+        """Sends SIGTERM once (does not wait).
+
+        A second SIGTERM could arrive after the reactor has restored the default handler and kill
+        the process mid-shutdown, so it is never sent twice.
+        """
+        if self.process is not None and self.process.poll() is None and not self._terminated:
+            self._terminated = True
             self.process.send_signal(signal.SIGTERM)
 
     def stop(self, timeout: float = 10.0) -> int:
@@ -284,12 +290,12 @@ def http_json(
 ) -> tuple[int, Any]:
     """One blocking JSON request (urllib, a new connection); returns the status and decoded body."""
     data = None if body is None else (body if isinstance(body, bytes) else json.dumps(body).encode())
-    request = urllib.request.Request(url, data=data, method=method)  # noqa: S310 - loopback http
+    request = urllib.request.Request(url, data=data, method=method)
     request.add_header("Content-Type", "application/json")
     if token is not None:
         request.add_header("Authorization", f"Bearer {token}")
     try:
-        with urllib.request.urlopen(request, timeout=timeout) as response:  # noqa: S310 - loopback http
+        with urllib.request.urlopen(request, timeout=timeout) as response:
             status, raw = int(response.status), response.read()
     except urllib.error.HTTPError as e:
         status, raw = int(e.code), e.read()

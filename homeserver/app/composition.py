@@ -19,6 +19,7 @@ from twisted.python.threadpool import ThreadPool
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
 from homeserver.auth.sessions import SessionService
 from homeserver.auth.uia import InteractiveAuth
+from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.config.database import DatabaseConfig
 from homeserver.config.loader import HomeserverConfig
 from homeserver.config.ratelimits import RatelimitsConfig
@@ -26,16 +27,30 @@ from homeserver.http.auth import Authenticator
 from homeserver.http.ratelimit import RateLimiter, RateLimitRule
 from homeserver.http.server import JsonResource
 from homeserver.http.site import SCSite
+from homeserver.rest.admin.registration_tokens import RegistrationTokenServlets
+from homeserver.rest.admin.users import AdminUserServlets
+from homeserver.rest.client.account import AccountServlets
+from homeserver.rest.client.account_data import AccountDataServlets
+from homeserver.rest.client.devices import ActivityTrackingAuthenticator, DeviceServlets, LastSeenTracker
+from homeserver.rest.client.filters import FilterServlets
 from homeserver.rest.client.login import LoginServlets
+from homeserver.rest.client.profile import ProfileServlets
 from homeserver.rest.client.register import RegistrationServlets
+from homeserver.rest.client.rooms import RoomServlets
+from homeserver.rooms.creation import RoomCreationService
+from homeserver.rooms.membership import MembershipService
 from homeserver.rest.client.versions import register_versions_servlets
 from homeserver.storage.engines import DatabaseSettings, create_engine
 from homeserver.storage.migrations import prepare_database
 from homeserver.storage.pool import DatabasePool
+from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.devices import DeviceStore
+from homeserver.storage.stores.filters import FilterStore
+from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.ui_auth import UIAuthStore
 from homeserver.storage.stores.users import UserStore
 from homeserver.util.clock import Clock
+from sc_proto.crypto.keys import SigningKey
 
 logger = logging.getLogger(__name__)
 
@@ -74,6 +89,9 @@ class Stores:
     users: UserStore
     devices: DeviceStore
     ui_auth: UIAuthStore
+    profiles: ProfileStore
+    account_data: AccountDataStore
+    filters: FilterStore
 
 
 class Homeserver:
@@ -94,13 +112,22 @@ class Homeserver:
         clock: Clock,
         pool: DatabasePool,
         run_in_thread: ThreadRunner,
+        room_services: RoomServices,
     ) -> None:
         self.config = config
+        self.rooms = room_services
         self.reactor = reactor
         self.clock = clock
         self.pool = pool
         server_name = config.server.server_name
-        self.stores = Stores(users=UserStore(pool), devices=DeviceStore(pool), ui_auth=UIAuthStore(pool))
+        self.stores = Stores(
+            users=UserStore(pool),
+            devices=DeviceStore(pool),
+            ui_auth=UIAuthStore(pool),
+            profiles=ProfileStore(pool),
+            account_data=AccountDataStore(pool),
+            filters=FilterStore(pool),
+        )
         argon = config.auth.argon2
         self.hasher = PasswordHasher(Argon2Parameters(argon.time_cost, argon.memory_cost_kib, argon.parallelism))
         pp = config.registration.password_policy
@@ -116,8 +143,13 @@ class Homeserver:
         self.sessions = SessionService(
             self.stores.users, self.stores.devices, self.hasher, config.auth, clock.time_msec, run_in_thread
         )
-        self.authenticator = Authenticator(
-            self.sessions, clock.time_msec, allow_query_token=config.auth.allow_access_token_in_query
+        # Every authenticated request notes its device's activity (throttled, fire and forget).
+        self.last_seen = LastSeenTracker(self.stores.devices.record_last_seen, clock.time_msec)
+        self.authenticator: Authenticator = ActivityTrackingAuthenticator(
+            self.sessions,
+            clock.time_msec,
+            allow_query_token=config.auth.allow_access_token_in_query,
+            on_authenticated=self.last_seen.on_authenticated,
         )
         self.ratelimiter = RateLimiter(
             clock.time_msec, ratelimit_rules(config.ratelimits), enabled=config.ratelimits.enabled
@@ -157,6 +189,55 @@ class Homeserver:
             self.clock.time_msec,
             self.stores.ui_auth,
         ).register(self.resource)
+        AdminUserServlets(
+            server_name,
+            self.stores.users,
+            self.stores.devices,
+            self.stores.profiles,
+            self.sessions,
+            self.authenticator,
+            self.clock.time_msec,
+        ).register(self.resource)
+        RegistrationTokenServlets(self.stores.ui_auth, self.authenticator, self.clock.time_msec).register(self.resource)
+        self._register_account_servlets()
+        self._register_room_servlets()
+
+    def _register_room_servlets(self) -> None:
+        """Rooms, events and membership (issue 4)."""
+        server_name = self.config.server.server_name
+        core = self.rooms
+        self.membership = MembershipService(server_name, core.creator, core.rooms, self.stores.profiles)
+        self.room_creation = RoomCreationService(
+            server_name, core.creator, self.membership, core.rooms, self.clock.time_msec
+        )
+        RoomServlets(
+            server_name,
+            self.authenticator,
+            self.ratelimiter,
+            core.creator,
+            self.room_creation,
+            self.membership,
+            core.rooms,
+            self.config.ratelimits.admins_exempt,
+            self.clock.time_msec,
+        ).register(self.resource)
+
+    def _register_account_servlets(self) -> None:
+        """Account management (issue 3): password, deactivation, devices, profile, account data, filters."""
+        stores = self.stores
+        AccountServlets(
+            self.authenticator,
+            self.sessions,
+            self.uia,
+            self.password_policy,
+            stores.users,
+            stores.profiles,
+            stores.account_data,
+        ).register(self.resource)
+        DeviceServlets(self.authenticator, stores.devices, self.sessions, self.uia).register(self.resource)
+        ProfileServlets(self.config.server.server_name, self.authenticator, stores.profiles).register(self.resource)
+        AccountDataServlets(self.authenticator, stores.account_data).register(self.resource)
+        FilterServlets(self.authenticator, stores.filters).register(self.resource)
 
     async def create_user(self, localpart_or_id: str, password: str | None, *, admin: bool = False) -> str:
         """Creates an account directly (CLI and admin API); returns its user ID.
@@ -190,7 +271,12 @@ class Homeserver:
 
 
 async def build_homeserver(
-    config: HomeserverConfig, reactor: Any, *, clock: Clock | None = None, threaded: bool = True
+    config: HomeserverConfig,
+    reactor: Any,
+    *,
+    clock: Clock | None = None,
+    threaded: bool = True,
+    signing_key: SigningKey | None = None,
 ) -> Homeserver:
     """Builds a homeserver and prepares its database.
 
@@ -200,11 +286,16 @@ async def build_homeserver(
         clock: the clock (tests pass one over a fake reactor).
         threaded: False runs database transactions and password hashing synchronously in the caller's
             thread (deterministic unit tests).
+        signing_key: the server's signing key; read from (or created at) ``server.signing_key_path``
+            when not given.
     """
     clock = clock or Clock(reactor)
     engine = create_engine(database_settings(config.database))
     pool = DatabasePool(engine, reactor if threaded else None, run_in_thread=threaded)
     await prepare_database(pool)
+    if signing_key is None:
+        signing_key = load_or_create_signing_key(config.server.signing_key_path)
+    room_services = await build_room_services(pool, clock, config.server.server_name, signing_key)
     if threaded:
         cpu_pool = ThreadPool(minthreads=1, maxthreads=4, name="cpu")
         cpu_pool.start()
@@ -218,7 +309,7 @@ async def build_homeserver(
         async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[misc]  # same shape
             return fn(*args)
 
-    return Homeserver(config, reactor, clock, pool, run_in_thread)
+    return Homeserver(config, reactor, clock, pool, run_in_thread, room_services)
 
 
 def run(config: HomeserverConfig) -> int:

@@ -19,10 +19,12 @@ from twisted.internet.testing import MemoryReactorClock
 from homeserver.app.composition import Homeserver, build_homeserver
 from homeserver.config.loader import parse_config
 from homeserver.http.site import SCSite
+from sc_proto.crypto.keys import generate_signing_key
 from tests.unittest import FakeChannel, HomeserverTestCase
 
 _pg_template: dict[str, str] = {}
 _BOOKKEEPING = frozenset({"schema_version", "schema_compat_version", "applied_deltas"})
+_seeded: set[str] = set()
 
 
 def _pg_admin(url: str) -> Any:
@@ -66,6 +68,7 @@ def postgres_url_for_test() -> str | None:
         _pg_template["url"] = _url_for(base, name)
         _prepare_schema(_pg_template["url"])
         atexit.register(_drop_database, base, name)
+        _seeded.update(_tables_with_rows(_pg_template["url"]))
     url = _pg_template["url"]
     conn = _pg_admin(url)
     try:
@@ -74,12 +77,31 @@ def postgres_url_for_test() -> str | None:
                 "SELECT table_name FROM information_schema.tables"
                 " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
             )
-            tables = [r[0] for r in cur.fetchall() if r[0] not in _BOOKKEEPING]
+            # Tables the migrations seeded (counters) keep their rows; everything else starts empty.
+            tables = [r[0] for r in cur.fetchall() if r[0] not in _BOOKKEEPING and r[0] not in _seeded]
             if tables:
                 cur.execute("TRUNCATE " + ", ".join(f'"{t}"' for t in tables))
     finally:
         conn.close()
     return url
+
+
+def _tables_with_rows(url: str) -> set[str]:
+    conn = _pg_admin(url)
+    try:
+        with conn.cursor() as cur:
+            cur.execute(
+                "SELECT table_name FROM information_schema.tables"
+                " WHERE table_schema = 'public' AND table_type = 'BASE TABLE'"
+            )
+            seeded = set()
+            for (table,) in cur.fetchall():
+                cur.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}")')  # noqa: S608 - from the catalogue
+                if cur.fetchone()[0]:
+                    seeded.add(table)
+            return seeded
+    finally:
+        conn.close()
 
 
 def _drop_database(base: str, name: str) -> None:
@@ -105,6 +127,8 @@ def _prepare_schema(url: str) -> None:
         results[0].raiseException()
 
 
+TEST_SIGNING_KEY = generate_signing_key("test")
+
 # Cheap password hashing and no rate limits unless a test asks for them.
 BASE_CONFIG: dict[str, Any] = {
     "server": {"server_name": "test", "public_baseurl": "https://matrix.test/"},
@@ -129,7 +153,9 @@ class FullHomeserverTestCase(HomeserverTestCase):
         database["url"] = self._pg_url or "sqlite:///:memory:"
         raw["database"] = database
         config = parse_config(raw, "/nonexistent")
-        hs = self.get_success(build_homeserver(config, reactor, clock=clock, threaded=False))
+        hs = self.get_success(
+            build_homeserver(config, reactor, clock=clock, threaded=False, signing_key=TEST_SIGNING_KEY)
+        )
         self.addCleanup(lambda: ensureDeferred(hs.pool.close()))
         return hs
 

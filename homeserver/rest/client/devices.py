@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable, Coroutine
+from typing import Any
 
 from twisted.internet import defer
 from twisted.python.failure import Failure
@@ -46,7 +47,7 @@ MAX_DEVICE_DISPLAY_NAME = 256
 MAX_DELETE_DEVICES = 1000
 """Most device IDs one ``/delete_devices`` request may name (NOTSPEC: the spec sets no limit)."""
 
-RecordLastSeen = Callable[[str, str, "str | None", "str | None", int], Awaitable[None]]
+RecordLastSeen = Callable[[str, str, "str | None", "str | None", int], Coroutine[Any, Any, None]]
 """``record(user_id, device_id, ip, user_agent, ts)``: :meth:`DeviceStore.record_last_seen`."""
 
 
@@ -85,7 +86,7 @@ class LastSeenTracker:
         self._last_written[key] = now
         if len(self._last_written) > self._max_entries:
             self._prune(now)
-        write = defer.ensureDeferred(
+        write: defer.Deferred[None] = defer.ensureDeferred(
             self._record(requester.user_id, requester.device_id, requester.ip or None, requester.user_agent or None, now)
         )
         write.addErrback(self._write_failed, key)
@@ -133,7 +134,7 @@ class ActivityTrackingAuthenticator(Authenticator):
         requester = await super().get_requester(request, allow_guest=allow_guest, allow_locked=allow_locked)
         try:
             self._on_authenticated(requester)
-        except Exception:  # noqa: BLE001 - activity tracking must never fail a request
+        except Exception:  # activity tracking must never fail a request
             logger.exception("device activity hook failed")
         return requester
 

@@ -53,11 +53,19 @@ def _decode(text: object) -> dict[str, Any]:
 
 
 def next_stream_id_txn(txn: Txn) -> int:
-    """Allocates the next account data stream id inside the caller's write transaction."""
-    txn.execute("UPDATE account_data_stream_id SET stream_id = stream_id + 1")
+    """Allocates the next account data stream id inside the caller's write transaction.
+
+    The counter row is created on first use if it is missing (the schema delta seeds it, but a
+    truncated table must not make ids go backwards: a new row starts above every stored id).
+    """
+    txn.execute(
+        "INSERT INTO account_data_stream_id (singleton, stream_id)"
+        " VALUES ('X', (SELECT COALESCE(MAX(stream_id), 0) FROM account_data) + 1)"
+        " ON CONFLICT (singleton) DO UPDATE SET stream_id = account_data_stream_id.stream_id + 1"
+    )
     txn.execute("SELECT stream_id FROM account_data_stream_id")
     row = txn.fetchone()
-    if row is None:  # the delta inserts the row; losing it is corruption, not a client error
+    if row is None:  # cannot happen after the upsert above
         raise RuntimeError("account_data_stream_id has no row")
     return int(row[0])
 
@@ -113,6 +121,9 @@ class AccountDataStore:
         def current_txn(txn: Txn) -> int:
             txn.execute("SELECT stream_id FROM account_data_stream_id")
             row = txn.fetchone()
+            if row is None:
+                txn.execute("SELECT COALESCE(MAX(stream_id), 0) FROM account_data")
+                row = txn.fetchone()
             return 0 if row is None else int(row[0])
 
         return await self._pool.run_read("get_account_data_stream_id", current_txn)

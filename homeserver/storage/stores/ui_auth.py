@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
+from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
 
@@ -16,6 +17,31 @@ class UIASession:
     user_id: str | None
     completed_stages: tuple[str, ...]
 
+
+
+@dataclass(frozen=True)
+class RegistrationTokenRecord:
+    """One row of ``registration_tokens`` (admin API, issue 3)."""
+
+    token: str
+    uses_allowed: int | None
+    pending: int
+    completed: int
+    expiry_ts: int | None
+
+
+_TOKEN_COLUMNS = "token, uses_allowed, pending, completed, expiry_ts"  # noqa: S105 - column names
+_VALID_TOKEN_SQL = "((uses_allowed IS NULL OR pending + completed < uses_allowed) AND (expiry_ts IS NULL OR expiry_ts > ?))"  # noqa: S105 - SQL
+
+
+def _row_to_token(row: tuple[Any, ...]) -> RegistrationTokenRecord:
+    return RegistrationTokenRecord(
+        token=str(row[0]),
+        uses_allowed=None if row[1] is None else int(row[1]),
+        pending=int(row[2]),
+        completed=int(row[3]),
+        expiry_ts=None if row[4] is None else int(row[4]),
+    )
 
 class UIAuthStore:
     """Reads and writes ``ui_auth_sessions`` and ``registration_tokens``."""
@@ -121,3 +147,70 @@ class UIAuthStore:
                 (token, uses_allowed, expiry_ts),
             ),
         )
+
+    # ------------------------------------------------------------------ admin API (issue 3)
+
+    async def list_registration_tokens(self, valid: bool | None, now_ms: int) -> list[RegistrationTokenRecord]:
+        """Returns every registration token, or only the (in)valid ones, ordered by token."""
+
+        def list_txn(txn: Txn) -> list[RegistrationTokenRecord]:
+            where, args = "", []
+            if valid is not None:
+                where = f" WHERE {'' if valid else 'NOT '}{_VALID_TOKEN_SQL}"
+                args.append(now_ms)
+            txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM registration_tokens{where} ORDER BY token", args)  # noqa: S608
+            return [_row_to_token(r) for r in txn.fetchall()]
+
+        return await self._pool.run_read("list_registration_tokens", list_txn)
+
+    async def get_registration_token(self, token: str) -> RegistrationTokenRecord | None:
+        def get_txn(txn: Txn) -> RegistrationTokenRecord | None:
+            txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM registration_tokens WHERE token = ?", (token,))  # noqa: S608
+            row = txn.fetchone()
+            return None if row is None else _row_to_token(row)
+
+        return await self._pool.run_read("get_registration_token", get_txn)
+
+    async def add_registration_token(self, token: str, uses_allowed: int | None, expiry_ts: int | None) -> bool:
+        """Creates a token unless one with that name exists; returns whether it was created."""
+
+        def add_txn(txn: Txn) -> bool:
+            txn.execute("SELECT 1 FROM registration_tokens WHERE token = ?", (token,))
+            if txn.fetchone() is not None:
+                return False
+            txn.execute(
+                "INSERT INTO registration_tokens (token, uses_allowed, expiry_ts) VALUES (?, ?, ?)",
+                (token, uses_allowed, expiry_ts),
+            )
+            return True
+
+        return await self._pool.run_txn("add_registration_token", add_txn)
+
+    async def update_registration_token(
+        self, token: str, changes: dict[str, int | None]
+    ) -> RegistrationTokenRecord | None:
+        """Sets ``uses_allowed`` and/or ``expiry_ts``; returns the new row, or None if there is no such token.
+
+        Raises:
+            ValueError: ``changes`` names another column.
+        """
+        if set(changes) - {"uses_allowed", "expiry_ts"}:
+            raise ValueError(f"unknown registration token fields {sorted(changes)}")
+
+        def update_txn(txn: Txn) -> RegistrationTokenRecord | None:
+            for column, value in sorted(changes.items()):
+                txn.execute(f"UPDATE registration_tokens SET {column} = ? WHERE token = ?", (value, token))  # noqa: S608
+            txn.execute(f"SELECT {_TOKEN_COLUMNS} FROM registration_tokens WHERE token = ?", (token,))  # noqa: S608
+            row = txn.fetchone()
+            return None if row is None else _row_to_token(row)
+
+        return await self._pool.run_txn("update_registration_token", update_txn)
+
+    async def delete_registration_token(self, token: str) -> bool:
+        """Deletes a token; returns False when there was none."""
+
+        def delete_txn(txn: Txn) -> bool:
+            txn.execute("DELETE FROM registration_tokens WHERE token = ?", (token,))
+            return txn.rowcount > 0
+
+        return await self._pool.run_txn("delete_registration_token", delete_txn)

@@ -344,7 +344,7 @@ class UserStore:
         Raises:
             ValueError: ``query.order_by`` is not in :data:`ADMIN_USER_ORDERS` (callers validate it).
         """
-        order = ADMIN_USER_ORDERS[query.order_by] if query.order_by in ADMIN_USER_ORDERS else None
+        order = ADMIN_USER_ORDERS.get(query.order_by)
         if order is None:
             raise ValueError(f"unknown order {query.order_by!r}")
         direction = "DESC" if query.descending else "ASC"
@@ -375,22 +375,3 @@ class UserStore:
             return txn.rowcount > 0
 
         return await self._pool.run_txn("set_admin_lock", lock_txn)
-
-    async def set_profile_fields(self, user_id: str, fields: dict[str, str | None]) -> None:
-        """Sets ``displayname`` and/or ``avatar_url`` in the user's profile row (created if missing).
-
-        Raises:
-            ValueError: ``fields`` names anything else.
-        """
-        unknown = set(fields) - {"displayname", "avatar_url"}
-        if unknown:
-            raise ValueError(f"unknown profile fields {sorted(unknown)}")
-
-        def set_profile_txn(txn: Txn) -> None:
-            txn.execute("SELECT 1 FROM profiles WHERE user_id = ?", (user_id,))
-            if txn.fetchone() is None:
-                txn.execute("INSERT INTO profiles (user_id) VALUES (?)", (user_id,))
-            for column, value in sorted(fields.items()):
-                txn.execute(f"UPDATE profiles SET {column} = ? WHERE user_id = ?", (value, user_id))  # noqa: S608
-
-        await self._pool.run_txn("set_profile_fields", set_profile_txn)

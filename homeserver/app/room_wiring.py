@@ -1,0 +1,75 @@
+"""Composition of the rooms core: stores, persister, event creator, notifier (issue 4).
+
+Part of the composition root (``homeserver/app/``): builds the objects of the write path and the
+streams once per process.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from dataclasses import dataclass
+
+from homeserver.events.persister import EventPersister
+from homeserver.rooms.messages import EventCreator
+from homeserver.storage.ids import IdAllocator, StreamPositionTracker
+from homeserver.storage.pool import DatabasePool
+from homeserver.storage.stores.events import EventStore
+from homeserver.storage.stores.rooms import RoomStore
+from homeserver.storage.stores.state_groups import StateGroupStore
+from homeserver.streams.notifier import Notifier
+from homeserver.util.clock import Clock
+from sc_proto.crypto.keys import SigningKey, generate_signing_key, read_signing_keys, write_signing_keys
+
+logger = logging.getLogger(__name__)
+
+
+def load_or_create_signing_key(path: str) -> SigningKey:
+    """Reads the server's signing key; creates one (and the file, mode 0600) when the file is missing."""
+    if os.path.exists(path):
+        with open(path, encoding="utf-8") as f:
+            keys = read_signing_keys(f.read())
+        if not keys:
+            raise ValueError(f"no signing key in {path}")
+        return keys[0]
+    key = generate_signing_key("a_1")
+    os.makedirs(os.path.dirname(os.path.abspath(path)), exist_ok=True)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(write_signing_keys([key]))
+    logger.warning("signing key file was missing: generated a new key in %s", path)
+    return key
+
+
+@dataclass
+class RoomServices:
+    """The rooms core of one process."""
+
+    events: EventStore
+    rooms: RoomStore
+    state_groups: StateGroupStore
+    notifier: Notifier
+    stream_tracker: StreamPositionTracker
+    persister: EventPersister
+    creator: EventCreator
+
+
+async def build_room_services(
+    pool: DatabasePool, clock: Clock, server_name: str, signing_key: SigningKey
+) -> RoomServices:
+    """Builds the rooms core; reads the events stream's position from the database."""
+    engine = pool.engine
+    stream_ids = IdAllocator(engine, "events", "stream_ordering", "events_stream_seq")
+    group_ids = IdAllocator(engine, "state_groups", "group_id", "state_group_id_seq")
+    room_nids = IdAllocator(engine, "rooms", "room_nid", "room_nid_seq")
+    events = EventStore(pool)
+    rooms = RoomStore(pool)
+    state_groups = StateGroupStore(pool, group_ids)
+    notifier = Notifier(clock)
+    tracker = StreamPositionTracker(await events.get_max_stream_ordering())
+    notifier.positions["events"] = tracker.current()
+    persister = EventPersister(pool, events, state_groups, stream_ids, tracker, notifier, clock.time_msec)
+    creator = EventCreator(
+        server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec
+    )
+    return RoomServices(events, rooms, state_groups, notifier, tracker, persister, creator)

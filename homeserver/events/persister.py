@@ -1,0 +1,232 @@
+"""The persist pipeline: one transaction per event writes everything the event changes.
+
+Theory of operation (DESIGN.md 2.4, 2.6): the caller holds the room's turn in the input queue and has
+already authorised the event against the state before it. :meth:`EventPersister.persist` then writes, in
+ONE transaction: the event row and JSON, its graph edges, the forward-extremity change, the state group
+of the state after it (a bounded delta, or a reused identical group), the current-state rows and their
+stream of deltas, the client transaction ID and any redaction it applies; the stream ordering is
+allocated in the same transaction. Only after the commit are caches updated and listeners woken, so an
+accepted event is durable before anyone hears of it.
+
+Stream positions can commit out of order on PostgreSQL; listeners are woken only once every lower
+position has finished (see :class:`~homeserver.storage.ids.StreamPositionTracker`), so a client never
+receives a token that skips an event still being written.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field
+from types import MappingProxyType
+
+from homeserver.storage.ids import IdAllocator, StreamPositionTracker
+from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.events import EventStore, StoredEvent
+from homeserver.storage.stores.rooms import RoomRecord
+from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
+from homeserver.streams.notifier import Notifier
+from sc_proto.events.model import Event
+from sc_proto.json import encode_json
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TxnKey:
+    """Identifies a client transaction (``PUT .../send/{type}/{txnId}``)."""
+
+    user_id: str
+    device_id: str
+    room_id: str
+    txn_id: str
+
+
+@dataclass(frozen=True)
+class PersistContext:
+    """What the caller knows about an event it wants persisted.
+
+    Attributes:
+        state_group_before: the state group of the state before the event (None for a create event).
+        state_before: that state, ``(type, state_key) -> event_id``. For a room's new local event this is
+            the room's current state (local rooms are linear: one forward extremity), so the current
+            state after the event is ``state_before`` plus the event. Events that merge several
+            extremities (federation) will pass the resolved state here.
+        txn: the client transaction that produced the event, if any.
+        applies_redaction: for an authorised ``m.room.redaction``, the event it redacts.
+        extra_users: users to wake besides the room's members (e.g. an invitee).
+    """
+
+    state_group_before: int | None
+    state_before: StateMap
+    txn: TxnKey | None = None
+    applies_redaction: str | None = None
+    extra_users: frozenset[str] = field(default_factory=frozenset)
+    new_room: tuple[int, str] | None = None
+    """For a create event: ``(room_nid, creator)`` of the room row to insert in the same transaction."""
+
+
+@dataclass(frozen=True)
+class PersistedEvent:
+    stored: StoredEvent
+    state_after: StateMap
+
+
+class EventPersister:
+    """Writes events and announces them.
+
+    Args:
+        pool: the database pool.
+        events: the event store (cache updated after commit).
+        state_groups: the state-group store.
+        stream_ids: allocator of stream orderings.
+        tracker: tracks finished stream positions.
+        notifier: woken after commits.
+        time_msec: the clock.
+    """
+
+    def __init__(
+        self,
+        pool: DatabasePool,
+        events: EventStore,
+        state_groups: StateGroupStore,
+        stream_ids: IdAllocator,
+        tracker: StreamPositionTracker,
+        notifier: Notifier,
+        time_msec: Callable[[], int],
+    ) -> None:
+        self._pool = pool
+        self._events = events
+        self._state_groups = state_groups
+        self._stream_ids = stream_ids
+        self._tracker = tracker
+        self._notifier = notifier
+        self._now = time_msec
+        self._pending_wakeups: list[tuple[int, frozenset[str], frozenset[str]]] = []
+        self.on_persisted: list[Callable[[PersistedEvent], None]] = []
+
+    async def persist(self, room: RoomRecord, event: Event, ctx: PersistContext) -> PersistedEvent:
+        """Persists ``event`` in one transaction; returns it with its stream ordering.
+
+        Raises:
+            Exception: the transaction failed; nothing was written and nobody was told.
+        """
+        state_after: dict[tuple[str, str], str] = dict(ctx.state_before)
+        if event.state_key is not None:
+            state_after[(event.type, event.state_key)] = event.event_id
+        received = self._now()
+        stored: StoredEvent = await self._pool.run_txn(
+            "persist_event", self._persist_txn, room, event, ctx, state_after, received
+        )
+        persisted = PersistedEvent(stored, MappingProxyType(state_after))
+        self._events.cache_event(stored)
+        if ctx.applies_redaction is not None:
+            self._events.mark_redacted(ctx.applies_redaction, event.event_id)
+        for hook in self.on_persisted:
+            try:
+                hook(persisted)
+            except Exception:
+                logger.exception("on_persisted hook failed")
+        users = set(ctx.extra_users)
+        if event.type == "m.room.member" and event.state_key is not None:
+            users.add(event.state_key)
+        self._announce(stored.stream_ordering, frozenset(users), frozenset({event.room_id}))
+        return persisted
+
+    def _announce(self, stream: int, users: frozenset[str], rooms: frozenset[str]) -> None:
+        self._pending_wakeups.append((stream, users, rooms))
+        current = self._tracker.current()
+        ready = [p for p in self._pending_wakeups if p[0] <= current]
+        if not ready:
+            return
+        self._pending_wakeups = [p for p in self._pending_wakeups if p[0] > current]
+        all_users = frozenset().union(*(p[1] for p in ready))
+        all_rooms = frozenset().union(*(p[2] for p in ready))
+        self._notifier.on_new("events", current, all_users, all_rooms)
+
+    def _persist_txn(
+        self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap, received: int
+    ) -> StoredEvent:
+        if ctx.new_room is not None:
+            txn.execute(
+                "INSERT INTO rooms (room_nid, room_id, room_version, creator, is_public, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (room.room_nid, room.room_id, room.room_version, ctx.new_room[1], False, received),
+            )
+        stream = self._stream_ids.next_id_txn(txn)
+        self._tracker.started(stream)
+        txn.call_after(self._tracker.finished, stream)
+        txn.call_on_exception(self._tracker.finished, stream)
+        group_before = ctx.state_group_before
+        if event.state_key is not None:
+            group_after: int | None = self._state_groups.store_state_txn(
+                txn, room.room_nid, group_before, ctx.state_before if group_before is not None else None, state_after
+            )
+        else:
+            group_after = group_before
+        txn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_nid, type, state_key, sender, depth,"
+            " origin_server_ts, received_ts, outlier, state_group_before, state_group_after, membership,"
+            " txn_id, device_id, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stream, event.event_id, room.room_nid, event.type, event.state_key, event.sender, event.depth,
+                event.origin_server_ts, received, False, group_before, group_after, event.membership,
+                ctx.txn.txn_id if ctx.txn else None, ctx.txn.device_id if ctx.txn else None,
+                encode_json(dict(event.pdu)).decode("utf-8"),
+            ),
+        )
+        if event.prev_event_ids:
+            txn.execute_many(
+                "INSERT INTO event_edges (event_nid, prev_event_id) VALUES (?, ?)",
+                [(stream, p) for p in dict.fromkeys(event.prev_event_ids)],
+            )
+            for fragment, args in self._pool.engine.in_list_batches("event_id", list(event.prev_event_ids)):
+                txn.execute(f"DELETE FROM forward_extremities WHERE room_nid = ? AND {fragment}", [room.room_nid, *args])  # noqa: S608
+        if event.auth_event_ids:
+            txn.execute_many(
+                "INSERT INTO event_auth_edges (event_nid, auth_event_id) VALUES (?, ?)",
+                [(stream, a) for a in dict.fromkeys(event.auth_event_ids)],
+            )
+        txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room.room_nid, event.event_id))
+        if event.state_key is not None:
+            self._update_current_state_txn(txn, room, event, stream, ctx.state_before)
+        if ctx.txn is not None:
+            t = ctx.txn
+            txn.execute(
+                "INSERT INTO event_txn_ids (user_id, device_id, room_id, txn_id, event_id, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (t.user_id, t.device_id, t.room_id, t.txn_id, event.event_id, received),
+            )
+        if ctx.applies_redaction is not None:
+            txn.execute("INSERT INTO redactions (redacts, event_id) VALUES (?, ?)", (ctx.applies_redaction, event.event_id))
+            txn.execute(
+                "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
+                (event.event_id, ctx.applies_redaction, room.room_nid),
+            )
+        return StoredEvent(
+            event=event, stream_ordering=stream, room_nid=room.room_nid, outlier=False, rejected_reason=None,
+            state_group_before=group_before, state_group_after=group_after, redacted_by=None,
+            txn_id=ctx.txn.txn_id if ctx.txn else None, device_id=ctx.txn.device_id if ctx.txn else None,
+            received_ts=received,
+        )
+
+    @staticmethod
+    def _update_current_state_txn(
+        txn: Txn, room: RoomRecord, event: Event, stream: int, state_before: Mapping[tuple[str, str], str]
+    ) -> None:
+        key = (event.type, event.state_key or "")
+        prev = state_before.get(key)
+        txn.execute(
+            "DELETE FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?", (room.room_nid, key[0], key[1])
+        )
+        txn.execute(
+            "INSERT INTO current_state (room_nid, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
+            (room.room_nid, key[0], key[1], event.event_id, event.membership),
+        )
+        txn.execute(
+            "INSERT INTO current_state_deltas (stream_id, room_nid, type, state_key, event_id, prev_event_id)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (stream, room.room_nid, key[0], key[1], event.event_id, prev),
+        )
+
+

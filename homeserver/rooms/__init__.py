@@ -1,0 +1,1 @@
+"""Rooms: creation, membership, messages, aliases, directory, visibility."""

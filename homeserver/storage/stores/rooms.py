@@ -1,0 +1,229 @@
+"""Rooms, their current state, memberships, forward extremities, aliases and the directory."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+from homeserver.storage.pool import DatabasePool, Txn
+from sc_proto.events.model import StateKey
+
+
+@dataclass(frozen=True)
+class RoomRecord:
+    room_nid: int
+    room_id: str
+    room_version: str
+    creator: str | None
+    is_public: bool
+    created_ts: int
+
+
+_ROOM_COLUMNS = "room_nid, room_id, room_version, creator, is_public, created_ts"
+
+
+def _row_to_room(row: Sequence[object]) -> RoomRecord:
+    return RoomRecord(
+        room_nid=int(row[0]),  # type: ignore[call-overload]  # BIGINT
+        room_id=str(row[1]),
+        room_version=str(row[2]),
+        creator=None if row[3] is None else str(row[3]),
+        is_public=bool(row[4]),
+        created_ts=int(row[5]),  # type: ignore[call-overload]  # BIGINT
+    )
+
+
+class RoomStore:
+    """Reads and writes ``rooms``, ``current_state``, ``forward_extremities``, ``room_aliases``."""
+
+    def __init__(self, pool: DatabasePool) -> None:
+        self._pool = pool
+        self._rooms_by_id: dict[str, RoomRecord] = {}
+        self._rooms_by_nid: dict[int, RoomRecord] = {}
+
+    def _remember(self, room: RoomRecord) -> RoomRecord:
+        self._rooms_by_id[room.room_id] = room
+        self._rooms_by_nid[room.room_nid] = room
+        return room
+
+    def forget_cached(self, room_id: str) -> None:
+        room = self._rooms_by_id.pop(room_id, None)
+        if room is not None:
+            self._rooms_by_nid.pop(room.room_nid, None)
+
+    # ------------------------------------------------------------------ rooms
+
+    def insert_room_txn(self, txn: Txn, room_nid: int, room_id: str, version: str, creator: str | None, now: int) -> None:
+        txn.execute(
+            "INSERT INTO rooms (room_nid, room_id, room_version, creator, is_public, created_ts) VALUES (?, ?, ?, ?, ?, ?)",
+            (room_nid, room_id, version, creator, False, now),
+        )
+
+    async def get_room(self, room_id: str) -> RoomRecord | None:
+        cached = self._rooms_by_id.get(room_id)
+        if cached is not None:
+            return cached
+
+        def get_room_txn(txn: Txn) -> RoomRecord | None:
+            txn.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE room_id = ?", (room_id,))  # noqa: S608
+            row = txn.fetchone()
+            return None if row is None else _row_to_room(row)
+
+        room = await self._pool.run_read("get_room", get_room_txn)
+        return None if room is None else self._remember(room)
+
+    async def get_rooms_by_nid(self, room_nids: Sequence[int]) -> dict[int, RoomRecord]:
+        found = {n: self._rooms_by_nid[n] for n in room_nids if n in self._rooms_by_nid}
+        missing = [n for n in room_nids if n not in found]
+        if missing:
+
+            def by_nid_txn(txn: Txn) -> list[RoomRecord]:
+                rooms: list[RoomRecord] = []
+                for fragment, args in self._pool.engine.in_list_batches("room_nid", missing):
+                    txn.execute(f"SELECT {_ROOM_COLUMNS} FROM rooms WHERE {fragment}", args)  # noqa: S608
+                    rooms.extend(_row_to_room(r) for r in txn.fetchall())
+                return rooms
+
+            for room in await self._pool.run_read("get_rooms_by_nid", by_nid_txn):
+                found[room.room_nid] = self._remember(room)
+        return found
+
+    async def set_room_public(self, room_id: str, is_public: bool) -> None:
+        await self._pool.run_txn(
+            "set_room_public",
+            lambda txn: txn.execute("UPDATE rooms SET is_public = ? WHERE room_id = ?", (is_public, room_id)),
+        )
+        self.forget_cached(room_id)
+
+    async def get_public_room_nids(self) -> list[int]:
+        def public_txn(txn: Txn) -> list[int]:
+            txn.execute("SELECT room_nid FROM rooms WHERE is_public = ? ORDER BY room_nid", (True,))
+            return [int(r[0]) for r in txn.fetchall()]
+
+        return await self._pool.run_read("get_public_room_nids", public_txn)
+
+    # ------------------------------------------------------------------ state and membership
+
+    async def get_current_state_ids(self, room_nid: int) -> dict[StateKey, str]:
+        def state_txn(txn: Txn) -> dict[StateKey, str]:
+            txn.execute("SELECT type, state_key, event_id FROM current_state WHERE room_nid = ?", (room_nid,))
+            return {(str(r[0]), str(r[1])): str(r[2]) for r in txn.fetchall()}
+
+        return await self._pool.run_read("get_current_state_ids", state_txn)
+
+    async def get_forward_extremities(self, room_nid: int) -> list[str]:
+        def fwd_txn(txn: Txn) -> list[str]:
+            txn.execute("SELECT event_id FROM forward_extremities WHERE room_nid = ? ORDER BY event_id", (room_nid,))
+            return [str(r[0]) for r in txn.fetchall()]
+
+        return await self._pool.run_read("get_forward_extremities", fwd_txn)
+
+    async def get_rooms_for_user(self, user_id: str, memberships: Sequence[str] = ("join",)) -> dict[int, str]:
+        """``room_nid -> membership`` for the rooms where ``user_id``'s current membership is one of
+        ``memberships``."""
+
+        def rooms_txn(txn: Txn) -> dict[int, str]:
+            placeholders = ", ".join("?" for _ in memberships)
+            txn.execute(
+                "SELECT room_nid, membership FROM current_state WHERE type = 'm.room.member' AND state_key = ?"
+                f" AND membership IN ({placeholders})",  # noqa: S608
+                [user_id, *memberships],
+            )
+            return {int(r[0]): str(r[1]) for r in txn.fetchall()}
+
+        return await self._pool.run_read("get_rooms_for_user", rooms_txn)
+
+    async def get_members(self, room_nid: int, memberships: Sequence[str] | None = None) -> dict[str, str]:
+        """``user_id -> membership`` of the room's current members (all memberships by default)."""
+
+        def members_txn(txn: Txn) -> dict[str, str]:
+            txn.execute(
+                "SELECT state_key, membership FROM current_state WHERE room_nid = ? AND type = 'm.room.member'",
+                (room_nid,),
+            )
+            rows = {str(r[0]): str(r[1]) for r in txn.fetchall()}
+            if memberships is not None:
+                rows = {u: m for u, m in rows.items() if m in memberships}
+            return rows
+
+        return await self._pool.run_read("get_members", members_txn)
+
+    async def get_membership_events_for_user(self, user_id: str, after_stream: int, upto_stream: int) -> list[tuple[int, str, int]]:
+        """The user's membership events in ``(after, upto]``: ``(room_nid, event_id, stream)`` in order."""
+
+        def changes_txn(txn: Txn) -> list[tuple[int, str, int]]:
+            txn.execute(
+                "SELECT room_nid, event_id, stream_ordering FROM events WHERE type = 'm.room.member' AND state_key = ?"
+                " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+                " ORDER BY stream_ordering",
+                (user_id, after_stream, upto_stream, False),
+            )
+            return [(int(r[0]), str(r[1]), int(r[2])) for r in txn.fetchall()]
+
+        return await self._pool.run_read("get_membership_events_for_user", changes_txn)
+
+    async def is_forgotten(self, user_id: str, room_nid: int) -> bool:
+        def forgotten_txn(txn: Txn) -> bool:
+            txn.execute("SELECT 1 FROM forgotten_rooms WHERE user_id = ? AND room_nid = ?", (user_id, room_nid))
+            return txn.fetchone() is not None
+
+        return await self._pool.run_read("is_forgotten", forgotten_txn)
+
+    async def get_forgotten_rooms(self, user_id: str) -> set[int]:
+        def forgotten_txn(txn: Txn) -> set[int]:
+            txn.execute("SELECT room_nid FROM forgotten_rooms WHERE user_id = ?", (user_id,))
+            return {int(r[0]) for r in txn.fetchall()}
+
+        return await self._pool.run_read("get_forgotten_rooms", forgotten_txn)
+
+    async def forget_room(self, user_id: str, room_nid: int) -> None:
+        def forget_txn(txn: Txn) -> None:
+            txn.execute("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_nid = ?", (user_id, room_nid))
+            txn.execute("INSERT INTO forgotten_rooms (user_id, room_nid) VALUES (?, ?)", (user_id, room_nid))
+
+        await self._pool.run_txn("forget_room", forget_txn)
+
+    async def unforget_room(self, user_id: str, room_nid: int) -> None:
+        await self._pool.run_txn(
+            "unforget_room",
+            lambda txn: txn.execute("DELETE FROM forgotten_rooms WHERE user_id = ? AND room_nid = ?", (user_id, room_nid)),
+        )
+
+    # ------------------------------------------------------------------ aliases
+
+    async def create_alias(self, alias: str, room_id: str, creator: str, now: int) -> bool:
+        """Creates an alias; False when it exists already."""
+
+        def create_alias_txn(txn: Txn) -> bool:
+            txn.execute("SELECT 1 FROM room_aliases WHERE room_alias = ?", (alias,))
+            if txn.fetchone() is not None:
+                return False
+            txn.execute(
+                "INSERT INTO room_aliases (room_alias, room_id, creator, created_ts) VALUES (?, ?, ?, ?)",
+                (alias, room_id, creator, now),
+            )
+            return True
+
+        return await self._pool.run_txn("create_alias", create_alias_txn)
+
+    async def get_alias(self, alias: str) -> tuple[str, str] | None:
+        """``(room_id, creator)`` of an alias, or None."""
+
+        def get_alias_txn(txn: Txn) -> tuple[str, str] | None:
+            txn.execute("SELECT room_id, creator FROM room_aliases WHERE room_alias = ?", (alias,))
+            row = txn.fetchone()
+            return None if row is None else (str(row[0]), str(row[1]))
+
+        return await self._pool.run_read("get_alias", get_alias_txn)
+
+    async def delete_alias(self, alias: str) -> None:
+        await self._pool.run_txn(
+            "delete_alias", lambda txn: txn.execute("DELETE FROM room_aliases WHERE room_alias = ?", (alias,))
+        )
+
+    async def get_aliases_for_room(self, room_id: str) -> list[str]:
+        def aliases_txn(txn: Txn) -> list[str]:
+            txn.execute("SELECT room_alias FROM room_aliases WHERE room_id = ? ORDER BY room_alias", (room_id,))
+            return [str(r[0]) for r in txn.fetchall()]
+
+        return await self._pool.run_read("get_aliases_for_room", aliases_txn)

@@ -1,0 +1,1 @@
+"""Streams: positions, tokens and the notifier (DESIGN.md 2.7)."""

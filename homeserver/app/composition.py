@@ -255,7 +255,19 @@ class Homeserver:
     def listen(self) -> None:
         """Opens every configured listener."""
         for listener in self.config.server.listeners:
-            port = self.reactor.listenTCP(listener.port, self.site, interface=listener.bind_address)
+            site = self.site
+            if listener.x_forwarded:
+                site = SCSite(
+                    self.resource, self.reactor, self.config.server.max_request_body_size, trust_x_forwarded_for=True
+                )
+            if listener.tls:
+                from twisted.internet import ssl
+
+                assert listener.tls_private_key_path and listener.tls_certificate_path  # checked by the config
+                context = ssl.DefaultOpenSSLContextFactory(listener.tls_private_key_path, listener.tls_certificate_path)
+                port = self.reactor.listenSSL(listener.port, site, context, interface=listener.bind_address)
+            else:
+                port = self.reactor.listenTCP(listener.port, site, interface=listener.bind_address)
             self._ports.append(port)
             logger.info("listening on %s:%d", listener.bind_address, listener.port)
 

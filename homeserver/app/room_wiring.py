@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from homeserver.events.persister import EventPersister
+from homeserver.events.serialize import EventSerializer
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.ids import IdAllocator, StreamPositionTracker
 from homeserver.storage.pool import DatabasePool
@@ -52,6 +53,7 @@ class RoomServices:
     stream_tracker: StreamPositionTracker
     persister: EventPersister
     creator: EventCreator
+    serializer: EventSerializer
 
 
 async def build_room_services(
@@ -72,4 +74,5 @@ async def build_room_services(
     creator = EventCreator(
         server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec
     )
-    return RoomServices(events, rooms, state_groups, notifier, tracker, persister, creator)
+    serializer = EventSerializer(events, state_groups, clock.time_msec)
+    return RoomServices(events, rooms, state_groups, notifier, tracker, persister, creator, serializer)

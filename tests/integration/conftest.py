@@ -42,7 +42,7 @@ ServerFactory = Callable[..., ServerProcess]
 def pytest_pycollect_makeitem(collector: pytest.Collector, name: str, obj: object) -> pytest.Class | None:
     """Collect ``FooTests`` classes (STYLE.md naming) as well as pytest's default ``Test*``."""
     if inspect.isclass(obj) and name.endswith("Tests") and not name.startswith(("Test", "_")):
-        return pytest.Class.from_parent(collector, name=name, obj=obj)  # type: ignore[no-any-return]
+        return pytest.Class.from_parent(collector, name=name, obj=obj)
     return None
 
 

@@ -10,7 +10,7 @@ import asyncio
 from collections.abc import AsyncIterator, Awaitable, Callable
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import TypeVar
 
 import pytest
 from nio import (
@@ -74,8 +74,7 @@ async def register(server: ServerProcess, store: Path, localpart: str) -> Regist
 async def whoami_with(client: AsyncClient, token: str) -> WhoamiResponse | WhoamiError:
     """whoami with an explicit token (nio forgets its token after a logout)."""
     client.access_token = token
-    response: Any = await client.whoami()
-    return response  # type: ignore[no-any-return]
+    return await client.whoami()
 
 
 class RegisterTests:
@@ -240,12 +239,12 @@ class DevicesTests:
                 one = await first.login(PASSWORD, device_name="Laptop")
                 two = await second.login(PASSWORD, device_name="Phone")
                 assert isinstance(one, LoginResponse) and isinstance(two, LoginResponse)
-                response: Any = await first.devices()
+                response = await first.devices()
                 if isinstance(response, DevicesResponse):
                     names = {d.id: d.display_name for d in response.devices}
                     assert names.get(one.device_id) == "Laptop"
                     assert names.get(two.device_id) == "Phone"
-                return response  # type: ignore[no-any-return]
+                return response
 
         response = run(scenario)
         if isinstance(response, DevicesError) and response.status_code == "M_UNRECOGNIZED":

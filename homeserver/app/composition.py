@@ -264,7 +264,9 @@ class Homeserver:
                 from twisted.internet import ssl
 
                 assert listener.tls_private_key_path and listener.tls_certificate_path  # checked by the config
-                context = ssl.DefaultOpenSSLContextFactory(listener.tls_private_key_path, listener.tls_certificate_path)
+                context = ssl.DefaultOpenSSLContextFactory(  # type: ignore[no-untyped-call]  # untyped Twisted API
+                    listener.tls_private_key_path, listener.tls_certificate_path
+                )
                 port = self.reactor.listenSSL(listener.port, site, context, interface=listener.bind_address)
             else:
                 port = self.reactor.listenTCP(listener.port, site, interface=listener.bind_address)

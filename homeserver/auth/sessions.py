@@ -189,7 +189,18 @@ class SessionService:
         )
         if owner is None:
             raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unknown or expired refresh token", {"soft_logout": True})
+        await self.ensure_not_locked(owner[0])
         return LoginResult(owner[0], owner[1], access, refresh, lifetime)
+
+    async def ensure_not_locked(self, user_id: str) -> None:
+        """Refuses new tokens for an administratively locked account (spec "Account locking").
+
+        Raises:
+            MatrixError: 401 ``M_USER_LOCKED`` with ``soft_logout: true``.
+        """
+        user = await self._users.get_user(user_id)
+        if user is not None and user.locked:
+            raise MatrixError(401, Codes.USER_LOCKED, "This account has been locked", {"soft_logout": True})
 
     async def lookup(self, token: str) -> TokenInfo | None:
         """Resolves an access token (the ``TokenLookup`` port of the HTTP layer)."""

@@ -290,3 +290,27 @@ class WhoamiTests(FullHomeserverTestCase):
         channel = self.whoami("sct_made_up")
         self.assertEqual((channel.code, channel.json_body["errcode"]), (401, "M_UNKNOWN_TOKEN"))
         self.assertIs(channel.json_body.get("soft_logout", False), False)
+
+
+class LockedAccountTests(FullHomeserverTestCase):
+    def prepare(self, reactor: object, clock: object, homeserver: object) -> None:
+        self.register_user("alice")
+
+    def test_locked_account_gets_no_new_tokens(self) -> None:
+        """Spec "Account locking": a locked account cannot log in or refresh (401 M_USER_LOCKED, soft_logout)."""
+        refreshable = self.login("alice", refresh_token=True)
+        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", True))
+        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "p4ssw0rd-long"}
+        channel = self.make_request("POST", LOGIN, body)
+        self.assertEqual((channel.code, channel.json_body["errcode"]), (401, "M_USER_LOCKED"))
+        self.assertIs(channel.json_body["soft_logout"], True)
+        refresh = self.make_request("POST", "/_matrix/client/v3/refresh", {"refresh_token": refreshable["refresh_token"]})
+        self.assertEqual((refresh.code, refresh.json_body["errcode"]), (401, "M_USER_LOCKED"))
+        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", False))
+        self.assertEqual(self.make_request("POST", LOGIN, body).code, 200)
+
+    def test_wrong_password_on_locked_account_does_not_reveal_the_lock(self) -> None:
+        """Without the right password, a locked account looks like any failed login (403)."""
+        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", True))
+        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wrong-one"}
+        self.assertEqual(self.make_request("POST", LOGIN, body).code, 403)

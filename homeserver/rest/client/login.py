@@ -126,6 +126,8 @@ class LoginServlets:
         user_id = await self._find_user(claimed) or claimed
         if not await self._sessions.check_password(user_id, password):
             raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+        # Only after the password proved who is asking: a locked account gets no new token.
+        await self._sessions.ensure_not_locked(user_id)
         result = await self._sessions.create_session(
             user_id,
             device_id=device_id,

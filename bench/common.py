@@ -138,12 +138,17 @@ class ServerProcess:
         config_path: the server's ``homeserver.yaml``.
         base_url: where it listens, e.g. ``http://127.0.0.1:8008``.
         log_path: file receiving the process's standard output and error.
+        command: the full command line to run instead of ``sc-homeserver run --config CONFIG``
+            (e.g. another homeserver for side-by-side benchmarks).
     """
 
-    def __init__(self, config_path: Path, base_url: str, log_path: Path) -> None:
+    def __init__(
+        self, config_path: Path, base_url: str, log_path: Path, command: list[str] | None = None
+    ) -> None:
         self.config_path = config_path
         self.base_url = base_url.rstrip("/")
         self.log_path = log_path
+        self.command = command
         self.process: subprocess.Popen[bytes] | None = None
         self.exit_code: int | None = None
         self._terminated = False
@@ -163,8 +168,9 @@ class ServerProcess:
                 (the process is killed in the latter case).
         """
         with self.log_path.open("ab") as log:
+            command = self.command or [*homeserver_command(), "run", "--config", str(self.config_path)]
             self.process = subprocess.Popen(
-                [*homeserver_command(), "run", "--config", str(self.config_path)],
+                command,
                 stdout=log,
                 stderr=subprocess.STDOUT,
                 stdin=subprocess.DEVNULL,
@@ -264,12 +270,18 @@ class PostgresDatabases:
         parts = urllib.parse.urlsplit(self.admin_url)
         return urllib.parse.urlunsplit(parts._replace(path="/" + name))
 
-    def create(self, prefix: str = "sc_it") -> tuple[str, str]:
-        """Creates an empty database; returns its name and URL."""
+    def create(self, prefix: str = "sc_it", *, c_locale: bool = False) -> tuple[str, str]:
+        """Creates an empty database; returns its name and URL.
+
+        Args:
+            prefix: start of the database name (the process id and a counter follow).
+            c_locale: use the ``C`` collation and character type (Synapse refuses other locales).
+        """
         self._count += 1
         name = f"{prefix}_{os.getpid()}_{self._count}"
+        locale = " LC_COLLATE 'C' LC_CTYPE 'C'" if c_locale else ""
         with self._conn.cursor() as cur:
-            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'')
+            cur.execute(f'CREATE DATABASE "{name}" TEMPLATE template0 ENCODING \'UTF8\'{locale}')
         return name, self.url_for(name)
 
     def drop(self, name: str) -> None:

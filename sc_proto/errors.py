@@ -78,6 +78,7 @@ class Codes(str, enum.Enum):
     BAD_STATUS = "M_BAD_STATUS"
     NOT_YET_UPLOADED = "M_NOT_YET_UPLOADED"
     CANNOT_OVERWRITE_MEDIA = "M_CANNOT_OVERWRITE_MEDIA"
+    BAD_ALIAS = "M_BAD_ALIAS"
 
 
 class MatrixError(Exception):

@@ -26,6 +26,7 @@ from homeserver.config._options import (
     section_type,
 )
 from homeserver.config.auth import AuthConfig
+from homeserver.config.calls import CallsConfig
 from homeserver.config.database import DatabaseConfig
 from homeserver.config.errors import ConfigError
 from homeserver.config.logging import LoggingConfig
@@ -79,6 +80,9 @@ class HomeserverConfig:
     )
     media: MediaConfig = attrs.field(
         factory=MediaConfig, metadata=section_meta(MediaConfig, "Media repository.")
+    )
+    calls: CallsConfig = attrs.field(
+        factory=CallsConfig, metadata=section_meta(CallsConfig, "VoIP: TURN servers for calls.")
     )
     experimental: Mapping[str, Any] = attrs.field(
         factory=lambda: MappingProxyType({}),

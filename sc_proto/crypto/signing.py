@@ -14,7 +14,6 @@ Every verification failure raises :class:`~sc_proto.errors.SignatureError`; malf
 
 from __future__ import annotations
 
-import copy
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -31,7 +30,7 @@ from sc_proto.crypto.keys import (
 )
 from sc_proto.errors import CanonicalJSONError, Codes, InvalidEventError, SignatureError
 from sc_proto.events.hashes import content_hash_b64, encode_event_json
-from sc_proto.events.redaction import redact
+from sc_proto.events.redaction import copy_json, redact_view
 from sc_proto.json import encode_canonical_json
 from sc_proto.room_versions import RoomVersion
 
@@ -96,7 +95,7 @@ def sign_json(
     signatures = _copy_signatures(obj.get("signatures"))
     signature = signing_key.sign(_signed_bytes(obj, room_version)).signature
     signatures.setdefault(server_name, {})[key_id] = encode_base64(signature)
-    signed = copy.deepcopy({k: v for k, v in obj.items() if k != "signatures"})
+    signed: dict[str, Any] = copy_json({k: v for k, v in obj.items() if k != "signatures"})
     signed["signatures"] = signatures
     return signed
 
@@ -166,15 +165,18 @@ def sign_event(
     """
     if not isinstance(pdu, Mapping):
         raise InvalidEventError("event must be a JSON object")
-    event = copy.deepcopy(dict(pdu))
+    event: dict[str, Any] = copy_json(pdu)
     hashes = event.get("hashes", {})
     if not isinstance(hashes, Mapping):
         raise InvalidEventError("'hashes' must be an object")
     event["hashes"] = {**hashes, "sha256": content_hash_b64(event, room_version)}
-    signed = sign_json(
-        redact(event, room_version), server_name, signing_key, key_id=key_id, room_version=room_version
-    )
-    event["signatures"] = signed["signatures"]
+    redacted = redact_view(event, room_version)
+    key_id = key_id if key_id is not None else get_key_id(signing_key)
+    parse_key_id(key_id)
+    signatures = _copy_signatures(event.get("signatures"))
+    signature = signing_key.sign(_signed_bytes(redacted, room_version)).signature
+    signatures.setdefault(server_name, {})[key_id] = encode_base64(signature)
+    event["signatures"] = signatures
     return event
 
 
@@ -195,7 +197,7 @@ def verify_event_signature(
         SignatureError: missing, malformed or invalid signature, or a malformed event.
     """
     try:
-        redacted = redact(pdu, room_version)
+        redacted = redact_view(pdu, room_version)
     except InvalidEventError as e:
         raise SignatureError("event is not a JSON object") from e
     verify_json(redacted, server_name, verify_key, key_id=key_id, room_version=room_version)

@@ -16,7 +16,6 @@ Format differences handled here:
 
 from __future__ import annotations
 
-import copy
 import secrets
 from collections.abc import Mapping, Sequence
 from typing import Any
@@ -25,6 +24,7 @@ from sc_proto.crypto.keys import SigningKey
 from sc_proto.crypto.signing import sign_event
 from sc_proto.errors import LocalProtocolError
 from sc_proto.events.model import Event
+from sc_proto.events.redaction import copy_json
 from sc_proto.room_versions import EventFormat, RoomVersion
 
 __all__ = ["build_event", "finalise_event"]
@@ -115,7 +115,7 @@ def build_event(
     pdu: dict[str, Any] = {
         "type": type,
         "sender": sender,
-        "content": copy.deepcopy(dict(content)),
+        "content": copy_json(content),
         "depth": depth,
         "origin_server_ts": origin_server_ts,
         "prev_events": _refs(prev_event_ids, fmt, hashes),
@@ -128,7 +128,7 @@ def build_event(
     if origin is not None:
         pdu["origin"] = origin
     if unsigned is not None:
-        pdu["unsigned"] = copy.deepcopy(dict(unsigned))
+        pdu["unsigned"] = copy_json(unsigned)
     if redacts is not None:
         if room_version.updated_redaction_rules:
             pdu["content"]["redacts"] = redacts

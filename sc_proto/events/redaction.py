@@ -18,8 +18,7 @@ a new dict sharing nothing mutable with the input, and ``redact(redact(e)) == re
 
 from __future__ import annotations
 
-import copy
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from sc_proto.errors import InvalidEventError
@@ -82,17 +81,32 @@ def _allowed_content_keys(event_type: object, room_version: RoomVersion) -> tupl
     return ()
 
 
+def copy_json(value: Any) -> Any:
+    """A deep copy of a JSON value (dicts, lists and scalars); several times faster than
+    :func:`copy.deepcopy` because it knows the shapes JSON can take. Other mappings and sequences
+    (tuples, read-only proxies) become dicts and lists."""
+    if isinstance(value, Mapping):
+        return {k: copy_json(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [copy_json(v) for v in value]
+    return value
+
+
+def _share(value: Any) -> Any:
+    return value
+
+
 def _redact_content(
-    event_type: object, content: Mapping[str, Any], room_version: RoomVersion
+    event_type: object, content: Mapping[str, Any], room_version: RoomVersion, copier: Callable[[Any], Any]
 ) -> dict[str, Any]:
     allowed = _allowed_content_keys(event_type, room_version)
     if allowed is None:
-        return copy.deepcopy(dict(content))
-    kept = {key: copy.deepcopy(content[key]) for key in allowed if key in content}
+        return {key: copier(value) for key, value in content.items()}
+    kept = {key: copier(content[key]) for key in allowed if key in content}
     if event_type == "m.room.member" and room_version.updated_redaction_rules:
         invite = content.get("third_party_invite")
         if isinstance(invite, Mapping) and "signed" in invite:
-            kept["third_party_invite"] = {"signed": copy.deepcopy(invite["signed"])}
+            kept["third_party_invite"] = {"signed": copier(invite["signed"])}
     return kept
 
 
@@ -120,9 +134,32 @@ def redact(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
         # no room_id of its own (one present makes it rejected); like Synapse, and as the
         # conformance vectors expect, it is stripped so the reference hash never covers it.
         top_level = top_level - {"room_id"}
-    redacted = {key: copy.deepcopy(value) for key, value in pdu.items() if key in top_level}
+    return _redact(pdu, room_version, top_level, copy_json)
+
+
+def redact_view(pdu: Mapping[str, Any], room_version: RoomVersion) -> dict[str, Any]:
+    """Like :func:`redact`, but the result shares nested values with ``pdu`` instead of copying them.
+
+    For read-only uses (hashing, signing, serialising), where copying would be wasted work. Do not
+    mutate the result's nested values.
+
+    Raises:
+        InvalidEventError: ``pdu`` is not a JSON object.
+    """
+    if not isinstance(pdu, Mapping):
+        raise InvalidEventError("event must be a JSON object")
+    top_level = _TOP_LEVEL_KEYS_V11 if room_version.updated_redaction_rules else _TOP_LEVEL_KEYS_V1
+    if room_version.room_id_from_create_event and pdu.get("type") == "m.room.create":
+        top_level = top_level - {"room_id"}  # NOTSPEC: as in redact()
+    return _redact(pdu, room_version, top_level, _share)
+
+
+def _redact(
+    pdu: Mapping[str, Any], room_version: RoomVersion, top_level: frozenset[str], copier: Callable[[Any], Any]
+) -> dict[str, Any]:
+    redacted = {key: copier(value) for key, value in pdu.items() if key in top_level}
     content = pdu.get("content")
     if not isinstance(content, Mapping):
         content = {}
-    redacted["content"] = _redact_content(pdu.get("type"), content, room_version)
+    redacted["content"] = _redact_content(pdu.get("type"), content, room_version, copier)
     return redacted

@@ -267,6 +267,24 @@ class EventStore:
 
         return await self._pool.run_read("get_event_at_timestamp", ts_txn)
 
+    async def get_room_position_at_stream(self, room_nid: int, stream: int) -> tuple[int, int] | None:
+        """``(depth, stream)`` of the room's last event (by stream) with ``stream_ordering <= stream``.
+
+        Turns a sync token's events position into a topological pagination key; None when the room had
+        no event yet at that position.
+        """
+
+        def at_stream_txn(txn: Txn) -> tuple[int, int] | None:
+            txn.execute(
+                "SELECT depth, stream_ordering FROM events WHERE room_nid = ? AND stream_ordering <= ?"
+                " AND outlier = ? AND rejected_reason IS NULL ORDER BY stream_ordering DESC LIMIT 1",
+                (room_nid, stream, False),
+            )
+            row = txn.fetchone()
+            return None if row is None else (int(row[0]), int(row[1]))
+
+        return await self._pool.run_read("get_room_position_at_stream", at_stream_txn)
+
     async def get_max_stream_ordering(self) -> int:
         def max_txn(txn: Txn) -> int:
             txn.execute("SELECT MAX(stream_ordering) FROM events")

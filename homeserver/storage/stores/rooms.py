@@ -162,6 +162,26 @@ class RoomStore:
 
         return await self._pool.run_read("get_membership_events_for_user", changes_txn)
 
+    async def get_latest_join_streams(self, user_id: str, room_nids: Sequence[int]) -> dict[int, int]:
+        """Per room, the stream ordering of ``user_id``'s latest join event (rooms never joined are
+        left out). History visibility ``shared`` and "was ever a member" checks use it."""
+
+        def joins_txn(txn: Txn) -> dict[int, int]:
+            found: dict[int, int] = {}
+            for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
+                txn.execute(
+                    "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"
+                    " AND state_key = ? AND membership = 'join' AND outlier = ? AND rejected_reason IS NULL"
+                    f" AND {fragment} GROUP BY room_nid",  # noqa: S608
+                    [user_id, False, *args],
+                )
+                found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
+            return found
+
+        if not room_nids:
+            return {}
+        return await self._pool.run_read("get_latest_join_streams", joins_txn)
+
     async def is_forgotten(self, user_id: str, room_nid: int) -> bool:
         def forgotten_txn(txn: Txn) -> bool:
             txn.execute("SELECT 1 FROM forgotten_rooms WHERE user_id = ? AND room_nid = ?", (user_id, room_nid))

@@ -1,0 +1,245 @@
+"""Room aliases: create, resolve and delete local aliases; check ``m.room.canonical_alias`` content.
+
+Only aliases on our own server name are kept here (spec client-server-api, "Room aliases": servers
+reject maintaining aliases of other domains). Resolving other servers' aliases needs the federation
+query API, which does not exist yet.
+
+Permissions (the spec lets servers choose them):
+
+* create: a user joined to the room, or a server admin;
+* delete: the alias's creator, a user allowed to send ``m.room.canonical_alias`` in the room, or a
+  server admin. Deleting an alias also removes it from the room's canonical alias event when the
+  deleter may update that event (the spec recommends the deletion to succeed either way);
+* list a room's local aliases: joined members, anyone when the room is ``world_readable``, admins.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from homeserver.rooms.messages import EventCreator, RoomHead
+from homeserver.storage.stores.room_directory import RoomDirectoryStore
+from homeserver.storage.stores.rooms import RoomStore
+from sc_proto.auth.power_levels import get_required_level, get_user_power_level
+from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
+from sc_proto.events.model import Event, StateKey
+from sc_proto.identifiers import RoomAlias, RoomID
+
+logger = logging.getLogger(__name__)
+
+CANONICAL_ALIAS = "m.room.canonical_alias"
+
+
+def parse_room_alias(value: object) -> RoomAlias:
+    """Parses a room alias from a request (400 ``M_INVALID_PARAM`` when malformed)."""
+    try:
+        return RoomAlias.parse(value)
+    except InvalidIdentifierError:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Room alias invalid") from None
+
+
+def parse_room_id(value: object) -> str:
+    """Checks a room ID from a request (400 ``M_INVALID_PARAM`` when malformed)."""
+    try:
+        return str(RoomID.parse(value))
+    except InvalidIdentifierError:
+        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID") from None
+
+
+def membership_of(state: Mapping[StateKey, Event], user_id: str) -> str | None:
+    """The user's current membership in ``state`` (None when there is no member event)."""
+    event = state.get(("m.room.member", user_id))
+    return None if event is None else event.membership
+
+
+def may_send_state(head: RoomHead, state: Mapping[StateKey, Event], user_id: str, event_type: str) -> bool:
+    """Whether ``user_id`` is joined and has the power to send the state event ``event_type``."""
+    if membership_of(state, user_id) != "join":
+        return False
+    pl = state.get(("m.room.power_levels", ""))
+    create = state.get(("m.room.create", ""))
+    level = get_user_power_level(user_id, pl, create, head.version)
+    return level >= get_required_level(event_type, "", pl, head.version)
+
+
+def canonical_aliases_of(content: Mapping[str, Any]) -> list[str]:
+    """Every alias an ``m.room.canonical_alias`` content names (``alias`` first), unchecked."""
+    found: list[str] = []
+    alias = content.get("alias")
+    if isinstance(alias, str) and alias:
+        found.append(alias)
+    alt = content.get("alt_aliases")
+    if isinstance(alt, list):
+        found.extend(a for a in alt if isinstance(a, str))
+    return found
+
+
+class RoomAliasService:
+    """Manages local room aliases.
+
+    Args:
+        server_name: our server name (the only alias domain we keep).
+        creator: the event creator (room heads; canonical alias updates).
+        rooms: the room store (alias rows, members).
+        directory: batch alias lookups.
+        time_msec: the clock.
+    """
+
+    def __init__(
+        self,
+        server_name: str,
+        creator: EventCreator,
+        rooms: RoomStore,
+        directory: RoomDirectoryStore,
+        time_msec: Callable[[], int],
+    ) -> None:
+        self._server_name = server_name
+        self._creator = creator
+        self._rooms = rooms
+        self._directory = directory
+        self._now = time_msec
+
+    def _local_alias(self, value: object) -> str:
+        alias = parse_room_alias(value)
+        if alias.domain != self._server_name:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Room alias must be on this server")
+        return str(alias)
+
+    async def _head_and_state(self, room_id: str) -> tuple[RoomHead, dict[StateKey, Event]] | None:
+        head = await self._creator.get_head(room_id)
+        if head is None:
+            return None
+        return head, await self._creator.get_state_events(head.state)
+
+    async def create_alias(self, user_id: str, is_admin: bool, alias_value: object, room_id_value: object) -> str:
+        """Points a new local alias at a room; returns the alias.
+
+        Raises:
+            MatrixError: 400 malformed or foreign alias / room ID, 404 unknown room, 403 not joined,
+                409 ``M_UNKNOWN`` the alias exists.
+        """
+        alias = self._local_alias(alias_value)
+        room_id = parse_room_id(room_id_value)
+        found = await self._head_and_state(room_id)
+        if found is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Room not found")
+        # NOTSPEC: the spec sets no rule for who may create aliases; we require membership so nobody
+        # can squat names for rooms they are not in.
+        if not is_admin and membership_of(found[1], user_id) != "join":
+            raise MatrixError(403, Codes.FORBIDDEN, "You must be joined to the room to give it an alias")
+        if not await self._rooms.create_alias(alias, room_id, user_id, self._now()):
+            raise MatrixError(409, Codes.UNKNOWN, f"Room alias {alias} already exists")
+        logger.info("alias created", extra={"room_id": room_id, "user_id": user_id})
+        return alias
+
+    async def resolve_alias(self, alias_value: object) -> tuple[str, list[str]]:
+        """``(room_id, servers)`` for an alias; servers are those with joined members, ours first.
+
+        Raises:
+            MatrixError: 400 malformed alias, 404 unknown alias.
+        """
+        alias = parse_room_alias(alias_value)
+        if alias.domain != self._server_name:
+            # NOTSPEC: resolving other servers' aliases needs the federation directory query.
+            raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
+        found = await self._rooms.get_alias(str(alias))
+        if found is None:
+            raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
+        room_id = found[0]
+        servers = [self._server_name]
+        room = await self._rooms.get_room(room_id)
+        if room is not None:
+            members = await self._rooms.get_members(room.room_nid, ("join",))
+            domains = {u.rsplit(":", 1)[-1] for u in members if ":" in u}
+            servers += sorted(domains - {self._server_name})
+        return room_id, servers
+
+    async def delete_alias(self, user_id: str, is_admin: bool, alias_value: object) -> None:
+        """Deletes a local alias and drops it from the room's canonical alias event if it can.
+
+        Raises:
+            MatrixError: 400 malformed or foreign alias, 404 unknown alias, 403 not allowed.
+        """
+        alias = self._local_alias(alias_value)
+        found = await self._rooms.get_alias(alias)
+        if found is None:
+            raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
+        room_id, alias_creator = found
+        state = await self._head_and_state(room_id)
+        may_update = state is not None and may_send_state(state[0], state[1], user_id, CANONICAL_ALIAS)
+        if not (is_admin or user_id == alias_creator or may_update):
+            raise MatrixError(403, Codes.FORBIDDEN, "You may not delete this alias")
+        await self._rooms.delete_alias(alias)
+        logger.info("alias deleted", extra={"room_id": room_id, "user_id": user_id})
+        if state is not None:
+            await self.remove_from_canonical_alias(user_id, room_id, state[1], {alias})
+
+    async def remove_from_canonical_alias(
+        self, sender: str, room_id: str, state: Mapping[StateKey, Event], aliases: set[str]
+    ) -> None:
+        """Sends a canonical alias event without ``aliases``, if the current one names any of them.
+
+        Failures (the sender may not update the event) are logged and ignored, as the spec
+        recommends for alias deletion.
+        """
+        event = state.get((CANONICAL_ALIAS, ""))
+        if event is None or not aliases.intersection(canonical_aliases_of(event.content)):
+            return
+        content = dict(event.content)
+        if content.get("alias") in aliases:
+            del content["alias"]
+        alt = content.get("alt_aliases")
+        if isinstance(alt, list):
+            content["alt_aliases"] = [a for a in alt if a not in aliases]
+            if not content["alt_aliases"]:
+                del content["alt_aliases"]
+        try:
+            await self._creator.send(room_id, sender, CANONICAL_ALIAS, content, state_key="")
+        except MatrixError as e:
+            logger.info("could not update the canonical alias after an alias change: %s", e.errcode.value,
+                        extra={"room_id": room_id})
+
+    async def get_local_aliases(self, user_id: str, is_admin: bool, room_id_value: object) -> list[str]:
+        """The local aliases of a room.
+
+        Raises:
+            MatrixError: 400 malformed room ID, 403 not a member of a room that is not world-readable
+                (also for unknown rooms, which reveals nothing about their existence).
+        """
+        room_id = parse_room_id(room_id_value)
+        found = await self._head_and_state(room_id)
+        if found is None:
+            raise MatrixError(403, Codes.FORBIDDEN, "You are not a member of the room")
+        visibility = found[1].get(("m.room.history_visibility", ""))
+        world_readable = visibility is not None and visibility.content.get("history_visibility") == "world_readable"
+        if not (is_admin or world_readable or membership_of(found[1], user_id) == "join"):
+            raise MatrixError(403, Codes.FORBIDDEN, "You are not a member of the room")
+        return await self._rooms.get_aliases_for_room(room_id)
+
+    async def check_canonical_alias_content(self, room_id: str, content: Mapping[str, Any]) -> None:
+        """Checks an ``m.room.canonical_alias`` content a client wants to send.
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_PARAM`` for malformed aliases, 400 ``M_BAD_ALIAS`` for
+                aliases that do not point at ``room_id``.
+        """
+        named: list[RoomAlias] = []
+        alias = content.get("alias")
+        if alias is not None and alias != "":
+            named.append(parse_room_alias(alias))
+        alt = content.get("alt_aliases")
+        if alt is not None:
+            if not isinstance(alt, list):
+                raise MatrixError(400, Codes.INVALID_PARAM, "'alt_aliases' must be a list of room aliases")
+            named.extend(parse_room_alias(a) for a in alt)
+        for parsed in named:
+            if parsed.domain != self._server_name:
+                # NOTSPEC: other servers' aliases cannot be checked without federation; refusing
+                # them keeps every published alias verified.
+                raise MatrixError(400, Codes.BAD_ALIAS, f"Cannot verify that {parsed} points to this room")
+        targets = await self._directory.get_alias_rooms([str(a) for a in named])
+        for parsed in named:
+            if targets.get(str(parsed)) != room_id:
+                raise MatrixError(400, Codes.BAD_ALIAS, f"The alias {parsed} does not point to this room")

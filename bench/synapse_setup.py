@@ -114,7 +114,9 @@ def ensure_synapse_venv(venv: Path = VENV_DIR, python: str = sys.executable) -> 
         check=False,
     )
     if done.returncode != 0 or not synapse_installed(venv):
-        raise RuntimeError(f"pip install {SYNAPSE_REQUIREMENT} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}")
+        raise RuntimeError(
+            f"pip install {SYNAPSE_REQUIREMENT} failed:\n{done.stdout[-2000:]}{done.stderr[-4000:]}"
+        )
     return venv_python(venv)
 
 
@@ -179,7 +181,9 @@ def generate_synapse_config(
     args += ["--generate-config", "--report-stats=no"]
     done = subprocess.run(args, capture_output=True, text=True, cwd=data_dir, timeout=300, check=False)
     if done.returncode != 0:
-        raise RuntimeError(f"synapse --generate-config failed ({done.returncode}): {done.stderr.strip()[-2000:]}")
+        raise RuntimeError(
+            f"synapse --generate-config failed ({done.returncode}): {done.stderr.strip()[-2000:]}"
+        )
     current = yaml.safe_load(config.read_text()) or {}
     current.update(config_overrides(port, database_url, data_dir))
     config.write_text(yaml.safe_dump(current, sort_keys=False))
@@ -198,7 +202,7 @@ class SynapseServer:
     @property
     def base_url(self) -> str:
         """E.g. ``http://127.0.0.1:PORT``."""
-        return self.process.base_url
+        return str(self.process.base_url)
 
     def close(self) -> None:
         """Stops the process (SIGTERM, then SIGKILL after 30 s) and removes its database/data."""
@@ -260,7 +264,9 @@ def start_synapse(
 
 
 def main(argv: list[str] | None = None) -> int:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = argparse.ArgumentParser(
+        description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter
+    )
     parser.add_argument("--db", choices=("sqlite", "postgres"), default="sqlite")
     parser.add_argument("--postgres-url", default=os.environ.get("SC_TEST_POSTGRES", DEFAULT_POSTGRES))
     parser.add_argument("--port", type=int, default=None)
@@ -271,7 +277,9 @@ def main(argv: list[str] | None = None) -> int:
         print(ensure_synapse_venv())
         return 0
     server = start_synapse(db=args.db, postgres_url=args.postgres_url, data_dir=args.data_dir, port=args.port)
-    print(f"Synapse {server.version} on {args.db}: {server.base_url} (data in {server.data_dir}); Ctrl-C stops it")
+    print(
+        f"Synapse {server.version} on {args.db}: {server.base_url} (data in {server.data_dir}); Ctrl-C stops it"
+    )
     sys.stdout.flush()
     try:
         assert server.process.process is not None

@@ -16,10 +16,10 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
 from homeserver.auth.sessions import SessionService
 from homeserver.auth.uia import InteractiveAuth
-from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.config.database import DatabaseConfig
 from homeserver.config.loader import HomeserverConfig
 from homeserver.config.ratelimits import RatelimitsConfig
@@ -37,9 +37,9 @@ from homeserver.rest.client.login import LoginServlets
 from homeserver.rest.client.profile import ProfileServlets
 from homeserver.rest.client.register import RegistrationServlets
 from homeserver.rest.client.rooms import RoomServlets
+from homeserver.rest.client.versions import register_versions_servlets
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.membership import MembershipService
-from homeserver.rest.client.versions import register_versions_servlets
 from homeserver.storage.engines import DatabaseSettings, create_engine
 from homeserver.storage.migrations import prepare_database
 from homeserver.storage.pool import DatabasePool

@@ -11,8 +11,8 @@ import hashlib
 import secrets
 import string
 
-ACCESS_PREFIX = "sct_"  # noqa: S105 - a prefix, not a secret
-REFRESH_PREFIX = "scr_"  # noqa: S105 - a prefix, not a secret
+ACCESS_PREFIX = "sct_"
+REFRESH_PREFIX = "scr_"
 LOGIN_TOKEN_PREFIX = "scl_"  # noqa: S105 - a prefix, not a secret
 
 _DEVICE_ALPHABET = string.ascii_uppercase

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import attrs
 
-from homeserver.config._options import BOOL, integer, list_of, optional, option, string
+from homeserver.config._options import BOOL, integer, list_of, option, optional, string
 
 # turn:host[:port][?transport=udp|tcp], turns:..., stun:..., stuns:... (RFC 7064/7065 URIs).
 TURN_URI = string(r"(?:turns?|stuns?):[^\s]+", "a TURN/STUN URI such as 'turn:turn.example.com:3478?transport=udp'")

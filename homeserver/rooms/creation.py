@@ -15,7 +15,6 @@ from homeserver.rooms.membership import INVITE, JOIN, MembershipService, parse_u
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.errors import Codes, MatrixError, UnsupportedRoomVersionError
-
 from sc_proto.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 
 PRESETS = ("private_chat", "trusted_private_chat", "public_chat")

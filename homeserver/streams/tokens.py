@@ -15,7 +15,7 @@ from types import MappingProxyType
 
 from sc_proto.errors import Codes, MatrixError
 
-TOKEN_VERSION = "sc1"
+TOKEN_VERSION = "sc1"  # noqa: S105 - a format tag, not a secret
 _PAIR_RE = re.compile(r"([a-z]+)(\d{1,19})")
 
 

@@ -96,7 +96,7 @@ def _tables_with_rows(url: str) -> set[str]:
             )
             seeded = set()
             for (table,) in cur.fetchall():
-                cur.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}")')  # noqa: S608 - from the catalogue
+                cur.execute(f'SELECT EXISTS (SELECT 1 FROM "{table}")')
                 if cur.fetchone()[0]:
                     seeded.add(table)
             return seeded

@@ -286,9 +286,11 @@ class PutUserTests(AdminTestCase):
         self.assertIs(who.json_body["soft_logout"], True)
         # Sessions are kept (spec: servers SHOULD NOT invalidate tokens of locked accounts)...
         self.assertEqual(len(self.get_success(self.hs.stores.devices.get_devices(self.alice_id))), 1)
-        # ...and a token obtained while locked is locked too.
-        fresh = self.login("alice")["access_token"]
-        self.assertEqual(self.whoami(fresh).json_body["errcode"], "M_USER_LOCKED")
+        # ...and no new token can be obtained while locked (spec "Account locking").
+        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": "p4ssw0rd-long"}
+        refused = self.make_request("POST", "/_matrix/client/v3/login", body)
+        self.assertEqual((refused.code, refused.json_body["errcode"]), (401, "M_USER_LOCKED"))
         self.admin_request("PUT", user_path(self.alice_id), {"locked": False})
         self.assertEqual(self.whoami(self.alice_token).code, 200)
         self.admin_request("PUT", user_path(self.alice_id), {"locked": True})

@@ -17,7 +17,7 @@ def test_worked_example_runs() -> None:
     out = io.StringIO()
     with contextlib.redirect_stdout(out):
         for block in blocks:
-            exec(compile(block, str(DOC), "exec"), {"__name__": "docs_example"})  # noqa: S102
+            exec(compile(block, str(DOC), "exec"), {"__name__": "docs_example"})
     printed = out.getvalue()
     assert "resolved topic: bananas" in printed
     assert printed.startswith("room !")

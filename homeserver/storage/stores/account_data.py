@@ -16,11 +16,15 @@ A row keeps only its latest content and stream id; global account data has ``roo
 from __future__ import annotations
 
 import json
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
 from sc_proto.json import encode_canonical_json
+
+logger = logging.getLogger(__name__)
 
 GLOBAL_ROOM = ""
 """The ``room_id`` column value of global (not room-scoped) account data."""
@@ -79,6 +83,9 @@ class AccountDataStore:
 
     def __init__(self, pool: DatabasePool) -> None:
         self._pool = pool
+        self.on_written: list[Callable[[str, int], None]] = []
+        """Called with ``(user_id, stream_id)`` after each committed write (the composition root
+        wakes ``/sync`` through it)."""
 
     async def set_account_data(
         self, user_id: str, room_id: str | None, data_type: str, content: dict[str, Any]
@@ -100,7 +107,13 @@ class AccountDataStore:
             )
             return stream_id
 
-        return await self._pool.run_txn("set_account_data", set_account_data_txn)
+        stream_id: int = await self._pool.run_txn("set_account_data", set_account_data_txn)
+        for hook in self.on_written:
+            try:
+                hook(user_id, stream_id)
+            except Exception:
+                logger.exception("account data on_written hook failed")
+        return stream_id
 
     async def get_account_data(self, user_id: str, room_id: str | None, data_type: str) -> dict[str, Any] | None:
         """Returns the content stored for ``data_type``, or None."""

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import json
 from collections import OrderedDict
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
@@ -284,6 +284,32 @@ class EventStore:
             return None if row is None else (int(row[0]), int(row[1]))
 
         return await self._pool.run_read("get_room_position_at_stream", at_stream_txn)
+
+    async def get_recent_room_event_ids(
+        self, bounds: Mapping[int, tuple[int, int]], limit: int
+    ) -> dict[int, list[str]]:
+        """Per room, the newest ``limit`` event IDs with ``lower < stream_ordering <= upper``, newest first.
+
+        Args:
+            bounds: ``room_nid -> (lower, upper)``; each room has its own range (``/sync`` ends a left
+                room's timeline at the leave). One transaction, one indexed query per room.
+            limit: events per room.
+        """
+
+        def recent_txn(txn: Txn) -> dict[int, list[str]]:
+            result: dict[int, list[str]] = {}
+            for room_nid, (lower, upper) in bounds.items():
+                txn.execute(
+                    "SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering > ? AND stream_ordering <= ?"
+                    " AND outlier = ? AND rejected_reason IS NULL ORDER BY stream_ordering DESC LIMIT ?",
+                    (room_nid, lower, upper, False, limit),
+                )
+                result[room_nid] = [str(r[0]) for r in txn.fetchall()]
+            return result
+
+        if not bounds:
+            return {}
+        return await self._pool.run_read("get_recent_room_event_ids", recent_txn)
 
     async def get_max_stream_ordering(self) -> int:
         def max_txn(txn: Txn) -> int:

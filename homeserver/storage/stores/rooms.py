@@ -125,8 +125,8 @@ class RoomStore:
         def rooms_txn(txn: Txn) -> dict[int, str]:
             placeholders = ", ".join("?" for _ in memberships)
             txn.execute(
-                "SELECT room_nid, membership FROM current_state WHERE type = 'm.room.member' AND state_key = ?"
-                f" AND membership IN ({placeholders})",  # noqa: S608
+                "SELECT room_nid, membership FROM current_state WHERE type = 'm.room.member' AND state_key = ?"  # noqa: S608
+                f" AND membership IN ({placeholders})",
                 [user_id, *memberships],
             )
             return {int(r[0]): str(r[1]) for r in txn.fetchall()}
@@ -170,9 +170,9 @@ class RoomStore:
             found: dict[int, int] = {}
             for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
                 txn.execute(
-                    "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"
+                    "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"  # noqa: S608
                     " AND state_key = ? AND membership = 'join' AND outlier = ? AND rejected_reason IS NULL"
-                    f" AND {fragment} GROUP BY room_nid",  # noqa: S608
+                    f" AND {fragment} GROUP BY room_nid",
                     [user_id, False, *args],
                 )
                 found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
@@ -181,6 +181,61 @@ class RoomStore:
         if not room_nids:
             return {}
         return await self._pool.run_read("get_latest_join_streams", joins_txn)
+
+    async def get_user_memberships(self, user_id: str) -> dict[int, tuple[str, str, int]]:
+        """Every room where ``user_id`` has a current membership: ``room_nid -> (membership, event_id,
+        stream_ordering of that membership event)`` (``/sync`` classifies rooms by it)."""
+
+        def memberships_txn(txn: Txn) -> dict[int, tuple[str, str, int]]:
+            txn.execute(
+                "SELECT cs.room_nid, cs.membership, cs.event_id, e.stream_ordering FROM current_state AS cs"
+                " JOIN events AS e ON e.event_id = cs.event_id"
+                " WHERE cs.type = 'm.room.member' AND cs.state_key = ?",
+                (user_id,),
+            )
+            return {int(r[0]): (str(r[1]), str(r[2]), int(r[3])) for r in txn.fetchall()}
+
+        return await self._pool.run_read("get_user_memberships", memberships_txn)
+
+    async def get_room_summaries(
+        self, room_nids: Sequence[int], exclude_user: str, heroes: int = 5
+    ) -> dict[int, tuple[int, int, list[str]]]:
+        """Per room, ``(joined count, invited count, heroes)`` from the current state (``/sync`` summary).
+
+        Heroes are the first ``heroes`` joined or invited members by stream ordering other than
+        ``exclude_user``; when there are none, the first left or banned ones.
+        """
+
+        def summaries_txn(txn: Txn) -> dict[int, tuple[int, int, list[str]]]:
+            counts: dict[int, dict[str, int]] = {}
+            for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
+                txn.execute(
+                    "SELECT room_nid, membership, COUNT(*) FROM current_state"  # noqa: S608
+                    f" WHERE type = 'm.room.member' AND {fragment} GROUP BY room_nid, membership",
+                    args,
+                )
+                for room_nid, membership, count in txn.fetchall():
+                    counts.setdefault(int(room_nid), {})[str(membership)] = int(count)
+            result: dict[int, tuple[int, int, list[str]]] = {}
+            for room_nid in room_nids:
+                found: list[str] = []
+                for group in (("join", "invite"), ("leave", "ban")):
+                    txn.execute(
+                        "SELECT cs.state_key FROM current_state AS cs JOIN events AS e ON e.event_id = cs.event_id"
+                        " WHERE cs.room_nid = ? AND cs.type = 'm.room.member' AND cs.membership IN (?, ?)"
+                        " AND cs.state_key != ? ORDER BY e.stream_ordering LIMIT ?",
+                        (room_nid, group[0], group[1], exclude_user, heroes),
+                    )
+                    found = [str(r[0]) for r in txn.fetchall()]
+                    if found:
+                        break
+                by = counts.get(room_nid, {})
+                result[room_nid] = (by.get("join", 0), by.get("invite", 0), found)
+            return result
+
+        if not room_nids:
+            return {}
+        return await self._pool.run_read("get_room_summaries", summaries_txn)
 
     async def is_forgotten(self, user_id: str, room_nid: int) -> bool:
         def forgotten_txn(txn: Txn) -> bool:

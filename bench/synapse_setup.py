@@ -59,6 +59,8 @@ RATE_LIMITS: dict[str, Any] = {
     "rc_reports": _UNLIMITED,
     "rc_media_create": _UNLIMITED,
     "rc_key_requests": _UNLIMITED,
+    "rc_profile": _UNLIMITED,
+    "rc_user_directory": _UNLIMITED,
 }
 
 
@@ -87,7 +89,7 @@ def synapse_version(venv: Path = VENV_DIR) -> str:
         timeout=120,
         check=False,
     )
-    return done.stdout.strip() or "?"
+    return (done.stdout.split() or ["?"])[0]
 
 
 def ensure_synapse_venv(venv: Path = VENV_DIR, python: str = sys.executable) -> Path:

@@ -20,6 +20,7 @@ from homeserver.app.room_wiring import RoomServices, build_room_services, load_o
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
 from homeserver.auth.sessions import SessionService
 from homeserver.auth.uia import InteractiveAuth
+from homeserver.calls.turn import TurnCredentialIssuer
 from homeserver.config.database import DatabaseConfig
 from homeserver.config.loader import HomeserverConfig
 from homeserver.config.ratelimits import RatelimitsConfig
@@ -32,14 +33,21 @@ from homeserver.rest.admin.users import AdminUserServlets
 from homeserver.rest.client.account import AccountServlets
 from homeserver.rest.client.account_data import AccountDataServlets
 from homeserver.rest.client.devices import ActivityTrackingAuthenticator, DeviceServlets, LastSeenTracker
+from homeserver.rest.client.directory import DirectoryServlets
 from homeserver.rest.client.filters import FilterServlets
 from homeserver.rest.client.login import LoginServlets
 from homeserver.rest.client.profile import ProfileServlets
 from homeserver.rest.client.register import RegistrationServlets
+from homeserver.rest.client.room_reads import RoomReadServlets
 from homeserver.rest.client.rooms import RoomServlets
 from homeserver.rest.client.versions import register_versions_servlets
+from homeserver.rest.client.voip import VoipServlets
+from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.creation import RoomCreationService
+from homeserver.rooms.directory import RoomDirectoryService
 from homeserver.rooms.membership import MembershipService
+from homeserver.rooms.pagination import RoomReader
+from homeserver.rooms.upgrade import RoomUpgradeService
 from homeserver.storage.engines import DatabaseSettings, create_engine
 from homeserver.storage.migrations import prepare_database
 from homeserver.storage.pool import DatabasePool
@@ -47,6 +55,7 @@ from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.devices import DeviceStore
 from homeserver.storage.stores.filters import FilterStore
 from homeserver.storage.stores.profiles import ProfileStore
+from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.ui_auth import UIAuthStore
 from homeserver.storage.stores.users import UserStore
 from homeserver.util.clock import Clock
@@ -158,6 +167,12 @@ class Homeserver:
             self.stores.ui_auth, self.sessions, server_name, clock.time_msec, config.registration.tokens
         )
         self.resource = JsonResource("client")
+        self.membership = MembershipService(
+            server_name, room_services.creator, room_services.rooms, self.stores.profiles
+        )
+        self.room_creation = RoomCreationService(
+            server_name, room_services.creator, self.membership, room_services.rooms, clock.time_msec
+        )
         self._register_servlets()
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []
@@ -197,6 +212,7 @@ class Homeserver:
             self.sessions,
             self.authenticator,
             self.clock.time_msec,
+            on_deactivated=self.membership.leave_all_rooms,
         ).register(self.resource)
         RegistrationTokenServlets(self.stores.ui_auth, self.authenticator, self.clock.time_msec).register(self.resource)
         self._register_account_servlets()
@@ -206,11 +222,7 @@ class Homeserver:
         """Rooms, events and membership (issue 4)."""
         server_name = self.config.server.server_name
         core = self.rooms
-        self.membership = MembershipService(server_name, core.creator, core.rooms, self.stores.profiles)
-        self.room_creation = RoomCreationService(
-            server_name, core.creator, self.membership, core.rooms, self.clock.time_msec
-        )
-        RoomServlets(
+        room_servlets = RoomServlets(
             server_name,
             self.authenticator,
             self.ratelimiter,
@@ -220,7 +232,28 @@ class Homeserver:
             core.rooms,
             self.config.ratelimits.admins_exempt,
             self.clock.time_msec,
-        ).register(self.resource)
+        )
+        room_servlets.register(self.resource)
+        self.room_reader = RoomReader(core.events, core.state_groups, core.visibility, core.stream_tracker)
+        RoomReadServlets(self.authenticator, self.room_reader, core.serializer).register(self.resource)
+        self._register_directory_servlets(room_servlets)
+
+    def _register_directory_servlets(self, room_servlets: RoomServlets) -> None:
+        """Aliases, the published room directory, room upgrades and VoIP (issue 4)."""
+        server_name = self.config.server.server_name
+        core = self.rooms
+        directory_store = RoomDirectoryStore(self.pool)
+        self.aliases = RoomAliasService(server_name, core.creator, core.rooms, directory_store, self.clock.time_msec)
+        self.room_directory = RoomDirectoryService(server_name, core.creator, core.rooms, core.events, directory_store)
+        self.room_upgrades = RoomUpgradeService(
+            server_name, core.creator, self.membership, core.rooms, directory_store, self.aliases
+        )
+        room_servlets.state_content_checks["m.room.canonical_alias"] = self.aliases.check_canonical_alias_content
+        DirectoryServlets(server_name, self.authenticator, self.aliases, self.room_directory, self.room_upgrades).register(
+            self.resource
+        )
+        turn = TurnCredentialIssuer(self.config.calls, self.clock.time_msec)
+        VoipServlets(self.authenticator, turn).register(self.resource)
 
     def _register_account_servlets(self) -> None:
         """Account management (issue 3): password, deactivation, devices, profile, account data, filters."""
@@ -233,9 +266,15 @@ class Homeserver:
             stores.users,
             stores.profiles,
             stores.account_data,
+            on_deactivated=self.membership.leave_all_rooms,
         ).register(self.resource)
         DeviceServlets(self.authenticator, stores.devices, self.sessions, self.uia).register(self.resource)
-        ProfileServlets(self.config.server.server_name, self.authenticator, stores.profiles).register(self.resource)
+        ProfileServlets(
+            self.config.server.server_name,
+            self.authenticator,
+            stores.profiles,
+            on_profile_changed=self.membership.refresh_profile_in_rooms,
+        ).register(self.resource)
         AccountDataServlets(self.authenticator, stores.account_data).register(self.resource)
         FilterServlets(self.authenticator, stores.filters).register(self.resource)
 

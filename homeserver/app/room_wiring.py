@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from homeserver.events.persister import EventPersister
 from homeserver.events.serialize import EventSerializer
 from homeserver.rooms.messages import EventCreator
+from homeserver.rooms.visibility import HistoryVisibilityFilter
 from homeserver.storage.ids import IdAllocator, StreamPositionTracker
 from homeserver.storage.pool import DatabasePool
 from homeserver.storage.stores.events import EventStore
@@ -54,6 +55,8 @@ class RoomServices:
     persister: EventPersister
     creator: EventCreator
     serializer: EventSerializer
+    visibility: HistoryVisibilityFilter
+    """History visibility: ``filter_events_for_client`` and room-state access (``/sync``, ``/messages``)."""
 
 
 async def build_room_services(
@@ -75,4 +78,7 @@ async def build_room_services(
         server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec
     )
     serializer = EventSerializer(events, state_groups, clock.time_msec)
-    return RoomServices(events, rooms, state_groups, notifier, tracker, persister, creator, serializer)
+    visibility = HistoryVisibilityFilter(events, rooms, state_groups, creator)
+    return RoomServices(
+        events, rooms, state_groups, notifier, tracker, persister, creator, serializer, visibility=visibility
+    )

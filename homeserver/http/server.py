@@ -50,7 +50,10 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 """A JSON object as Python sees it."""
 
-Handler = Callable[..., Awaitable[tuple[int, Mapping[str, Any]]]]
+JsonBody = Mapping[str, Any] | list[Any]
+"""A response body: a JSON object, or (for the few endpoints the spec defines so) an array."""
+
+Handler = Callable[..., Awaitable[tuple[int, JsonBody]]]
 """``async def handler(request, **path_args) -> (status, json_object)``."""
 
 
@@ -342,11 +345,12 @@ class JsonResource(Resource):
         try:
             status, body = await self._dispatch(request, method, state)
         except MatrixError as error:
-            status, body = error.http_status, error.to_json()
+            error_body = error.to_json()
+            status, body = error.http_status, error_body
             if isinstance(error, _MethodNotAllowed):
                 request.responseHeaders.setRawHeaders(b"Allow", [error.allow_header])
             if status == 429:
-                _set_retry_after(request, body)
+                _set_retry_after(request, error_body)
             if status >= 500:
                 logger.warning("%s %s failed: %r", method, _loggable_path(request), error)
         except CancelledError:
@@ -362,7 +366,7 @@ class JsonResource(Resource):
 
     async def _dispatch(
         self, request: Request, method: str, state: _InflightState
-    ) -> tuple[int, Mapping[str, Any]]:
+    ) -> tuple[int, JsonBody]:
         if method == "OPTIONS":
             # The spec forbids running endpoint logic for OPTIONS; answer the pre-flight only.
             return 200, {}
@@ -379,7 +383,7 @@ class JsonResource(Resource):
             not isinstance(result, tuple)
             or len(result) != 2
             or not isinstance(result[0], int)
-            or not isinstance(result[1], Mapping)
+            or not isinstance(result[1], (Mapping, list))
         ):
             raise TypeError(f"handler for {method} {path} returned {type(result).__name__}")
         return result
@@ -390,7 +394,7 @@ class JsonResource(Resource):
         state: _InflightState,
         method: str,
         status: int,
-        body: Mapping[str, Any],
+        body: JsonBody,
     ) -> None:
         if state.disconnected or request.finished:
             logger.info("not responding to %s %s: connection closed", method, _loggable_path(request))

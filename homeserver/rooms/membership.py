@@ -8,6 +8,7 @@ allowed rooms and names a local user who may invite as ``join_authorised_via_use
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Mapping
 from typing import Any
 
@@ -19,6 +20,8 @@ from sc_proto.auth.power_levels import get_named_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
 from sc_proto.identifiers import UserID
+
+logger = logging.getLogger(__name__)
 
 JOIN = "join"
 INVITE = "invite"
@@ -150,6 +153,43 @@ class MembershipService:
             if get_user_power_level(skey, pl, create, head.version) >= invite_level:
                 return skey
         return None
+
+    async def refresh_profile_in_rooms(self, user_id: str) -> None:
+        """Sends ``user_id``'s current displayname/avatar into each joined room's member event.
+
+        A room where the update fails (e.g. the user lacks power to change their own member event)
+        is logged and skipped; the profile change itself already succeeded.
+        """
+        profile = await self._profile_content(user_id)
+        joined = await self._rooms.get_rooms_for_user(user_id)
+        rooms = await self._rooms.get_rooms_by_nid(sorted(joined))
+        for room in rooms.values():
+            head = await self._creator.get_head(room.room_id)
+            if head is None:
+                continue
+            current = (await self._creator.get_state_events(head.state, [("m.room.member", user_id)])).get(
+                ("m.room.member", user_id)
+            )
+            if current is None or current.membership != JOIN:
+                continue
+            content = {k: v for k, v in current.content.items() if k not in ("displayname", "avatar_url", "reason")}
+            content.update(profile)
+            if content == dict(current.content):
+                continue
+            try:
+                await self._creator.send(room.room_id, user_id, "m.room.member", content, state_key=user_id)
+            except MatrixError as e:
+                logger.warning("could not update profile in a room: %s", e.message, extra={"room_id": room.room_id})
+
+    async def leave_all_rooms(self, user_id: str) -> None:
+        """Leaves (or declines) every room where ``user_id`` is joined, invited or knocking."""
+        rooms_by_nid = await self._rooms.get_rooms_for_user(user_id, (JOIN, INVITE, KNOCK))
+        rooms = await self._rooms.get_rooms_by_nid(sorted(rooms_by_nid))
+        for room in rooms.values():
+            try:
+                await self.update_membership(user_id, room.room_id, user_id, LEAVE)
+            except MatrixError as e:
+                logger.warning("could not leave a room: %s", e.message, extra={"room_id": room.room_id})
 
     async def forget(self, user_id: str, room_id: str) -> None:
         """Forgets a room the user has left (400 while still joined or invited)."""

@@ -267,20 +267,29 @@ class EventCreator:
         content["room_version"] = room_version.identifier
         if not room_version.implicit_room_creator:
             content["creator"] = creator
-        pdu = build_event(
-            room_version=room_version,
-            room_id=None if room_version.room_id_from_create_event else legacy_room_id,
-            type="m.room.create",
-            sender=creator,
-            content=content,
-            state_key="",
-            prev_event_ids=[],
-            auth_event_ids=[],
-            depth=1,
-            origin_server_ts=self._now(),
-            origin=self.server_name,
-        )
-        event = finalise_event(pdu, room_version, self.server_name, self._key_id, self._key)
+        # In v12 the room ID is the create event's hash: two rooms created by the same user with the
+        # same content in the same millisecond would collide, so the timestamp moves on until unique.
+        ts = self._now()
+        for _ in range(100):
+            pdu = build_event(
+                room_version=room_version,
+                room_id=None if room_version.room_id_from_create_event else legacy_room_id,
+                type="m.room.create",
+                sender=creator,
+                content=content,
+                state_key="",
+                prev_event_ids=[],
+                auth_event_ids=[],
+                depth=1,
+                origin_server_ts=ts,
+                origin=self.server_name,
+            )
+            event = finalise_event(pdu, room_version, self.server_name, self._key_id, self._key)
+            if await self._rooms.get_room(event.room_id) is None:
+                break
+            ts += 1
+        else:
+            raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a room ID")
         try:
             check_auth(event, {}, room_version)
         except AuthError as e:

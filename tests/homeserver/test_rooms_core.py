@@ -75,6 +75,11 @@ class CreateRoomTests(RoomsTestCase):
             channel = self.make_request("POST", f"{V3}/createRoom", body, access_token=self.alice)
             self.assertEqual(channel.code, 400, (body, channel.json_body))
 
+    def test_identical_creations_at_the_same_instant_get_distinct_ids(self) -> None:
+        """v12 room IDs are hashes of the create event; identical requests in one millisecond still differ."""
+        ids = {self.create_room() for _ in range(3)}
+        self.assertEqual(len(ids), 3)
+
     def test_requires_auth(self) -> None:
         self.assertEqual(self.make_request("POST", f"{V3}/createRoom", {}).code, 401)
 
@@ -200,3 +205,39 @@ class StateAndRedactionTests(RoomsTestCase):
         self.assertEqual(other.code, 403)
         stored = self.get_success(self.hs.rooms.events.get_event(mine))
         self.assertEqual(stored.redacted_by, own.json_body["event_id"])
+
+
+class ProfileAndDeactivationTests(RoomsTestCase):
+    def member_content(self, room_id: str, user_id: str) -> dict[str, Any]:
+        head = self.get_success(self.hs.rooms.creator.get_head(room_id))
+        events = self.get_success(self.hs.rooms.creator.get_state_events(head.state, [("m.room.member", user_id)]))
+        return dict(events[("m.room.member", user_id)].content)
+
+    def test_displayname_change_updates_joined_rooms(self) -> None:
+        """A profile change sends a new m.room.member event into every joined room."""
+        room_a, room_b = self.create_room(), self.create_room()
+        channel = self.make_request("PUT", f"{V3}/profile/@alice:test/displayname", {"displayname": "Alice A."},
+                                    access_token=self.alice)
+        self.assertEqual(channel.code, 200)
+        for room_id in (room_a, room_b):
+            content = self.member_content(room_id, "@alice:test")
+            self.assertEqual((content["membership"], content["displayname"]), ("join", "Alice A."))
+        self.make_request("DELETE", f"{V3}/profile/@alice:test/displayname", access_token=self.alice)
+        self.assertNotIn("displayname", self.member_content(room_a, "@alice:test"))
+
+    def test_new_joins_carry_the_profile(self) -> None:
+        self.make_request("PUT", f"{V3}/profile/@bob:test/displayname", {"displayname": "Bobby"}, access_token=self.bob)
+        room_id = self.create_room(preset="public_chat")
+        self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob)
+        self.assertEqual(self.member_content(room_id, "@bob:test")["displayname"], "Bobby")
+
+    def test_deactivation_leaves_every_room(self) -> None:
+        """A deactivated account leaves its rooms (and declines its invites)."""
+        joined = self.create_room(preset="public_chat")
+        self.make_request("POST", f"{V3}/join/{joined}", {}, access_token=self.bob)
+        invited = self.create_room(invite=["@bob:test"])
+        auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "p4ssw0rd-long"}
+        channel = self.make_request("POST", f"{V3}/account/deactivate", {"auth": auth}, access_token=self.bob)
+        self.assertEqual(channel.code, 200, channel.json_body)
+        for room_id in (joined, invited):
+            self.assertEqual(self.member_content(room_id, "@bob:test")["membership"], "leave")

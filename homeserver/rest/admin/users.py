@@ -26,7 +26,7 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -212,7 +212,9 @@ class AdminUserServlets:
         sessions: SessionService,
         authenticator: Authenticator,
         time_msec: Callable[[], int],
+        on_deactivated: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_deactivated = on_deactivated
         self._server_name = server_name
         self._users = users
         self._devices = devices
@@ -371,6 +373,8 @@ class AdminUserServlets:
     async def _deactivate(self, requester: Requester, target: str) -> None:
         await self._users.set_deactivated(target, True)
         ended = await self._sessions.end_all_sessions(target)
+        if self._on_deactivated is not None:
+            await self._on_deactivated(target)
         self._audit("deactivated user", requester, target, sessions_ended=len(ended))
 
     async def on_deactivate(self, request: Request, user_id: str) -> tuple[int, JsonDict]:

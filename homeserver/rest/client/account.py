@@ -11,6 +11,8 @@ account.
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import logging
 
 from twisted.web.server import Request
@@ -59,7 +61,9 @@ class AccountServlets:
         users: UserStore,
         profiles: ProfileStore,
         account_data: AccountDataStore,
+        on_deactivated: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
+        self._on_deactivated = on_deactivated
         self._auth = authenticator
         self._sessions = sessions
         self._uia = uia
@@ -116,10 +120,11 @@ class AccountServlets:
         # step fails.
         await self._users.set_deactivated(user_id, True)
         await self._sessions.end_all_sessions(user_id)
+        if self._on_deactivated is not None:
+            await self._on_deactivated(user_id)  # leave every room while the profile still exists
         await self._profiles.clear_profile(user_id)
         if erase:
             await self._account_data.delete_all_for_user(user_id)
-        # TODO(#4): leave every room and send the cleared profile into membership events.
         logger.info("account deactivated", extra={"user_id": user_id, "erase": erase})
         # The spec requires "success" when the server holds no third-party identifiers to unbind,
         # which is always the case here (we store none).

@@ -10,6 +10,8 @@ may change a profile. Other profile keys (``m.tz``, custom fields, spec v1.16) a
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
+
 import logging
 from typing import Any
 
@@ -75,10 +77,22 @@ class ProfileServlets:
         profiles: the profiles store.
     """
 
-    def __init__(self, server_name: str, authenticator: Authenticator, profiles: ProfileStore) -> None:
+    def __init__(
+        self,
+        server_name: str,
+        authenticator: Authenticator,
+        profiles: ProfileStore,
+        on_profile_changed: Callable[[str], Awaitable[None]] | None = None,
+    ) -> None:
         self._server_name = server_name
         self._auth = authenticator
         self._profiles = profiles
+        self._on_changed = on_profile_changed
+
+    async def _changed(self, user_id: str) -> None:
+        """Sends the new profile into the user's rooms (spec: servers update m.room.member events)."""
+        if self._on_changed is not None:
+            await self._on_changed(user_id)
 
     def register(self, resource: JsonResource) -> None:
         resource.register("GET", client_paths("/profile/{userId}"), self.on_get_profile)
@@ -125,7 +139,7 @@ class ProfileServlets:
                 raise MatrixError(400, Codes.MISSING_PARAM, f"Missing '{field}'")
             value = _check_value(field, body[field])
             await self._profiles.set_field(requester.user_id, field, value)
-            # TODO(#4): send an updated m.room.member event into every joined room.
+            await self._changed(requester.user_id)
             logger.info("profile %s changed", field, extra={"user_id": requester.user_id})
             return 200, {}
 
@@ -137,7 +151,7 @@ class ProfileServlets:
             requester = await self._auth.get_requester(request)
             require_own_user(requester.user_id, user_id, "change the profile of")
             await self._profiles.set_field(requester.user_id, field, None)
-            # TODO(#4): send an updated m.room.member event into every joined room.
+            await self._changed(requester.user_id)
             return 200, {}
 
         return on_delete_field

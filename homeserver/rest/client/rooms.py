@@ -11,7 +11,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.web.server import Request
@@ -76,6 +76,9 @@ class RoomServlets:
         self._rooms = rooms
         self._admins_exempt = admins_exempt
         self._now = time_msec
+        # Extra content checks for state events sent by clients, by event type: ``check(room_id,
+        # content)`` raises to refuse (e.g. m.room.canonical_alias aliases must point at the room).
+        self.state_content_checks: dict[str, Callable[[str, dict[str, Any]], Awaitable[None]]] = {}
 
     def register(self, resource: JsonResource) -> None:
         r = resource
@@ -131,6 +134,9 @@ class RoomServlets:
         body = content_for_event(parse_json_object_from_request(request))
         if event_type == "m.room.member":
             raise MatrixError(400, Codes.BAD_JSON, "Use the membership endpoints to change memberships")
+        content_check = self.state_content_checks.get(event_type)
+        if content_check is not None:
+            await content_check(room_id, body)
         self._rate_limit_message(requester)
         stored = await self._creator.send(room_id, requester.user_id, event_type, body, state_key=state_key)
         return 200, {"event_id": stored.event_id}

@@ -31,6 +31,6 @@ class VoipServlets:
 
         Answers ``{}`` when no TURN server is configured (clients then fall back to their own).
         """
-        requester = await self._auth.get_requester(request)
+        requester = await self._auth.get_requester(request, allow_guest=True)
         credentials = self._turn.issue(requester.user_id, requester.is_guest)
         return 200, ({} if credentials is None else credentials.to_json())

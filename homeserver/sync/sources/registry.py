@@ -30,6 +30,8 @@ class SyncContext:
         filter: the parsed filter.
         full_state: the request's ``full_state``.
         since_token: the encoded ``since`` token (None for an initial sync); keys per-device caches.
+        next_batch: the encoded token this response will carry (sources that remember what a device
+            was sent key it by this).
     """
 
     user_id: str
@@ -37,6 +39,7 @@ class SyncContext:
     filter: SyncFilter
     full_state: bool = False
     since_token: str | None = None
+    next_batch: str | None = None
 
 
 @dataclass

@@ -96,6 +96,10 @@ class DeviceStore:
 
         def create_session_txn(txn: Txn) -> list[str]:
             s = session
+            # Take the user's row lock first: concurrent logins of one user then serialise (on
+            # PostgreSQL the later one fails to serialise and is retried on the new state), so the
+            # session count below can never be overtaken (audit AUTH-4 under concurrency).
+            txn.execute("UPDATE users SET user_id = user_id WHERE user_id = ?", (s.user_id,))
             txn.execute("SELECT 1 FROM devices WHERE user_id = ? AND device_id = ?", (s.user_id, s.device_id))
             if txn.fetchone() is None:
                 txn.execute(

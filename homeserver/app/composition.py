@@ -40,6 +40,7 @@ from homeserver.rest.client.profile import ProfileServlets
 from homeserver.rest.client.register import RegistrationServlets
 from homeserver.rest.client.room_reads import RoomReadServlets
 from homeserver.rest.client.rooms import RoomServlets
+from homeserver.rest.client.sync import SyncServlets
 from homeserver.rest.client.versions import register_versions_servlets
 from homeserver.rest.client.voip import VoipServlets
 from homeserver.rooms.aliases import RoomAliasService
@@ -53,11 +54,13 @@ from homeserver.storage.migrations import prepare_database
 from homeserver.storage.pool import DatabasePool
 from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.devices import DeviceStore
+from homeserver.storage.stores.login_tokens import LoginTokenStore
 from homeserver.storage.stores.filters import FilterStore
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.ui_auth import UIAuthStore
 from homeserver.storage.stores.users import UserStore
+from homeserver.sync.assembly import build_sync_services
 from homeserver.util.clock import Clock
 from sc_proto.crypto.keys import SigningKey
 
@@ -192,6 +195,9 @@ class Homeserver:
             self.stores.users.find_user_case_insensitive,
             self.authenticator,
             self.ratelimiter,
+            login_tokens=LoginTokenStore(self.pool),
+            uia=self.uia,
+            time_msec=self.clock.time_msec,
         ).register(self.resource)
         RegistrationServlets(
             server_name,
@@ -236,6 +242,12 @@ class Homeserver:
         room_servlets.register(self.resource)
         self.room_reader = RoomReader(core.events, core.state_groups, core.visibility, core.stream_tracker)
         RoomReadServlets(self.authenticator, self.room_reader, core.serializer).register(self.resource)
+        self.sync = build_sync_services(
+            events=core.events, rooms=core.rooms, state_groups=core.state_groups, serializer=core.serializer,
+            tracker=core.stream_tracker, notifier=core.notifier, visibility=core.visibility,
+            account_data=self.stores.account_data, time_msec=self.clock.time_msec,
+        )
+        SyncServlets(self.authenticator, self.sync.engine, self.stores.filters).register(self.resource)
         self._register_directory_servlets(room_servlets)
 
     def _register_directory_servlets(self, room_servlets: RoomServlets) -> None:

@@ -159,8 +159,8 @@ class SyncEngine:
                 observer.errback(outcome)
             else:
                 observer.callback(outcome)
-        if isinstance(outcome, Failure) and not observers and not outcome.check(defer.CancelledError):
-            logger.error("sync failed with nobody waiting", exc_info=(outcome.type, outcome.value, outcome.getTracebackObject()))
+        if isinstance(outcome, Failure) and not observers and not isinstance(outcome.value, defer.CancelledError):
+            logger.error("sync failed with nobody waiting: %r", outcome.value)
         return None
 
     # ------------------------------------------------------------------ computation
@@ -181,7 +181,7 @@ class SyncEngine:
             waiter = self._notifier.wait(request.user_id, sorted(result.wait_room_ids), remaining)
             latest = await self.current_token()
             if dict(latest.positions) != dict(now.positions):  # something landed while computing
-                waiter.addErrback(lambda f: f.trap(defer.CancelledError))
+                waiter.addErrback(_ignore_cancellation)
                 waiter.cancel()
                 now = latest
                 continue
@@ -198,3 +198,7 @@ class SyncEngine:
             else:
                 await source.fill_incremental(ctx, result, since.get(source.name, to), to)
         return result
+
+
+def _ignore_cancellation(failure: Failure) -> Failure | None:
+    return None if isinstance(failure.value, defer.CancelledError) else failure

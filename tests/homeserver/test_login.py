@@ -314,3 +314,47 @@ class LockedAccountTests(FullHomeserverTestCase):
         self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", True))
         body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wrong-one"}
         self.assertEqual(self.make_request("POST", LOGIN, body).code, 403)
+
+
+class LoginTokenTests(FullHomeserverTestCase):
+    def prepare(self, reactor: object, clock: object, homeserver: object) -> None:
+        self.register_user("alice")
+        self.token = self.login("alice")["access_token"]
+
+    def _get_token(self) -> str:
+        path = "/_matrix/client/v1/login/get_token"
+        first = self.make_request("POST", path, {}, access_token=self.token)
+        self.assertEqual(first.code, 401)  # user-interactive auth first
+        auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": "p4ssw0rd-long", "session": first.json_body["session"]}
+        channel = self.make_request("POST", path, {"auth": auth}, access_token=self.token)
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(channel.json_body["expires_in_ms"], 120_000)
+        token: str = channel.json_body["login_token"]
+        return token
+
+    def test_login_token_signs_in_once(self) -> None:
+        """m.login.token: a token from get_token logs in exactly once."""
+        self.assertIn({"type": "m.login.token", "get_login_token": True}, self.make_request("GET", LOGIN).json_body["flows"])
+        token = self._get_token()
+        channel = self.make_request("POST", LOGIN, {"type": "m.login.token", "token": token})
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(channel.json_body["user_id"], "@alice:test")
+        again = self.make_request("POST", LOGIN, {"type": "m.login.token", "token": token})
+        self.assertEqual(again.code, 403)
+
+    def test_login_token_expires(self) -> None:
+        token = self._get_token()
+        self.reactor.advance(121)
+        self.assertEqual(self.make_request("POST", LOGIN, {"type": "m.login.token", "token": token}).code, 403)
+
+    def test_bad_login_tokens(self) -> None:
+        """Unknown or malformed tokens are refused; get_token needs a valid session and the password."""
+        self.assertEqual(self.make_request("POST", LOGIN, {"type": "m.login.token", "token": "scl_nope"}).code, 403)
+        self.assertEqual(self.make_request("POST", LOGIN, {"type": "m.login.token", "token": 5}).code, 400)
+        self.assertEqual(self.make_request("POST", "/_matrix/client/v1/login/get_token", {}).code, 401)
+        first = self.make_request("POST", "/_matrix/client/v1/login/get_token", {}, access_token=self.token)
+        auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"},
+                "password": "wrong-one", "session": first.json_body["session"]}
+        wrong = self.make_request("POST", "/_matrix/client/v1/login/get_token", {"auth": auth}, access_token=self.token)
+        self.assertEqual((wrong.code, wrong.json_body["errcode"]), (401, "M_FORBIDDEN"))

@@ -9,12 +9,15 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from typing import Any
 
 from twisted.web.server import Request
 
 from homeserver.auth.sessions import SessionService
+from homeserver.auth.tokens import LOGIN_TOKEN_PREFIX, new_token, token_digest
+from homeserver.auth.uia import InteractiveAuth
+from homeserver.storage.stores.login_tokens import LoginTokenStore
 from homeserver.http.auth import Authenticator
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
@@ -27,6 +30,7 @@ logger = logging.getLogger(__name__)
 
 LOGIN_TYPE_PASSWORD = "m.login.password"  # noqa: S105 - a login type, not a secret
 LOGIN_TYPE_TOKEN = "m.login.token"  # noqa: S105 - a login type
+LOGIN_TOKEN_LIFETIME_MS = 120_000
 
 
 def client_paths(path: str) -> list[str]:
@@ -90,7 +94,14 @@ class LoginServlets:
         find_user: Any,
         authenticator: Authenticator,
         ratelimiter: RateLimiter,
+        *,
+        login_tokens: LoginTokenStore | None = None,
+        uia: InteractiveAuth | None = None,
+        time_msec: Callable[[], int] | None = None,
     ) -> None:
+        self._login_tokens = login_tokens
+        self._uia = uia
+        self._now: Callable[[], int] = time_msec or (lambda: 0)
         self._server_name = server_name
         self._sessions = sessions
         self._find_user = find_user
@@ -104,10 +115,31 @@ class LoginServlets:
         resource.register("POST", client_paths("/logout/all"), self.on_logout_all)
         resource.register("POST", ["/_matrix/client/v1/refresh", "/_matrix/client/v3/refresh"], self.on_refresh)
         resource.register("GET", client_paths("/account/whoami"), self.on_whoami)
+        if self._login_tokens is not None:
+            resource.register("POST", ["/_matrix/client/v1/login/get_token"], self.on_get_token)
 
     async def on_get_login(self, request: Request) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/login"""
-        return 200, {"flows": [{"type": LOGIN_TYPE_PASSWORD}]}
+        flows: list[JsonDict] = [{"type": LOGIN_TYPE_PASSWORD}]
+        if self._login_tokens is not None:
+            flows.append({"type": LOGIN_TYPE_TOKEN, "get_login_token": True})
+        return 200, {"flows": flows}
+
+    async def on_get_token(self, request: Request) -> tuple[int, JsonDict]:
+        """POST /_matrix/client/v1/login/get_token
+
+        Issues a short-lived, single-use ``m.login.token`` for signing in another device, after the
+        user re-authenticates with their password (user-interactive auth).
+        """
+        assert self._login_tokens is not None and self._uia is not None
+        requester = await self._auth.get_requester(request)
+        body = parse_json_object_from_request(request, allow_empty=True)
+        await self._uia.authenticate(
+            "POST /login/get_token", body, [["m.login.password"]], user_id=requester.user_id
+        )
+        token = new_token(LOGIN_TOKEN_PREFIX)
+        await self._login_tokens.add(token_digest(token), requester.user_id, self._now() + LOGIN_TOKEN_LIFETIME_MS)
+        return 200, {"login_token": token, "expires_in_ms": LOGIN_TOKEN_LIFETIME_MS}
 
     async def on_post_login(self, request: Request) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/login"""
@@ -115,17 +147,24 @@ class LoginServlets:
         login_type = require_str(body, "type")
         ip = client_ip_of(request)
         self._ratelimiter.check("login.ip", ip)
-        if login_type != LOGIN_TYPE_PASSWORD:
-            raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type}")
-        password = require_str(body, "password")
         device_id = optional_str(body, "device_id")
         display_name = optional_str(body, "initial_device_display_name")
         want_refresh = optional_bool(body, "refresh_token", False) or False
-        claimed = parse_user_identifier(body, self._server_name)
-        self._ratelimiter.check("login.user", claimed.lower())
-        user_id = await self._find_user(claimed) or claimed
-        if not await self._sessions.check_password(user_id, password):
-            raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+        if login_type == LOGIN_TYPE_TOKEN and self._login_tokens is not None:
+            token = require_str(body, "token")
+            found = await self._login_tokens.consume(token_digest(token), self._now())
+            if found is None:
+                raise MatrixError(403, Codes.FORBIDDEN, "Invalid or expired login token")
+            user_id = found
+        elif login_type == LOGIN_TYPE_PASSWORD:
+            password = require_str(body, "password")
+            claimed = parse_user_identifier(body, self._server_name)
+            self._ratelimiter.check("login.user", claimed.lower())
+            user_id = await self._find_user(claimed) or claimed
+            if not await self._sessions.check_password(user_id, password):
+                raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
+        else:
+            raise MatrixError(400, Codes.UNKNOWN, f"Unknown login type {login_type}")
         # Only after the password proved who is asking: a locked account gets no new token.
         await self._sessions.ensure_not_locked(user_id)
         result = await self._sessions.create_session(

@@ -86,7 +86,8 @@ class RoomReadServlets:
         viewer = _viewer(requester)
         body: JsonDict = {
             "chunk": await self._serializer.serialize(page.chunk, viewer),
-            "start": page.start.encode(),
+            # The spec: start "will be the same as the value given in from".
+            "start": from_token or page.start.encode(),
         }
         if page.end is not None:
             body["end"] = page.end.encode()

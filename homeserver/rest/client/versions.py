@@ -41,7 +41,7 @@ def default_capabilities(default_room_version: str = DEFAULT_ROOM_VERSION) -> Js
         "m.set_displayname": {"enabled": True},
         "m.set_avatar_url": {"enabled": True},
         "m.3pid_changes": {"enabled": False},
-        "m.get_login_token": {"enabled": False},
+        "m.get_login_token": {"enabled": True},
     }
 
 

@@ -430,7 +430,7 @@ class RoomEventsSource:
         serialised = iter(await self._serialise(ctx, everything))
         for plan in plans:
             timeline = [next(serialised) for _ in plan.timeline]
-            state = [next(serialised) for _ in chosen[id(plan)]]
+            state_json = [next(serialised) for _ in chosen[id(plan)]]
             body: JsonDict = {"events": timeline, "limited": plan.limited}
             prev_batch = self._prev_batch(plan)
             if prev_batch is not None:
@@ -442,7 +442,7 @@ class RoomEventsSource:
             else:
                 entry = result.leave.setdefault(plan.room.room_id, {"account_data": {"events": []}})
             entry["timeline"] = body
-            entry["state"] = {"events": state}
+            entry["state"] = {"events": state_json}
 
     def _record_lazy(self, ctx: SyncContext, sent: Mapping[str, frozenset[str]]) -> None:
         assert ctx.next_batch is not None
@@ -481,9 +481,9 @@ class RoomEventsSource:
                 chosen[key] = event_id
         if not plan.full_state and plan.show_state:
             for user in wanted:
-                event_id = plan.start_state.get((MEMBER, user))
-                if event_id is not None and (flt.include_redundant_members or event_id not in already_sent):
-                    chosen.setdefault((MEMBER, user), event_id)
+                member_id = plan.start_state.get((MEMBER, user))
+                if member_id is not None and (flt.include_redundant_members or member_id not in already_sent):
+                    chosen.setdefault((MEMBER, user), member_id)
         return chosen
 
     @staticmethod

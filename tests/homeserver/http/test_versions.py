@@ -85,7 +85,7 @@ class VersionsTests(HomeserverTestCase):
             self.assertEqual(caps["m.set_displayname"], {"enabled": True})
             self.assertEqual(caps["m.set_avatar_url"], {"enabled": True})
             self.assertEqual(caps["m.3pid_changes"], {"enabled": False})
-            self.assertEqual(caps["m.get_login_token"], {"enabled": False})
+            self.assertEqual(caps["m.get_login_token"], {"enabled": True})
         self.assertEqual(self.seen, ["@u:test", "@u:test"])
 
     def test_capabilities_for_guests(self) -> None:

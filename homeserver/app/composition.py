@@ -54,8 +54,8 @@ from homeserver.storage.migrations import prepare_database
 from homeserver.storage.pool import DatabasePool
 from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.devices import DeviceStore
-from homeserver.storage.stores.login_tokens import LoginTokenStore
 from homeserver.storage.stores.filters import FilterStore
+from homeserver.storage.stores.login_tokens import LoginTokenStore
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.ui_auth import UIAuthStore

@@ -11,9 +11,8 @@ account.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import logging
+from collections.abc import Awaitable, Callable
 
 from twisted.web.server import Request
 

@@ -17,12 +17,12 @@ from twisted.web.server import Request
 from homeserver.auth.sessions import SessionService
 from homeserver.auth.tokens import LOGIN_TOKEN_PREFIX, new_token, token_digest
 from homeserver.auth.uia import InteractiveAuth
-from homeserver.storage.stores.login_tokens import LoginTokenStore
 from homeserver.http.auth import Authenticator
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import optional_bool, optional_str, parse_json_object_from_request, require_str
 from homeserver.http.site import client_ip_of
+from homeserver.storage.stores.login_tokens import LoginTokenStore
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
 

@@ -10,9 +10,8 @@ may change a profile. Other profile keys (``m.tz``, custom fields, spec v1.16) a
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
-
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from twisted.web.server import Request

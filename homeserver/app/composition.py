@@ -69,6 +69,18 @@ logger = logging.getLogger(__name__)
 ThreadRunner = Callable[..., Any]
 
 
+SHUTDOWN_CLOSE_TIMEOUT_S = 5.0
+
+
+async def _with_timeout(d: defer.Deferred[Any], reactor: Any, seconds: float) -> None:
+    """Waits for ``d`` at most ``seconds`` (then gives up waiting; ``d`` is cancelled)."""
+    d.addTimeout(seconds, reactor)
+    try:
+        await d
+    except defer.TimeoutError:
+        logger.warning("gave up waiting for connections to close after %.0f s", seconds)
+
+
 def database_settings(config: DatabaseConfig) -> DatabaseSettings:
     """Translates the ``database`` config section into engine settings."""
     url = config.url
@@ -179,6 +191,7 @@ class Homeserver:
         self._register_servlets()
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []
+        self._sites: list[SCSite] = []
 
     def _register_servlets(self) -> None:
         config = self.config
@@ -319,8 +332,12 @@ class Homeserver:
                     listener.tls_private_key_path, listener.tls_certificate_path
                 )
                 port = self.reactor.listenSSL(listener.port, site, context, interface=listener.bind_address)
+                if site not in self._sites:
+                    self._sites.append(site)
             else:
                 port = self.reactor.listenTCP(listener.port, site, interface=listener.bind_address)
+            if site not in self._sites:
+                self._sites.append(site)
             self._ports.append(port)
             logger.info("listening on %s:%d", listener.bind_address, listener.port)
 
@@ -332,6 +349,10 @@ class Homeserver:
                 await stopped
         self._ports.clear()
         await self.resource.wait_for_inflight()
+        # Flush finished responses and close keep-alive connections before the reactor stops (it would
+        # drop unsent bytes); bounded so a stuck client cannot hold shutdown.
+        closing = [site.close_connections() for site in self._sites]
+        await _with_timeout(defer.gatherResults(closing), self.reactor, SHUTDOWN_CLOSE_TIMEOUT_S)
         await self.pool.close()
 
 

@@ -20,6 +20,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
+from twisted.internet import defer
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -218,6 +219,50 @@ class SCSite(Site):
         if body_limit_lookup is None:
             body_limit_lookup = getattr(resource, "max_body_size_for", None)
         self._body_limit_lookup = body_limit_lookup
+        self._connections: set[Any] = set()
+        self._all_closed: list[defer.Deferred[None]] = []
+
+    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted API
+        """Builds the connection's protocol and tracks it until it closes (for graceful shutdown)."""
+        protocol = _untyped(super()).buildProtocol(addr)
+        if protocol is None:
+            return None
+        self._connections.add(protocol)
+        original_lost = protocol.connectionLost
+
+        def connection_lost(reason: Any) -> None:
+            try:
+                original_lost(reason)
+            finally:
+                self._connections.discard(protocol)
+                if not self._connections:
+                    waiters, self._all_closed = self._all_closed, []
+                    for waiter in waiters:
+                        waiter.callback(None)
+
+        protocol.connectionLost = connection_lost
+        return protocol
+
+    @property
+    def open_connections(self) -> int:
+        """Connections currently open (for metrics and tests)."""
+        return len(self._connections)
+
+    def close_connections(self) -> defer.Deferred[None]:
+        """Closes every connection after its pending response bytes are sent; fires when all are closed.
+
+        ``loseConnection`` flushes what the transport still has to write before closing, so a response
+        that finished just before shutdown still reaches its client.
+        """
+        if not self._connections:
+            return defer.succeed(None)
+        waiter: defer.Deferred[None] = defer.Deferred()
+        self._all_closed.append(waiter)
+        for protocol in list(self._connections):
+            transport = getattr(protocol, "transport", None)
+            if transport is not None:
+                transport.loseConnection()
+        return waiter
 
     def seconds(self) -> float:
         """Returns the reactor's current time in seconds."""

@@ -140,13 +140,6 @@ class BadConfigTests:
 
 
 class ShutdownTests:
-    @pytest.mark.xfail(
-        strict=True,
-        raises=AssertionError,
-        reason="known bug: Homeserver.shutdown closes the pool as soon as the last request *finishes*; the "
-        "reactor's disconnectAll then drops that response before the transport flushed it (the client "
-        "sees 'closed without response'). Remove this marker once shutdown waits for connections to drain.",
-    )
     def test_sigterm_lets_inflight_requests_finish(self, server_factory: ServerFactory) -> None:
         """SIGTERM during a burst of (deliberately slow, default-Argon2) logins: every one is answered, exit 0."""
         server = server_factory(cheap_argon2=False)

@@ -463,14 +463,17 @@ class RoomEventsSource:
     ) -> dict[StateKey, str]:
         """The state keys to consider sending, after lazy-loading (see the module docstring).
 
-        Full state keeps the member events of the wanted users (timeline senders, heroes, the user);
+        Full state keeps the member events of the wanted users (timeline senders, the heroes of a room
+        without a name or alias, the user);
         a delta keeps every member change of the gap and adds the wanted users' member events from
         the state at the start of the timeline, unless the device already has them.
         """
         if not ctx.filter.state.lazy_load_members:
             return dict(plan.state_ids)
         flt = ctx.filter.state
-        wanted: set[str] = {s.event.sender for s in plan.timeline} | set(heroes)
+        wanted: set[str] = {s.event.sender for s in plan.timeline}
+        if not any(k in plan.start_state for k in (("m.room.name", ""), ("m.room.canonical_alias", ""))):
+            wanted.update(heroes)  # heroes name the room only when it has no name or alias
         if plan.full_state:
             wanted.add(ctx.user_id)
         chosen: dict[StateKey, str] = {}

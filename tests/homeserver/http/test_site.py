@@ -146,3 +146,35 @@ class ClientAddressTests(HomeserverTestCase):
         output = "\n".join(logs.output)
         self.assertIn("GET /ip 200", output)
         self.assertNotIn("syt_secret", output)
+
+
+class GracefulCloseTests:
+    """SCSite tracks its connections so shutdown can flush and close them."""
+
+    def test_close_connections_waits_for_every_connection(self) -> None:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.error import ConnectionDone
+        from twisted.internet.testing import MemoryReactorClock, StringTransport
+        from twisted.python.failure import Failure
+
+        from homeserver.http.server import JsonResource
+        from homeserver.http.site import SCSite
+
+        site = SCSite(JsonResource("t"), MemoryReactorClock(), 1024)
+        assert site.close_connections().called  # nothing open: fires at once
+        protocols, transports = [], []
+        for port in (1, 2):
+            protocol = site.buildProtocol(IPv4Address("TCP", "127.0.0.1", port))
+            transport = StringTransport()
+            protocol.makeConnection(transport)
+            protocols.append(protocol)
+            transports.append(transport)
+        assert site.open_connections == 2
+        closed = site.close_connections()
+        assert all(t.disconnecting for t in transports)  # loseConnection: flush, then close
+        assert not closed.called
+        protocols[0].connectionLost(Failure(ConnectionDone()))
+        assert not closed.called
+        protocols[1].connectionLost(Failure(ConnectionDone()))
+        assert closed.called
+        assert site.open_connections == 0

@@ -7,7 +7,9 @@
   in the data directory or a fresh PostgreSQL database, open registration without verification,
   every ``rc_*`` rate limit raised out of reach, ``report_stats: false``, no trusted key servers
   (nothing ever leaves the machine), presence off (SecureConnect has none yet, so a chat benchmark
-  compares like with like) and cheap bcrypt (user setup is not what is measured).
+  compares like with like), cheap bcrypt (user setup is not what is measured) and background
+  updates without pauses; :func:`start_synapse` waits until they are all done (a fresh database
+  otherwise lacks a dozen indexes for the first minute).
 * :func:`start_synapse` does all of that and starts it; the returned :class:`SynapseServer` has the
   base URL and stops the process (and drops its database) on :meth:`SynapseServer.close`.
 
@@ -24,6 +26,7 @@ import shutil
 import subprocess
 import sys
 import tempfile
+import time
 import urllib.parse
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -162,6 +165,9 @@ def config_overrides(port: int, database_url: str | None, data_dir: Path) -> dic
         "presence": {"enabled": False},
         "bcrypt_rounds": 4,
         "url_preview_enabled": False,
+        # A fresh database still has dozens of background updates (mostly index creation), one per
+        # second by default; run them back to back, and start_synapse waits for them to finish.
+        "background_updates": {"sleep_enabled": False, "background_update_duration_ms": 500},
         **RATE_LIMITS,
     }
 
@@ -190,6 +196,38 @@ def generate_synapse_config(
     current.update(config_overrides(port, database_url, data_dir))
     config.write_text(yaml.safe_dump(current, sort_keys=False))
     return config
+
+
+def pending_background_updates(database_url: str | None, data_dir: Path) -> int:
+    """How many rows Synapse's ``background_updates`` table still has (-1 if it cannot be read yet)."""
+    try:
+        if database_url is None:
+            import sqlite3
+
+            with sqlite3.connect(data_dir / "homeserver.db", timeout=5) as conn:
+                return int(conn.execute("SELECT COUNT(*) FROM background_updates").fetchone()[0])
+        import psycopg2
+
+        conn = psycopg2.connect(database_url, connect_timeout=3)
+        try:
+            with conn.cursor() as cur:
+                cur.execute("SELECT COUNT(*) FROM background_updates")
+                row = cur.fetchone()
+                return int(row[0]) if row else -1
+        finally:
+            conn.close()
+    except Exception:  # table not created yet, database locked...: ask again later
+        return -1
+
+
+def wait_for_background_updates(database_url: str | None, data_dir: Path, timeout: float) -> bool:
+    """Polls until Synapse has run every background update (so its indexes exist); False on timeout."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if pending_background_updates(database_url, data_dir) == 0:
+            return True
+        time.sleep(0.5)
+    return False
 
 
 @dataclass
@@ -258,6 +296,10 @@ def start_synapse(
         command = [str(python), "-m", "synapse.app.homeserver", "--config-path", str(config)]
         process = ServerProcess(config, f"http://127.0.0.1:{port}", data_dir / "stdout.log", command=command)
         process.start(ready_timeout=READY_TIMEOUT_S)
+        cleanup.append(process.kill)
+        if not wait_for_background_updates(database_url, data_dir, READY_TIMEOUT_S):
+            raise RuntimeError(f"Synapse's background updates did not finish in {READY_TIMEOUT_S:.0f} s")
+        cleanup.pop()
     except BaseException:
         for action in reversed(cleanup):
             action()

@@ -259,7 +259,9 @@ class SCSite(Site):
         waiter: defer.Deferred[None] = defer.Deferred()
         self._all_closed.append(waiter)
         for protocol in list(self._connections):
-            transport = getattr(protocol, "transport", None)
+            # Twisted wraps the HTTPChannel in a protocol proxy; the transport sits on the channel.
+            channel = getattr(protocol, "_channel", protocol)
+            transport = getattr(channel, "transport", None)
             if transport is not None:
                 transport.loseConnection()
         return waiter

@@ -85,7 +85,7 @@ class VisibilityMatrixTests(VisibilityTestCase):
     def test_messages_endpoint_applies_the_rules(self) -> None:
         """/messages: a departed user reads up to their leave; strangers and invitees get 403 unless
         the room is world_readable."""
-        room_id, ids = self.scenario("joined")
+        room_id, _ids = self.scenario("joined")
         chunk = self.ok_messages(room_id, self.bob, limit=100)["chunk"]
         texts = [e["content"].get("body") for e in chunk if e["type"] == "m.room.message"]
         self.assertEqual(texts, ["m3"])
@@ -164,7 +164,7 @@ class VisibilityCostTests(VisibilityTestCase):
             calls.append(name)
             return original(name, *args, **kwargs)
 
-        self.hs.pool.run_read = counting  # type: ignore[method-assign]
+        self.hs.pool.run_read = counting  # type: ignore[method-assign,assignment]  # counting wrapper
         self.addCleanup(setattr, self.hs.pool, "run_read", original)
         return calls
 

@@ -112,9 +112,18 @@ class Report:
     url: str
     metrics: list[Metric] = field(default_factory=list)
     failures: dict[str, str] = field(default_factory=dict)
+    notes: list[str] = field(default_factory=list)
 
     def add(self, scenario: str, name: str, value: float, unit: str, higher_is_better: bool = False) -> None:
         self.metrics.append(Metric(scenario, name, value, unit, higher_is_better))
+
+
+def load_average() -> str:
+    """The host's 1/5/15-minute load averages (other work on the machine skews every figure)."""
+    try:
+        return " ".join(f"{x:.2f}" for x in os.getloadavg())
+    except OSError:
+        return "n/a"
 
 
 class RequestFailed(RuntimeError):
@@ -411,7 +420,9 @@ async def scenario_fanout(pop: Population, sizes: Sizes, report: Report) -> None
 async def scenario_sync(pop: Population, sizes: Sizes, report: Report) -> None:
     """(c) Initial sync (fresh device) and incremental sync for a user in many rooms."""
     owner = await register(pop.http, f"{pop.prefix}syncer")
-    room_ids = await bounded_gather([partial(owner.create_room, f"room {i}") for i in range(sizes.rooms)])
+    # One createRoom at a time: a user creating rooms concurrently is not the scenario (and it once
+    # made two v12 create events identical, hence one room ID, in SecureConnect).
+    room_ids = await bounded_gather([partial(owner.create_room, f"room {i}") for i in range(sizes.rooms)], 1)
     await bounded_gather(
         [partial(owner.send, r, f"hello {j}") for r in room_ids for j in range(sizes.room_messages)]
     )
@@ -491,6 +502,7 @@ async def measure_server(
     import aiohttp
 
     report = Report(label, base_url)
+    report.notes.append(f"load average before: {load_average()}")
     connector = aiohttp.TCPConnector(limit=0, force_close=False)
     async with aiohttp.ClientSession(connector=connector) as session:
         pop = Population(Http(base_url, session))
@@ -506,10 +518,12 @@ async def measure_server(
                 print(f"    FAILED: {reason}")
                 if os.environ.get("BENCH_TRACEBACK"):
                     traceback.print_exc()
+                continue
             cpu_after = process.cpu_seconds() if process is not None else None
             if cpu_before is not None and cpu_after is not None:
                 report.add(name, "server CPU (incl. setup)", cpu_after - cpu_before, "s")
             report.add(name, "wall time (incl. setup)", time.monotonic() - wall, "s")
+    report.notes.append(f"load average after: {load_average()}")
     return report
 
 
@@ -574,6 +588,8 @@ def print_report(report: Report) -> None:
         print(f"{m.scenario:<22} {m.name:<26} {m.value:>12.2f}  {m.unit}")
     for name, reason in report.failures.items():
         print(f"{name:<22} FAILED: {reason}")
+    for note in report.notes:
+        print(f"  ({note})")
 
 
 def print_ratio(ours: Report, theirs: Report) -> None:

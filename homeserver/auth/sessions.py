@@ -30,6 +30,7 @@ from sc_proto.errors import Codes, MatrixError
 logger = logging.getLogger(__name__)
 
 T = TypeVar("T")
+BUSY_RETRY_MS = 1000
 ThreadRunner = Callable[..., Awaitable[Any]]
 """Runs a blocking callable off the reactor: ``await run(fn, *args)`` (``deferToThread`` in production)."""
 
@@ -111,6 +112,10 @@ class SessionService:
             lock_ms=lock.lockout_duration_s * 1000,
         )
         if not decision.allowed:
+            if decision.busy:
+                logger.info("login refused: too many password checks in flight", extra={"user_id": user_id})
+                raise MatrixError(429, Codes.LIMIT_EXCEEDED, "Too many login attempts at once; retry shortly",
+                                  {"retry_after_ms": BUSY_RETRY_MS})
             logger.info("login refused: account locked", extra={"user_id": user_id})
             retry_after = max(1, decision.locked_until_ts - now)
             if lock.response == "user_locked":
@@ -118,11 +123,18 @@ class SessionService:
                                   {"soft_logout": False, "retry_after_ms": retry_after})
             raise MatrixError(429, Codes.LIMIT_EXCEEDED, "Too many failed logins; try again later",
                               {"retry_after_ms": retry_after})
-        user = await self._users.get_user(user_id)
-        stored_hash = None if user is None or user.deactivated else user.password_hash
-        ok: bool = await self._run_in_thread(self._hasher.verify, stored_hash, password)
+        ok = False
+        stored_hash: str | None = None
+        try:
+            user = await self._users.get_user(user_id)
+            stored_hash = None if user is None or user.deactivated else user.password_hash
+            ok = bool(await self._run_in_thread(self._hasher.verify, stored_hash, password))
+        finally:
+            await self._users.finish_login_attempt(
+                user_id, self._now(), success=ok, max_attempts=lock.max_failed_attempts,
+                lock_ms=lock.lockout_duration_s * 1000,
+            )
         if ok:
-            await self._users.clear_failed_logins(user_id)
             if stored_hash and self._hasher.needs_rehash(stored_hash):
                 await self._users.set_password_hash(user_id, await self.hash_password(password))
         else:

@@ -21,8 +21,6 @@ from homeserver.sync.sources.account_data import AccountDataSource
 from homeserver.sync.sources.registry import SyncSourceRegistry
 from homeserver.sync.sources.room_events import EventVisibility, RoomEventsSource
 
-ACCOUNT_DATA_STREAM = "account_data"
-
 
 @dataclass
 class SyncServices:
@@ -50,13 +48,13 @@ def build_sync_services(
     notifier (stream ``account_data``, the writing user)."""
     registry = SyncSourceRegistry()
     room_events = RoomEventsSource(events, rooms, state_groups, serializer, tracker, visibility)
-    account_source = AccountDataSource(account_data)
+    account_source = AccountDataSource(account_data, notifier)
     registry.register(room_events)
     registry.register(account_source)
 
     def account_data_written(user_id: str, stream_id: int) -> None:
         account_source.on_written(stream_id)
-        notifier.on_new(ACCOUNT_DATA_STREAM, stream_id, users=[user_id])
+        notifier.on_new(AccountDataSource.stream, stream_id, users=[user_id])
 
     account_data.on_written.append(account_data_written)
     engine = SyncEngine(registry, notifier, time_msec)

@@ -268,6 +268,25 @@ class LockoutTests(FullHomeserverTestCase):
         self.assertEqual(codes.count(429), 35)
 
 
+class ConcurrentCorrectLoginTests(FullHomeserverTestCase):
+    def prepare(self, reactor: object, clock: object, homeserver: object) -> None:
+        self.register_user("alice")
+
+    def test_burst_of_correct_logins_never_locks_the_account(self) -> None:
+        """Checks in flight count toward the limit (429 'retry shortly'), but only failures lock."""
+        from tests.unittest import make_request as raw_request
+
+        self.hs.sessions._run_in_thread = lambda fn, *a: deferLater(self.reactor, 0.05, fn, *a)
+        body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "p4ssw0rd-long"}
+        channels = [raw_request(self.reactor, self.site, "POST", LOGIN, body, await_result=False) for _ in range(8)]
+        self.pump(1)
+        codes = sorted(c.code for c in channels)
+        self.assertEqual(codes, [200] * 5 + [429] * 3)
+        busy = [c.json_body for c in channels if c.code == 429]
+        self.assertTrue(all(b["retry_after_ms"] == 1000 for b in busy))
+        self.assertEqual(self.make_request("POST", LOGIN, body).code, 200)
+
+
 class SessionLimitTests(FullHomeserverTestCase):
     @override_config({"auth": {"max_sessions_per_user": 3}})
     def test_oldest_session_evicted(self) -> None:

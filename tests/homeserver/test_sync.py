@@ -8,6 +8,8 @@ import urllib.parse
 from typing import Any
 
 from homeserver.streams.tokens import RoomPosition, StreamToken
+from homeserver.sync.filters import SyncFilter
+from homeserver.sync.sources.registry import SyncContext, SyncResult
 from tests.homeserver.test_rooms_core import V3, RoomsTestCase
 
 
@@ -82,6 +84,35 @@ class InitialSyncTests(SyncTestCase):
             self.assertNotIn("room_id", event)
             self.assertIn("event_id", event)
         RoomPosition.decode(room["timeline"]["prev_batch"])
+
+    def test_matrix_nio_parses_responses(self) -> None:
+        """matrix-nio's own parser accepts initial, incremental, invite and leave responses."""
+        from nio.responses import SyncResponse
+
+        room_id = self.create_room(preset="public_chat", room_version="11", name="N")
+        other = self.create_room(room_version="11")
+        self.join(room_id, self.bob)
+        self.say(room_id, self.alice, "hello")
+        initial = self.sync(self.bob)
+        self.post(other, "invite", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "leave", self.bob)
+        incremental = self.sync(self.bob, since=initial["next_batch"])
+        self.assertIn(other, incremental["rooms"]["invite"])
+        self.assertIn(room_id, incremental["rooms"]["leave"])
+        for body in (initial, incremental):
+            parsed = SyncResponse.from_dict(body)
+            self.assertIsInstance(parsed, SyncResponse, getattr(parsed, "message", None))
+        parsed = SyncResponse.from_dict(initial)
+        assert isinstance(parsed, SyncResponse)
+        self.assertIn("hello", [getattr(e, "body", None) for e in parsed.rooms.join[room_id].timeline.events])
+
+    def test_federation_event_format(self) -> None:
+        """event_format federation returns the stored PDUs."""
+        room_id = self.create_room()
+        self.say(room_id, self.alice, "pdu")
+        events = self.sync(self.alice, filter={"event_format": "federation"})["rooms"]["join"][room_id]["timeline"]["events"]
+        self.assertIn("auth_events", events[-1])
+        self.assertIn("hashes", events[-1])
 
     def test_small_room_state_is_in_timeline(self) -> None:
         """A new room whose events fit the timeline: state is empty, the timeline starts at the create."""
@@ -259,6 +290,32 @@ class IncrementalSyncTests(SyncTestCase):
         events = self.sync(self.bob)["rooms"]["knock"][room_id]["knock_state"]["events"]
         self.assertEqual(events[-1]["content"]["membership"], "knock")
         self.assertIn("m.room.join_rules", _types(events))
+
+
+class PositionTests(SyncTestCase):
+    def test_membership_written_after_to_is_rewound(self) -> None:
+        """A membership committed after the sync's end position does not count yet (racing commits)."""
+        room_id = self.create_room()
+        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test"})
+        to = self.hs.rooms.stream_tracker.current()
+        self.join(room_id, self.bob)
+        result = SyncResult()
+        ctx = SyncContext("@bob:test", None, SyncFilter())
+        self.get_success(self.hs.sync.room_events.fill_initial(ctx, result, to))
+        self.assertEqual(set(result.invite), {room_id})
+        self.assertEqual(result.join, {})
+        self.assertEqual(result.joined_room_ids, set())
+
+    def test_timeline_ends_at_to(self) -> None:
+        """Events after the end position are left for the next sync."""
+        room_id = self.create_room()
+        first = self.say(room_id, self.alice, "in")
+        to = self.hs.rooms.stream_tracker.current()
+        self.say(room_id, self.alice, "later")
+        result = SyncResult()
+        ctx = SyncContext("@alice:test", None, SyncFilter())
+        self.get_success(self.hs.sync.room_events.fill_initial(ctx, result, to))
+        self.assertEqual(result.join[room_id]["timeline"]["events"][-1]["event_id"], first)
 
 
 class LeaveSectionTests(SyncTestCase):

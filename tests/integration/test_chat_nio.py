@@ -198,8 +198,9 @@ class ChatTests:
                 assert loop.time() - started < LONG_POLL_MS / 1000 - 5, "bob's sync was not woken by the send"
 
                 await send_text(bob, room_id, reply)
-                got = await sync_until(alice, lambda r: bool(texts(timeline(r, room_id))))
-                assert texts(timeline(got, room_id)) == [(uid("bob"), reply)]
+                got = await sync_until(alice, lambda r: (uid("bob"), reply) in texts(timeline(r, room_id)))
+                # alice had not synced since her own message: it comes first, then bob's reply.
+                assert texts(timeline(got, room_id))[-2:] == [(uid("alice"), hello), (uid("bob"), reply)]
 
                 first = await send_text(alice, room_id, "retried", tx_id="retry-txn-1")
                 again = await send_text(alice, room_id, "retried", tx_id="retry-txn-1")

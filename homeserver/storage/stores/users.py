@@ -1,8 +1,10 @@
 """The ``users`` aggregate: accounts, admin flags, deactivation and failed-login accounting.
 
-Failed-login accounting is pessimistic and atomic (audit AUTH-1, RACE-5/7): a login *reserves* an attempt
-in a write transaction before the password is checked, so however many wrong passwords arrive at once, no
-more than ``max_attempts`` are ever checked inside one window. A successful login clears the count.
+Failed-login accounting is pessimistic and atomic (audit AUTH-1, RACE-5/7): a login *reserves* a password
+check in a write transaction before the password is verified, and reports the outcome afterwards. Within
+one window, failures plus checks still in flight never exceed ``max_attempts``, so however many wrong
+passwords arrive at once, at most ``max_attempts`` are ever checked. Only real failures lock the account
+(a burst of correct logins is at worst asked to retry a moment later); a success clears the failures.
 """
 
 from __future__ import annotations
@@ -35,10 +37,12 @@ class AttemptDecision:
     Attributes:
         allowed: whether the caller may check the password now.
         locked_until_ts: when the lock ends (0 when not locked).
+        busy: refused only because other checks of this account are in flight (retry shortly).
     """
 
     allowed: bool
     locked_until_ts: int
+    busy: bool = False
 
 
 _USER_COLUMNS = "user_id, password_hash, created_ts, is_admin, is_guest, deactivated, locked_until_ts, locked"
@@ -271,49 +275,69 @@ class UserStore:
     ) -> AttemptDecision:
         """Atomically reserves one password check for ``user_id``.
 
-        Counts the attempt *before* the password is verified; :meth:`clear_failed_logins` forgets the
-        count after a success. When the count reaches ``max_attempts`` inside ``window_ms`` the account is
-        locked for ``lock_ms``; attempts while locked are refused without checking the password.
+        Refused while the account is locked, and while failures plus checks in flight already reach
+        ``max_attempts`` in the current window (``busy`` when that is due to checks in flight).
+        Every allowed reservation must be followed by :meth:`finish_login_attempt`.
         ``max_attempts <= 0`` disables accounting.
         """
 
         def reserve_txn(txn: Txn) -> AttemptDecision:
             txn.execute(
-                "SELECT failed_logins, failed_window_start_ts, locked_until_ts FROM users WHERE user_id = ?",
+                "SELECT failed_logins, pending_logins, failed_window_start_ts, locked_until_ts FROM users"
+                " WHERE user_id = ?",
                 (user_id,),
             )
             row = txn.fetchone()
             if row is None or max_attempts <= 0:
                 return AttemptDecision(True, 0)
-            count, window_start, locked_until = (int(v) for v in row)
+            failures, pending, window_start, locked_until = (int(v) for v in row)
             if locked_until > now_ms:
                 return AttemptDecision(False, locked_until)
             if now_ms - window_start >= window_ms or locked_until:
-                count, window_start = 0, now_ms
-            if count >= max_attempts:
-                locked_until = now_ms + lock_ms
+                # A new window. Checks lost in a crash (pending never finished) are forgotten too.
+                failures, pending, window_start = 0, 0, now_ms
+            if failures + pending >= max_attempts:
                 txn.execute(
-                    "UPDATE users SET locked_until_ts = ?, failed_logins = 0, failed_window_start_ts = ? "
-                    "WHERE user_id = ?",
-                    (locked_until, now_ms, user_id),
+                    "UPDATE users SET failed_logins = ?, pending_logins = ?, failed_window_start_ts = ?,"
+                    " locked_until_ts = 0 WHERE user_id = ?",
+                    (failures, pending, window_start, user_id),
                 )
-                return AttemptDecision(False, locked_until)
+                return AttemptDecision(False, 0, busy=True)
             txn.execute(
-                "UPDATE users SET failed_logins = ?, failed_window_start_ts = ?, locked_until_ts = 0 WHERE user_id = ?",
-                (count + 1, window_start, user_id),
+                "UPDATE users SET failed_logins = ?, pending_logins = ?, failed_window_start_ts = ?,"
+                " locked_until_ts = 0 WHERE user_id = ?",
+                (failures, pending + 1, window_start, user_id),
             )
             return AttemptDecision(True, 0)
 
         return await self._pool.run_txn("reserve_login_attempt", reserve_txn)
 
-    async def clear_failed_logins(self, user_id: str) -> None:
-        """Forgets counted attempts after a successful login."""
-        await self._pool.run_txn(
-            "clear_failed_logins",
-            lambda txn: txn.execute(
-                "UPDATE users SET failed_logins = 0, locked_until_ts = 0 WHERE user_id = ?", (user_id,)
-            ),
-        )
+    async def finish_login_attempt(
+        self, user_id: str, now_ms: int, *, success: bool, max_attempts: int, lock_ms: int
+    ) -> None:
+        """Reports the outcome of a reserved check: a success clears failures; the failure that reaches
+        ``max_attempts`` locks the account for ``lock_ms``."""
+
+        def finish_txn(txn: Txn) -> None:
+            txn.execute("SELECT failed_logins, pending_logins FROM users WHERE user_id = ?", (user_id,))
+            row = txn.fetchone()
+            if row is None:
+                return
+            failures, pending = int(row[0]), max(int(row[1]) - 1, 0)
+            if success:
+                txn.execute(
+                    "UPDATE users SET failed_logins = 0, pending_logins = ?, locked_until_ts = 0 WHERE user_id = ?",
+                    (pending, user_id),
+                )
+                return
+            failures += 1
+            locked_until = now_ms + lock_ms if max_attempts > 0 and failures >= max_attempts else 0
+            txn.execute(
+                "UPDATE users SET failed_logins = ?, pending_logins = ?, locked_until_ts = ? WHERE user_id = ?",
+                (failures, pending, locked_until, user_id),
+            )
+
+        await self._pool.run_txn("finish_login_attempt", finish_txn)
 
     async def set_lock(self, user_id: str, locked_until_ts: int) -> None:
         """Locks (or with 0 unlocks) an account; used by admins."""

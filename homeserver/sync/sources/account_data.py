@@ -6,12 +6,14 @@ change) or ``rooms.leave`` when the room is already there. An entry keeps only i
 an incremental sync sends the latest version of each entry written in ``(from, to]``.
 
 The position is kept in memory: read once from the database, then advanced by :meth:`on_written`,
-which the composition root hooks to the store's writes (it also wakes the notifier).
+which the composition root hooks to the store's writes (it also wakes the notifier), and by the
+notifier's ``account_data`` position (writes announced by other processes).
 """
 
 from __future__ import annotations
 
 from homeserver.storage.stores.account_data import AccountDataChange, AccountDataStore
+from homeserver.streams.notifier import Notifier
 from homeserver.sync.sources.registry import JsonDict, SyncContext, SyncResult
 
 MAX_ENTRIES = 1000
@@ -23,12 +25,15 @@ class AccountDataSource:
 
     Args:
         store: the account data store.
+        notifier: its ``account_data`` position also counts (writes announced by other processes).
     """
 
     name = "ad"
+    stream = "account_data"
 
-    def __init__(self, store: AccountDataStore) -> None:
+    def __init__(self, store: AccountDataStore, notifier: Notifier | None = None) -> None:
         self._store = store
+        self._notifier = notifier
         self._position: int | None = None
 
     def on_written(self, stream_id: int) -> None:
@@ -40,7 +45,8 @@ class AccountDataSource:
         if self._position is None:
             stored = await self._store.get_current_stream_id()
             self._position = stored if self._position is None else max(stored, self._position)
-        return self._position
+        announced = self._notifier.positions.get(self.stream, 0) if self._notifier is not None else 0
+        return max(self._position, announced)
 
     async def fill_initial(self, ctx: SyncContext, result: SyncResult, to_position: int) -> None:
         changes = await self._store.get_changed_since(ctx.user_id, 0, up_to=to_position, limit=MAX_ENTRIES)

@@ -10,12 +10,13 @@ Theory of operation (DESIGN.md 2.7):
 * **One computation.** For each source in registration order, ``fill_initial`` (no ``since``) or
   ``fill_incremental`` over ``(since, now]`` writes into one :class:`SyncResult`.
 * **Long polling.** An incremental sync with ``timeout > 0`` that finds nothing registers one waiter
-  on the :class:`~homeserver.streams.notifier.Notifier` under the user and their joined rooms, after
-  checking that no source moved since "now" was read (a change that landed while the sync was
-  computing is never slept through). The waiter costs nothing until the notifier fires or the timer
-  expires; then the sync is computed again from the same ``since``. A wake-up that brings nothing
-  for this user (e.g. a filtered-out event) waits again for the rest of the timeout. Cancelling the
-  request (client gone) cancels the waiter.
+  on the :class:`~homeserver.streams.notifier.Notifier` under the user and their joined rooms. If any
+  source moved between reading "now" and registering, the sync is computed once more with the waiter
+  already in place, so a change that landed while computing is never slept through and a busy server
+  cannot make it spin. The waiter costs nothing until the notifier fires or the timer expires; then
+  the sync is computed again from the same ``since``. A wake-up that brings nothing for this user
+  (e.g. a filtered-out event) waits again for the rest of the timeout. Cancelling the request
+  (client gone) cancels the waiter.
 * **Sharing.** Identical requests in flight at once (same user, device, ``since``, filter,
   ``full_state``, timeout) share one computation: the first starts it, later ones attach to it. Each
   caller gets its own Deferred; the computation is cancelled only when every caller has gone, and the
@@ -173,20 +174,28 @@ class SyncEngine:
         if since is None or request.full_state:
             timeout = 0  # initial and full-state syncs answer at once (spec: full_state ignores timeout)
         deadline = self._now() + timeout
-        while True:
-            result = await self._fill(ctx, since, now)
-            remaining = deadline - self._now()
-            if not result.is_empty() or remaining <= 0:
-                return result.to_json(now.encode())
-            waiter = self._notifier.wait(request.user_id, sorted(result.wait_room_ids), remaining)
-            latest = await self.current_token()
-            if dict(latest.positions) != dict(now.positions):  # something landed while computing
+        waiter: defer.Deferred[bool] | None = None
+        try:
+            while True:
+                result = await self._fill(ctx, since, now)
+                remaining = deadline - self._now()
+                if not result.is_empty() or remaining <= 0:
+                    return result.to_json(now.encode())
+                if waiter is None:
+                    waiter = self._notifier.wait(request.user_id, sorted(result.wait_room_ids), remaining)
+                    latest = await self.current_token()
+                    if dict(latest.positions) != dict(now.positions):
+                        # Something landed while computing, before the waiter existed: look once
+                        # more. The waiter stays registered, so this cannot spin under load.
+                        now = latest
+                        continue
+                await waiter
+                waiter = None
+                now = await self.current_token()
+        finally:
+            if waiter is not None and not waiter.called:
                 waiter.addErrback(_ignore_cancellation)
                 waiter.cancel()
-                now = latest
-                continue
-            await waiter
-            now = await self.current_token()
 
     async def _fill(self, ctx: SyncContext, since: StreamToken | None, now: StreamToken) -> SyncResult:
         ctx = replace(ctx, next_batch=now.encode())

@@ -352,6 +352,21 @@ class LeaveSectionTests(SyncTestCase):
         self.assertEqual(body["rooms"]["leave"][room2]["timeline"]["events"][-1]["content"]["membership"], "leave")
         self.assertNotIn(room2, body["rooms"]["join"])
 
+    def test_rejected_invite_shows_no_hidden_history(self) -> None:
+        """Rejecting an invite moves the room to leave without revealing events the user never could see."""
+        room_id = self.create_room()
+        self.state(room_id, self.alice, "m.room.history_visibility", {"history_visibility": "joined"})
+        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test"})
+        token = self.sync(self.bob)["next_batch"]
+        secret = self.say(room_id, self.alice, "secret")
+        self.post(room_id, "leave", self.bob)
+        body = self.sync(self.bob, since=token)
+        self.assertNotIn(room_id, body["rooms"]["invite"])
+        room = body["rooms"]["leave"][room_id]
+        self.assertNotIn(secret, [e["event_id"] for e in room["timeline"]["events"]])
+        self.assertEqual(room["state"]["events"], [])
+        self.assertNotIn("secret", json.dumps(body))
+
     def test_include_leave_on_initial_sync(self) -> None:
         """Left rooms appear in an initial sync only with include_leave, and not once forgotten."""
         room_id = self.create_room(preset="public_chat")

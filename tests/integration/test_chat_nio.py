@@ -208,6 +208,7 @@ class ChatTests:
 
                 left = await bob.room_leave(room_id)
                 assert isinstance(left, RoomLeaveResponse), left
+                await sync_until(bob, lambda r: room_id in r.rooms.leave)
                 await sync_until(
                     alice,
                     lambda r: any(

@@ -352,7 +352,7 @@ class RoomEventsSource:
     ) -> list[StoredEvent]:
         """History visibility; events after the user's current join are visible without checks."""
         join_streams = {p.room.room_nid: p.join_stream for p in plans.values() if p.join_stream is not None}
-        rest = [s for s in candidates if s.stream_ordering <= join_streams.get(s.room_nid, -1)]
+        rest = [s for s in candidates if s.room_nid not in join_streams or s.stream_ordering <= join_streams[s.room_nid]]
         if not rest:
             return candidates
         allowed = {s.event_id for s in await self._visibility.filter_events_for_client(user_id, rest)}

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 from typing import Any
 
+from twisted.internet.task import deferLater
+
 from tests.homeserver.server_case import FullHomeserverTestCase
 from tests.unittest import make_request
 
@@ -241,3 +243,45 @@ class ProfileAndDeactivationTests(RoomsTestCase):
         self.assertEqual(channel.code, 200, channel.json_body)
         for room_id in (joined, invited):
             self.assertEqual(self.member_content(room_id, "@bob:test")["membership"], "leave")
+
+
+class LinearOrderTests(RoomsTestCase):
+    def test_concurrent_sends_keep_one_linear_order(self) -> None:
+        """Concurrent sends from two users in one room: no event lost, one chain, strictly increasing depth."""
+        room_id = self.create_room(preset="public_chat")
+        self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob)
+        # Make persisting slow (after the event was built on the room's head), so all 30 requests are
+        # inside send() at once and only the room's input queue keeps them from building on one head.
+        persister = self.hs.rooms.persister
+        real_persist = persister.persist
+
+        async def slow_persist(*args: Any) -> Any:
+            await deferLater(self.reactor, 0.01, lambda: None)
+            return await real_persist(*args)
+
+        persister.persist = slow_persist  # type: ignore[method-assign]
+        channels = []
+        for i in range(30):
+            token = self.alice if i % 2 else self.bob
+            channels.append(make_request(
+                self.reactor, self.site, "PUT", f"{V3}/rooms/{room_id}/send/m.room.message/c{i}",
+                {"msgtype": "m.text", "body": f"m{i}"}, token, await_result=False,
+            ))
+        self.pump(1)
+        self.assertEqual([c.code for c in channels], [200] * 30)
+        sent = {c.json_body["event_id"] for c in channels}
+        head = self.get_success(self.hs.rooms.creator.get_head(room_id))
+
+        def chain_txn(txn: Any) -> list[Any]:
+            txn.execute("SELECT event_id, depth, stream_ordering FROM events WHERE room_nid = ? ORDER BY stream_ordering",
+                        (head.room.room_nid,))
+            return txn.fetchall()  # type: ignore[no-any-return]
+
+        rows = self.get_success(self.hs.pool.run_read("chain", chain_txn))
+        self.assertTrue(sent <= {r[0] for r in rows})
+        depths = [r[1] for r in rows]
+        self.assertEqual(depths, sorted(set(depths)))  # strictly increasing: a single chain
+        events = self.get_success(self.hs.rooms.events.get_events([r[0] for r in rows]))
+        for previous, current in zip(rows, rows[1:]):
+            self.assertEqual(list(events[current[0]].event.prev_event_ids), [previous[0]])
+        self.assertEqual(head.extremities, (rows[-1][0],))

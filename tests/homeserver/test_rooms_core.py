@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 from typing import Any
 
 from twisted.internet.task import deferLater
@@ -282,6 +283,6 @@ class LinearOrderTests(RoomsTestCase):
         depths = [r[1] for r in rows]
         self.assertEqual(depths, sorted(set(depths)))  # strictly increasing: a single chain
         events = self.get_success(self.hs.rooms.events.get_events([r[0] for r in rows]))
-        for previous, current in zip(rows, rows[1:]):
+        for previous, current in itertools.pairwise(rows):
             self.assertEqual(list(events[current[0]].event.prev_event_ids), [previous[0]])
         self.assertEqual(head.extremities, (rows[-1][0],))

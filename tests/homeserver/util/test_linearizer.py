@@ -19,7 +19,7 @@ class LinearizerTests:
         lin = Linearizer("t")
         log: list[str] = []
         gates = [defer.Deferred() for _ in range(3)]
-        runs = [defer.ensureDeferred(_hold(lin, "room", g, log, n)) for g, n in zip(gates, "abc")]
+        runs = [defer.ensureDeferred(_hold(lin, "room", g, log, n)) for g, n in zip(gates, "abc", strict=True)]
         assert log == ["a+"]
         gates[1].callback(None)  # b may not run before a leaves
         assert log == ["a+"]

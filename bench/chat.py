@@ -33,7 +33,7 @@ import tempfile
 import time
 import traceback
 import urllib.parse
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from functools import partial
 from pathlib import Path
@@ -45,8 +45,10 @@ from bench.common import (  # after the sys.path insert: needs the repository ro
     CHEAP_ARGON2,
     PostgresDatabases,
     ServerProcess,
+    SpyRecorder,
     free_port,
     generate_config,
+    summarize_collapsed,
 )
 
 API = "/_matrix/client/v3"
@@ -248,7 +250,9 @@ async def login(http: Http, user_id: str) -> User:
     return User(http, user_id, str(answer["access_token"]))
 
 
-async def bounded_gather(factories: list[Callable[[], Awaitable[Any]]], concurrency: int = 10) -> list[Any]:
+async def bounded_gather(
+    factories: Sequence[Callable[[], Awaitable[Any]]], concurrency: int = 10
+) -> list[Any]:
     """Runs the coroutine factories with at most ``concurrency`` in flight; results in order."""
     semaphore = asyncio.Semaphore(concurrency)
 
@@ -497,9 +501,18 @@ SCENARIO_FUNCS: dict[str, Callable[[Population, Sizes, Report], Awaitable[None]]
 
 
 async def measure_server(
-    label: str, base_url: str, scenarios: list[str], sizes: Sizes, process: ServerProcess | None
+    label: str,
+    base_url: str,
+    scenarios: list[str],
+    sizes: Sizes,
+    process: ServerProcess | None,
+    profile_dir: Path | None = None,
 ) -> Report:
-    """Runs the scenarios against one server; a failing scenario is recorded and the next one runs."""
+    """Runs the scenarios against one server; a failing scenario is recorded and the next one runs.
+
+    With ``profile_dir`` (and a local ``process``), each scenario is sampled with py-spy and a
+    summary of the profile is printed.
+    """
     import aiohttp
 
     report = Report(label, base_url)
@@ -511,6 +524,12 @@ async def measure_server(
             print(f"  {label}: {name}...", flush=True)
             cpu_before = process.cpu_seconds() if process is not None else None
             wall = time.monotonic()
+            spy = None
+            if profile_dir is not None and process is not None:
+                spy = SpyRecorder(process.pid, profile_dir / f"{label.split()[0]}-{name}.txt")
+                if not spy.start():
+                    print("    (py-spy is not installed: pip install py-spy)")
+                    spy = None
             try:
                 await asyncio.wait_for(SCENARIO_FUNCS[name](pop, sizes, report), sizes.scenario_timeout)
             except Exception as exc:  # one broken scenario must not hide the others' figures
@@ -520,6 +539,10 @@ async def measure_server(
                 if os.environ.get("BENCH_TRACEBACK"):
                     traceback.print_exc()
                 continue
+            finally:
+                if spy is not None:
+                    spy.stop()
+                    print(summarize_collapsed(spy.output, only=("homeserver/", "sc_proto/", "synapse/")))
             cpu_after = process.cpu_seconds() if process is not None else None
             if cpu_before is not None and cpu_after is not None:
                 report.add(name, "server CPU (incl. setup)", cpu_after - cpu_before, "s")
@@ -566,7 +589,10 @@ def run_one(kind: str, args: argparse.Namespace, sizes: Sizes, scenarios: list[s
                 process, log = synapse.process, synapse.data_dir / "homeserver.log"
                 label = f"synapse {synapse.version} ({args.db})"
             print(f"{label}: {process.base_url}", flush=True)
-            report = asyncio.run(measure_server(label, process.base_url, scenarios, sizes, process))
+            profile_dir = Path(args.profile) if args.profile else None
+            report = asyncio.run(
+                measure_server(label, process.base_url, scenarios, sizes, process, profile_dir)
+            )
             if kind == "ours" and (code := process.stop(30)) != 0:
                 print(f"  ours exited with {code}; log tail:\n{process.tail(20)}")
             if args.keep_logs:
@@ -621,6 +647,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     parser.add_argument("--json", help="also write the figures to this JSON file")
     parser.add_argument("--keep-logs", help="copy each server's log into this directory")
+    parser.add_argument(
+        "--profile", help="sample each local server with py-spy per scenario into this directory"
+    )
     args = parser.parse_args(argv)
     args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
     args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]

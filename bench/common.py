@@ -473,3 +473,87 @@ def iter_lines(text: str, needle: str) -> Iterator[str]:
     """The lines of ``text`` containing ``needle``."""
     return (line for line in text.splitlines() if needle in line)
 
+
+
+# --------------------------------------------------------------------------- profiling
+
+
+class SpyRecorder:
+    """Samples a running process with ``py-spy record`` (raw "collapsed stack" output) while in use.
+
+    py-spy is a bench-only tool (``pip install py-spy``); when it is missing, :meth:`start` returns
+    False and nothing is recorded. Sampling runs with ``--nonblocking``, so the target is never paused,
+    but it still costs CPU: take figures and profiles in separate runs.
+
+    Args:
+        pid: the process to sample.
+        output: the file receiving the collapsed stacks (one ``frame;frame;... count`` line each).
+        rate: samples per second.
+    """
+
+    def __init__(self, pid: int, output: Path, rate: int = 200) -> None:
+        self.pid = pid
+        self.output = output
+        self.rate = rate
+        self._process: subprocess.Popen[bytes] | None = None
+
+    def start(self) -> bool:
+        """Starts sampling; False when py-spy is not installed."""
+        spy = Path(sys.executable).parent / "py-spy"
+        if not spy.exists():
+            return False
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        command = [str(spy), "record", "--nonblocking", "--format", "raw", "--rate", str(self.rate)]
+        command += ["--output", str(self.output), "--pid", str(self.pid)]
+        self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        return True
+
+    def stop(self, timeout: float = 30.0) -> None:
+        """Stops sampling (SIGINT makes py-spy write its output) and waits for the file."""
+        if self._process is None:
+            return
+        if self._process.poll() is None:
+            self._process.send_signal(signal.SIGINT)
+            try:
+                self._process.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self._process.kill()
+                self._process.wait(10)
+        self._process = None
+
+
+def summarize_collapsed(path: Path, top: int = 15, only: tuple[str, ...] = ()) -> str:
+    """A text summary of a py-spy raw profile: the functions with the most samples on top of the
+    stack (self) and anywhere in it (inclusive), as a share of all samples.
+
+    Args:
+        path: the collapsed-stack file written by :class:`SpyRecorder`.
+        top: rows per table.
+        only: when given, the inclusive table lists only frames whose text contains one of these
+            (e.g. ``("homeserver/", "sc_proto/")``).
+    """
+    own: collections.Counter[str] = collections.Counter()
+    inclusive: collections.Counter[str] = collections.Counter()
+    total = 0
+    try:
+        lines = path.read_text(errors="replace").splitlines()
+    except OSError:
+        return f"(no profile at {path})"
+    for line in lines:
+        stack, _, count_text = line.rpartition(" ")
+        if not stack or not count_text.isdigit():
+            continue
+        count = int(count_text)
+        frames = stack.split(";")
+        total += count
+        own[frames[-1]] += count
+        for frame in set(frames):
+            if not only or any(needle in frame for needle in only):
+                inclusive[frame] += count
+    if total == 0:
+        return f"(empty profile at {path})"
+    rows = [f"{total} samples; self (top of stack):"]
+    rows += [f"  {100.0 * n / total:5.1f}%  {frame[:150]}" for frame, n in own.most_common(top)]
+    rows.append("inclusive" + (f" ({', '.join(only)} frames)" if only else "") + ":")
+    rows += [f"  {100.0 * n / total:5.1f}%  {frame[:150]}" for frame, n in inclusive.most_common(top)]
+    return "\n".join(rows)

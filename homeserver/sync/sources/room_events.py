@@ -404,7 +404,7 @@ class RoomEventsSource:
         plans = [p for p in plans if p.full_state or p.timeline or p.state_ids or p.section == "leave"]
         if not plans:
             if ctx.next_batch is not None and ctx.filter.state.lazy_load_members:
-                self._record_lazy(ctx, {})
+                self._record_lazy(ctx, self.lazy_members.sent(ctx.user_id, ctx.device_id, ctx.since_token))
             return
         summaries = await self._rooms.get_room_summaries(
             [p.room.room_nid for p in plans if p.section == "join"], ctx.user_id

@@ -222,7 +222,7 @@ class SCSite(Site):
         self._connections: set[Any] = set()
         self._all_closed: list[defer.Deferred[None]] = []
 
-    def buildProtocol(self, addr: Any) -> Any:  # noqa: N802 - Twisted API
+    def buildProtocol(self, addr: Any) -> Any:
         """Builds the connection's protocol and tracks it until it closes (for graceful shutdown)."""
         protocol = _untyped(super()).buildProtocol(addr)
         if protocol is None:

@@ -6,7 +6,9 @@ dependency order, and handed what they need through their constructors.
 
 from __future__ import annotations
 
+import importlib
 import logging
+import pkgutil
 import sys
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -395,7 +397,24 @@ async def build_homeserver(
         async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[misc]  # same shape
             return fn(*args)
 
-    return Homeserver(config, reactor, clock, pool, run_in_thread, room_services)
+    hs = Homeserver(config, reactor, clock, pool, run_in_thread, room_services)
+    await wire_feature_modules(hs)
+    return hs
+
+
+async def wire_feature_modules(hs: Homeserver) -> None:
+    """Lets each feature module ``homeserver/app/feature_*.py`` wire itself into ``hs``.
+
+    A feature module defines ``async def wire(hs: Homeserver) -> None`` that builds its stores and
+    services from ``hs`` and registers its servlets, sync sources and notifier streams. Modules are
+    wired in name order. (Part of the composition root: only ``homeserver/app`` sees every package.)
+    """
+    import homeserver.app as app_package
+
+    names = sorted(m.name for m in pkgutil.iter_modules(app_package.__path__) if m.name.startswith("feature_"))
+    for name in names:
+        module = importlib.import_module(f"homeserver.app.{name}")
+        await module.wire(hs)
 
 
 def run(config: HomeserverConfig) -> int:

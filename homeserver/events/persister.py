@@ -104,6 +104,11 @@ class EventPersister:
         self._now = time_msec
         self._pending_wakeups: list[tuple[int, frozenset[str], frozenset[str]]] = []
         self.on_persisted: list[Callable[[PersistedEvent], None]] = []
+        """Called on the reactor after each commit (caches, notifications). Must not raise."""
+        self.in_txn_hooks: list[Callable[[Txn, Event, int, int], None]] = []
+        """Called inside the persist transaction as ``hook(txn, event, stream_ordering, room_nid)``, for
+        indexes that must commit atomically with the event (relations, search). A hook that raises
+        aborts the whole transaction."""
 
     async def persist(self, room: RoomRecord, event: Event, ctx: PersistContext) -> PersistedEvent:
         """Persists ``event`` in one transaction; returns it with its stream ordering.
@@ -197,6 +202,8 @@ class EventPersister:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (t.user_id, t.device_id, t.room_id, t.txn_id, event.event_id, received),
             )
+        for hook in self.in_txn_hooks:
+            hook(txn, event, stream, room.room_nid)
         if ctx.applies_redaction is not None:
             txn.execute("INSERT INTO redactions (redacts, event_id) VALUES (?, ?)", (ctx.applies_redaction, event.event_id))
             txn.execute(

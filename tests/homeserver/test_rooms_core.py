@@ -286,3 +286,23 @@ class LinearOrderTests(RoomsTestCase):
         for previous, current in itertools.pairwise(rows):
             self.assertEqual(list(events[current[0]].event.prev_event_ids), [previous[0]])
         self.assertEqual(head.extremities, (rows[-1][0],))
+
+
+class PersisterHookTests(RoomsTestCase):
+    def test_in_txn_hook_runs_inside_the_transaction(self) -> None:
+        """A failing in-transaction hook aborts the event: nothing is stored, the client gets 500."""
+        room_id = self.create_room()
+        seen: list[str] = []
+        self.hs.rooms.persister.in_txn_hooks.append(lambda txn, event, stream, room_nid: seen.append(event.type))
+        self.assertEqual(self.send(room_id, {"body": "a"}, self.alice, txn="h1").code, 200)
+        self.assertEqual(seen, ["m.room.message"])
+
+        def broken(txn: Any, event: Any, stream: int, room_nid: int) -> None:
+            raise RuntimeError("index failure")
+
+        self.hs.rooms.persister.in_txn_hooks.append(broken)
+        before = self.room_events(room_id)
+        self.assertEqual(self.send(room_id, {"body": "b"}, self.alice, txn="h2").code, 500)
+        self.assertEqual(self.room_events(room_id), before)
+        self.hs.rooms.persister.in_txn_hooks.remove(broken)
+        self.assertEqual(self.send(room_id, {"body": "c"}, self.alice, txn="h3").code, 200)

@@ -41,6 +41,10 @@ def _reset(pool: DatabasePool) -> None:
     def drop_txn(txn: Txn) -> None:
         for table in txn.engine.list_tables(txn):
             txn.execute(f"DROP TABLE {table}")
+        if txn.engine.name == "postgres":  # sequences (id allocation) are schema objects too
+            txn.execute("SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = 'public'")
+            for (sequence,) in txn.fetchall():
+                txn.execute(f'DROP SEQUENCE "{sequence}"')
 
     get_success(pool.run_txn("drop_all", drop_txn))
 

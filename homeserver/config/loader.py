@@ -31,10 +31,12 @@ from homeserver.config.database import DatabaseConfig
 from homeserver.config.errors import ConfigError
 from homeserver.config.logging import LoggingConfig
 from homeserver.config.media import MediaConfig
+from homeserver.config.presence import PresenceConfig
 from homeserver.config.ratelimits import RatelimitsConfig
 from homeserver.config.redis import RedisConfig
 from homeserver.config.registration import RegistrationConfig
 from homeserver.config.server import ServerConfig
+from homeserver.config.websocket import WebSocketConfig
 
 
 def _parse_experimental(value: object, path: str, _ctx: ParseContext) -> Mapping[str, Any]:
@@ -83,6 +85,13 @@ class HomeserverConfig:
     )
     calls: CallsConfig = attrs.field(
         factory=CallsConfig, metadata=section_meta(CallsConfig, "VoIP: TURN servers for calls.")
+    )
+    presence: PresenceConfig = attrs.field(
+        factory=PresenceConfig, metadata=section_meta(PresenceConfig, "Presence: online/unavailable/offline and timeouts.")
+    )
+    websocket: WebSocketConfig = attrs.field(
+        factory=WebSocketConfig,
+        metadata=section_meta(WebSocketConfig, "WebSocket sync push (SecureConnect extension, docs/websocket.md)."),
     )
     experimental: Mapping[str, Any] = attrs.field(
         factory=lambda: MappingProxyType({}),

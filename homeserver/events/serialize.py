@@ -5,20 +5,28 @@ One function turns stored events into client JSON everywhere events are served (
 per-device fields are applied the same way on every path. Work that does not depend on the viewer
 (redaction, ``prev_content``) is done once per event and cached; per-viewer fields (``age``,
 ``transaction_id``) are added at the end (PERFORMANCE.md, "recomputing per recipient").
+
+Bundled aggregations (``unsigned.m.relations``, spec "Aggregations of child events") come from an
+optional :class:`AggregationBundler` (set by the relations feature): one call per page of events.
+Events it embeds (the latest edit, a thread's latest reply) are serialised by this same class one
+bundling level down, so nesting is bounded (:data:`MAX_BUNDLE_DEPTH`).
 """
 
 from __future__ import annotations
 
 from collections import OrderedDict
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.state_groups import StateGroupStore
 from sc_proto.events.redaction import redact
 
 JsonDict = dict[str, Any]
+
+MAX_BUNDLE_DEPTH = 2
+"""Levels of bundled aggregations: an event's bundle, and the bundles of the events embedded in it."""
 
 
 @dataclass(frozen=True)
@@ -27,6 +35,20 @@ class Viewer:
 
     user_id: str
     device_id: str | None
+
+
+NestedSerializer = Callable[[Sequence[StoredEvent]], Awaitable[list[JsonDict]]]
+"""Serialises events embedded in a bundle, for the same viewer and form, one bundling level down."""
+
+
+class AggregationBundler(Protocol):
+    """Computes ``unsigned.m.relations`` for a page of events."""
+
+    async def bundle(
+        self, events: Sequence[StoredEvent], viewer: Viewer | None, serialize_nested: NestedSerializer
+    ) -> dict[str, JsonDict]:
+        """``m.relations`` per event ID, for the events of ``events`` that have any."""
+        ...
 
 
 class EventSerializer:
@@ -47,9 +69,16 @@ class EventSerializer:
         self._now = time_msec
         self._cache: OrderedDict[tuple[str, str | None], JsonDict] = OrderedDict()
         self._cache_size = cache_size
+        self.bundler: AggregationBundler | None = None
+        """Adds bundled aggregations when set (the relations feature sets it at start)."""
 
     async def serialize(
-        self, stored_events: Iterable[StoredEvent], viewer: Viewer | None, *, include_room_id: bool = True
+        self,
+        stored_events: Iterable[StoredEvent],
+        viewer: Viewer | None,
+        *,
+        include_room_id: bool = True,
+        bundle_aggregations: bool = True,
     ) -> list[JsonDict]:
         """Client JSON for each event, in order.
 
@@ -57,9 +86,22 @@ class EventSerializer:
             stored_events: the events (already filtered for visibility by the caller).
             viewer: who receives them (``transaction_id`` goes only to the sending device).
             include_room_id: False for ``/sync`` timelines and state, where the room is implied.
+            bundle_aggregations: add ``unsigned.m.relations`` (when a bundler is set).
         """
-        events = list(stored_events)
+        depth = MAX_BUNDLE_DEPTH if bundle_aggregations else 0
+        return await self._serialize(list(stored_events), viewer, include_room_id, depth)
+
+    async def _serialize(
+        self, events: list[StoredEvent], viewer: Viewer | None, include_room_id: bool, bundle_depth: int
+    ) -> list[JsonDict]:
         bases = await self._bases(events)
+        bundles: Mapping[str, JsonDict] = {}
+        if self.bundler is not None and bundle_depth > 0 and events:
+
+            async def nested(embedded: Sequence[StoredEvent]) -> list[JsonDict]:
+                return await self._serialize(list(embedded), viewer, include_room_id, bundle_depth - 1)
+
+            bundles = await self.bundler.bundle(events, viewer, nested)
         now = self._now()
         out: list[JsonDict] = []
         for stored, base in zip(events, bases, strict=True):
@@ -73,6 +115,9 @@ class EventSerializer:
                 and stored.device_id == viewer.device_id
             ):
                 unsigned["transaction_id"] = stored.txn_id
+            relations = bundles.get(stored.event_id)
+            if relations:
+                unsigned["m.relations"] = relations
             body["unsigned"] = unsigned
             if not include_room_id:
                 body.pop("room_id", None)

@@ -208,6 +208,7 @@ class JsonResource(Resource):
         self._by_template: dict[str, _PathTemplate] = {}
         self._inflight: set[_InflightState] = set()
         self._inflight_waiters: list[Deferred[None]] = []
+        self._mounted: dict[bytes, Resource] = {}
 
     # ------------------------------------------------------------------ registration
 
@@ -253,6 +254,23 @@ class JsonResource(Resource):
             if method in entry.routes:
                 raise ValueError(f"{method} {template} is already registered")
             entry.routes[method] = route
+
+    def mount(self, path: str, resource: Resource) -> None:
+        """Hands requests for exactly ``path`` (any method) to another Twisted resource.
+
+        For endpoints that are not JSON request/response, such as the WebSocket sync push
+        (``/_sc/client/v1/sync/ws``): the resource's ``render`` is called with the request as is,
+        outside the in-flight accounting and error rendering of this class.
+
+        Raises:
+            ValueError: the path does not start with ``/`` or is already mounted or routed.
+        """
+        if not path.startswith("/"):
+            raise ValueError(f"mount path must start with '/': {path!r}")
+        key = path.encode("latin-1")
+        if key in self._mounted or path in self._by_template:
+            raise ValueError(f"{path} is already served")
+        self._mounted[key] = resource
 
     # ------------------------------------------------------------------ lookup
 
@@ -319,8 +337,12 @@ class JsonResource(Resource):
 
     # ------------------------------------------------------------------ rendering
 
-    def render(self, request: Request) -> int:
+    def render(self, request: Request) -> int | bytes:
         """Starts handling ``request``; the response is written when the handler finishes."""
+        mounted = self._mounted.get(request.path or b"") if self._mounted else None
+        if mounted is not None:
+            rendered: int | bytes = _untyped(mounted).render(request)
+            return rendered
         state = _InflightState()
         self._inflight.add(state)
 

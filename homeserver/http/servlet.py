@@ -13,7 +13,7 @@ Every helper raises :class:`sc_proto.errors.MatrixError` with status 400 on bad 
 
 from __future__ import annotations
 
-from collections.abc import Collection, Mapping
+from collections.abc import Callable, Collection, Mapping
 from typing import Any, Literal, overload
 
 from twisted.web.server import Request
@@ -323,17 +323,51 @@ def _is_int(value: object) -> bool:
     return isinstance(value, int) and not isinstance(value, bool)
 
 
+def _is_str(value: object) -> bool:
+    return isinstance(value, str)
+
+
+def _is_bool(value: object) -> bool:
+    return isinstance(value, bool)
+
+
+def _is_object(value: object) -> bool:
+    return isinstance(value, dict)
+
+
+def _is_str_list(value: object) -> bool:
+    return isinstance(value, list) and all(isinstance(item, str) for item in value)
+
+
+def _required_field(body: Mapping[str, Any], key: str, check: Callable[[object], bool], expected: str) -> Any:
+    """``body[key]``, which must be present and pass ``check`` (400 otherwise)."""
+    if key not in body:
+        raise _field_missing(key)
+    value = body[key]
+    if not check(value):
+        raise _field_invalid(key, expected)
+    return value
+
+
+def _optional_field(
+    body: Mapping[str, Any], key: str, check: Callable[[object], bool], expected: str, default: Any
+) -> Any:
+    """``body[key]`` if present and not null (it must then pass ``check``), else ``default``."""
+    value = body.get(key)
+    if value is None:
+        return default
+    if not check(value):
+        raise _field_invalid(key, expected)
+    return value
+
+
 def require_str(body: Mapping[str, Any], key: str) -> str:
     """Returns ``body[key]``, which must be a string.
 
     Raises:
         MatrixError: 400 ``M_MISSING_PARAM`` if absent, ``M_INVALID_PARAM`` if not a string.
     """
-    if key not in body:
-        raise _field_missing(key)
-    value = body[key]
-    if not isinstance(value, str):
-        raise _field_invalid(key, "a string")
+    value: str = _required_field(body, key, _is_str, "a string")
     return value
 
 
@@ -343,11 +377,7 @@ def optional_str(body: Mapping[str, Any], key: str, default: str | None = None) 
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` if present but not a string.
     """
-    value = body.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, str):
-        raise _field_invalid(key, "a string")
+    value: str | None = _optional_field(body, key, _is_str, "a string", default)
     return value
 
 
@@ -402,11 +432,7 @@ def require_bool(body: Mapping[str, Any], key: str) -> bool:
     Raises:
         MatrixError: 400 ``M_MISSING_PARAM`` if absent, ``M_INVALID_PARAM`` if not a boolean.
     """
-    if key not in body:
-        raise _field_missing(key)
-    value = body[key]
-    if not isinstance(value, bool):
-        raise _field_invalid(key, "a boolean")
+    value: bool = _required_field(body, key, _is_bool, "a boolean")
     return value
 
 
@@ -416,11 +442,7 @@ def optional_bool(body: Mapping[str, Any], key: str, default: bool | None = None
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` if present but not a boolean.
     """
-    value = body.get(key)
-    if value is None:
-        return default
-    if not isinstance(value, bool):
-        raise _field_invalid(key, "a boolean")
+    value: bool | None = _optional_field(body, key, _is_bool, "a boolean", default)
     return value
 
 
@@ -430,11 +452,7 @@ def require_object(body: Mapping[str, Any], key: str) -> JsonDict:
     Raises:
         MatrixError: 400 ``M_MISSING_PARAM`` if absent, ``M_INVALID_PARAM`` if not an object.
     """
-    if key not in body:
-        raise _field_missing(key)
-    value = body[key]
-    if not isinstance(value, dict):
-        raise _field_invalid(key, "an object")
+    value: JsonDict = _required_field(body, key, _is_object, "an object")
     return value
 
 
@@ -444,11 +462,7 @@ def optional_object(body: Mapping[str, Any], key: str) -> JsonDict | None:
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` if present but not an object.
     """
-    value = body.get(key)
-    if value is None:
-        return None
-    if not isinstance(value, dict):
-        raise _field_invalid(key, "an object")
+    value: JsonDict | None = _optional_field(body, key, _is_object, "an object", None)
     return value
 
 
@@ -458,11 +472,7 @@ def require_str_list(body: Mapping[str, Any], key: str) -> list[str]:
     Raises:
         MatrixError: 400 ``M_MISSING_PARAM`` if absent, ``M_INVALID_PARAM`` otherwise.
     """
-    if key not in body:
-        raise _field_missing(key)
-    value = body[key]
-    if not isinstance(value, list) or not all(isinstance(item, str) for item in value):
-        raise _field_invalid(key, "a list of strings")
+    value: list[str] = _required_field(body, key, _is_str_list, "a list of strings")
     return value
 
 
@@ -472,6 +482,5 @@ def optional_str_list(body: Mapping[str, Any], key: str) -> list[str] | None:
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` if present but not a list of strings.
     """
-    if body.get(key) is None:
-        return None
-    return require_str_list(body, key)
+    value: list[str] | None = _optional_field(body, key, _is_str_list, "a list of strings", None)
+    return value

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import logging
 from collections import OrderedDict
-from collections.abc import Callable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -93,6 +93,9 @@ class EventCreator:
         self._heads: OrderedDict[str, RoomHead] = OrderedDict()
         self._head_cache_size = head_cache_size
         self.queue = Linearizer("room_input")
+        self.event_checks: list[Callable[[RoomHead, Event], Awaitable[None]]] = []
+        """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
+        duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
 
     # ------------------------------------------------------------------ room heads
 
@@ -212,6 +215,8 @@ class EventCreator:
             raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
         if check is not None:
             await _maybe_await(check(head, state_events))
+        for event_check in self.event_checks:
+            await event_check(head, event)
         applies = None
         if event.type == "m.room.redaction" and event.redacts is not None:
             applies = await self._redaction_target(head, event, state_events)

@@ -70,6 +70,13 @@ class SyncRequest:
         return (self.user_id, self.device_id, self.since, self.filter_key, self.full_state, self.timeout_ms)
 
 
+SyncObserver = Callable[[str, str | None, str | None], Callable[[], None]]
+"""``observer(user_id, device_id, set_presence)`` is told that a client started a ``/sync`` request (or
+another sync session); it returns a callable that the caller invokes exactly once when that request
+ends, however it ends. Presence uses it (``set_presence`` None means the default, ``online``).
+Observers run on the reactor and must not raise."""
+
+
 class _Shared:
     """An in-flight computation and the callers waiting for it."""
 
@@ -102,6 +109,9 @@ class SyncEngine:
         self._in_flight: dict[tuple[Any, ...], _Shared] = {}
         self.computations = 0
         """How many computations started (tests check that identical requests share one)."""
+        self.sync_observers: list[SyncObserver] = []
+        """Told when a sync request starts and ends (see :data:`SyncObserver`); callers of :meth:`sync`
+        that serve clients (the ``/sync`` servlet) notify them."""
 
     # ------------------------------------------------------------------ tokens
 

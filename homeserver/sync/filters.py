@@ -104,6 +104,8 @@ class RoomEventFilter(EventFilter):
     lazy_load_members: bool = False
     include_redundant_members: bool = False
     contains_url: bool | None = None
+    unread_thread_notifications: bool = False
+    """Per-thread notification counts in ``/sync`` (spec "Receiving notifications")."""
 
     def room_allowed(self, room_id: str) -> bool:
         """Whether events of ``room_id`` pass the ``rooms``/``not_rooms`` lists."""
@@ -200,6 +202,7 @@ def parse_room_event_filter(obj: Mapping[str, Any], path: str = "") -> RoomEvent
         lazy_load_members=bool(_bool(obj, "lazy_load_members", path, False)),
         include_redundant_members=bool(_bool(obj, "include_redundant_members", path, False)),
         contains_url=_bool(obj, "contains_url", path, None),
+        unread_thread_notifications=bool(_bool(obj, "unread_thread_notifications", path, False)),
     )
 
 

@@ -55,8 +55,9 @@ class LongPollTests(SyncTestCase):
 
     def test_timeout_is_capped(self) -> None:
         """A huge timeout is clamped to five minutes."""
-        since = self.sync(self.alice)["next_batch"]
-        channel = self.start_poll(self.alice, since, timeout=10**12)
+        # set_presence=offline: alice's own presence changes (idle after a minute) would wake the poll.
+        since = self.sync(self.alice, set_presence="offline")["next_batch"]
+        channel = self.start_poll(self.alice, since, timeout=10**12, set_presence="offline")
         self.pump(299)
         self.assertFalse(channel.is_finished())
         self.pump(2)

@@ -40,7 +40,7 @@ def _reset(pool: DatabasePool) -> None:
 
     def drop_txn(txn: Txn) -> None:
         for table in txn.engine.list_tables(txn):
-            txn.execute(f"DROP TABLE {table}")
+            txn.execute(f"DROP TABLE IF EXISTS {table}")  # FTS5 shadow tables go with their table
         if txn.engine.name == "postgres":  # sequences (id allocation) are schema objects too
             txn.execute("SELECT sequence_name FROM information_schema.sequences WHERE sequence_schema = 'public'")
             for (sequence,) in txn.fetchall():

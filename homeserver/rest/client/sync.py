@@ -1,7 +1,7 @@
 """``GET /_matrix/client/v3/sync`` (and ``r0``): classic sync with long polling (spec "Syncing").
 
 Query parameters: ``since`` (a ``next_batch`` token), ``timeout`` (ms, 0 = answer at once, clamped
-to five minutes), ``full_state``, ``set_presence`` (validated; presence comes in a later issue),
+to five minutes), ``full_state``, ``set_presence`` (passed to the engine's sync observers: presence),
 ``filter`` (inline JSON when it starts with ``{``, otherwise the ID of a filter the user uploaded).
 The route is cancellable: a client that disconnects stops its long poll.
 """
@@ -49,23 +49,29 @@ class SyncServlets:
         since = parse_string(request, "since")
         timeout = parse_integer(request, "timeout", default=0, minimum=0)
         full_state = parse_boolean(request, "full_state", default=False)
-        parse_string(request, "set_presence", allowed_values=PRESENCE_STATES)
+        set_presence = parse_string(request, "set_presence", allowed_values=PRESENCE_STATES)
         raw_filter = parse_string(request, "filter")
         sync_filter = await self._load_filter(requester.user_id, raw_filter)
         if since is not None:
             # Malformed tokens fail before any waiting; the engine decodes again against "now".
             await self._engine.decode_since(since, await self._engine.current_token())
-        body = await self._engine.sync(
-            SyncRequest(
-                user_id=requester.user_id,
-                device_id=requester.device_id,
-                since=since,
-                filter=sync_filter,
-                filter_key=raw_filter or "",
-                full_state=full_state,
-                timeout_ms=timeout,
+        # Observers (presence) hear that this user is syncing, and when the request ends.
+        finished = [observe(requester.user_id, requester.device_id, set_presence) for observe in self._engine.sync_observers]
+        try:
+            body = await self._engine.sync(
+                SyncRequest(
+                    user_id=requester.user_id,
+                    device_id=requester.device_id,
+                    since=since,
+                    filter=sync_filter,
+                    filter_key=raw_filter or "",
+                    full_state=full_state,
+                    timeout_ms=timeout,
+                )
             )
-        )
+        finally:
+            for done in finished:
+                done()
         return 200, body
 
     async def _load_filter(self, user_id: str, raw: str | None) -> SyncFilter:

@@ -7,7 +7,7 @@ digests (docs/adr/0002-hashed-access-tokens.md).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -70,7 +70,13 @@ def _row_to_device(row: tuple[Any, ...]) -> DeviceRecord:
     )
 
 
-def _delete_devices_txn(txn: Txn, user_id: str, device_ids: Sequence[str]) -> None:
+DeleteHook = Callable[[Txn, str, Sequence[str]], None]
+"""``hook(txn, user_id, device_ids)`` runs inside a device-deleting transaction, before the rows go."""
+
+
+def _delete_devices_txn(txn: Txn, user_id: str, device_ids: Sequence[str], hooks: Sequence[DeleteHook] = ()) -> None:
+    for hook in hooks:
+        hook(txn, user_id, device_ids)
     for device_id in device_ids:
         txn.execute("DELETE FROM access_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
         txn.execute("DELETE FROM refresh_tokens WHERE user_id = ? AND device_id = ?", (user_id, device_id))
@@ -82,6 +88,9 @@ class DeviceStore:
 
     def __init__(self, pool: DatabasePool) -> None:
         self._pool = pool
+        self.on_delete_txn: list[DeleteHook] = []
+        """Run inside every transaction that deletes devices (keys, to-device inboxes and device lists
+        are cleaned up atomically with the device)."""
 
     async def create_session(self, session: NewSession, now_ms: int, max_sessions: int) -> list[str]:
         """Creates or takes over a device and issues its tokens, in one transaction.
@@ -144,7 +153,7 @@ class DeviceStore:
             )
             others = [str(r[0]) for r in txn.fetchall()]
             evicted = others[max_sessions - 1 :]
-            _delete_devices_txn(txn, s.user_id, evicted)
+            _delete_devices_txn(txn, s.user_id, evicted, self.on_delete_txn)
             return evicted
 
         return await self._pool.run_txn("create_session", create_session_txn)
@@ -224,7 +233,7 @@ class DeviceStore:
 
     async def delete_devices(self, user_id: str, device_ids: Sequence[str]) -> None:
         """Deletes the user's devices and every token of them (unknown IDs are ignored)."""
-        await self._pool.run_txn("delete_devices", _delete_devices_txn, user_id, list(device_ids))
+        await self._pool.run_txn("delete_devices", _delete_devices_txn, user_id, list(device_ids), self.on_delete_txn)
 
     async def delete_all_devices(self, user_id: str, except_device_id: str | None = None) -> list[str]:
         """Deletes all of a user's devices (but one), returning the deleted IDs."""
@@ -232,7 +241,7 @@ class DeviceStore:
         def delete_all_txn(txn: Txn) -> list[str]:
             txn.execute("SELECT device_id FROM devices WHERE user_id = ?", (user_id,))
             ids = [str(r[0]) for r in txn.fetchall() if str(r[0]) != except_device_id]
-            _delete_devices_txn(txn, user_id, ids)
+            _delete_devices_txn(txn, user_id, ids, self.on_delete_txn)
             return ids
 
         return await self._pool.run_txn("delete_all_devices", delete_all_txn)

@@ -15,6 +15,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
+from homeserver.streams.tokens import StreamToken
 from homeserver.sync.filters import SyncFilter
 
 JsonDict = dict[str, Any]
@@ -68,6 +69,11 @@ class SyncResult:
     device_lists_changed: list[str] = field(default_factory=list)
     device_lists_left: list[str] = field(default_factory=list)
     device_one_time_keys_count: dict[str, int] = field(default_factory=dict)
+    device_unused_fallback_key_types: list[str] | None = None
+    """Set by the device-keys source; like the key counts, it alone does not end a long poll."""
+    position_caps: dict[str, int] = field(default_factory=dict)
+    """Token name -> position: a source that sent only part of its range (``(from, cap]``, e.g. a
+    capped to-device page) lowers its position in ``next_batch`` so the next sync resumes there."""
     extensions: JsonDict = field(default_factory=dict)
     joined_room_ids: set[str] = field(default_factory=set)
     wait_room_ids: set[str] = field(default_factory=set)
@@ -88,7 +94,12 @@ class SyncResult:
         )
 
     def to_json(self, next_batch: str) -> JsonDict:
-        """The response body."""
+        """The response body (``next_batch`` lowered by :attr:`position_caps`)."""
+        if self.position_caps:
+            token = StreamToken.decode(next_batch, StreamToken())
+            for name, cap in self.position_caps.items():
+                token = token.with_position(name, min(cap, token.get(name, cap)))
+            next_batch = token.encode()
         body: JsonDict = {
             "next_batch": next_batch,
             "rooms": {"join": self.join, "invite": self.invite, "leave": self.leave, "knock": self.knock},
@@ -98,6 +109,8 @@ class SyncResult:
             "device_lists": {"changed": self.device_lists_changed, "left": self.device_lists_left},
             "device_one_time_keys_count": self.device_one_time_keys_count,
         }
+        if self.device_unused_fallback_key_types is not None:
+            body["device_unused_fallback_key_types"] = self.device_unused_fallback_key_types
         body.update(self.extensions)
         return body
 

@@ -1,0 +1,143 @@
+"""Wires the WebSocket sync push (``/_sc/client/v1/sync/ws``, docs/websocket.md) into a homeserver.
+
+Builds the :class:`~homeserver.sync.websocket.SyncPushEndpoint` over the shared sync engine, mounts
+it on the client JSON resource (so every client listener serves it), and closes its connections
+before the reactor stops. The endpoint is available as ``hs.websocket`` (None when disabled).
+"""
+
+from __future__ import annotations
+
+import json
+from typing import TYPE_CHECKING, Any, cast
+
+from twisted.web.http_headers import Headers
+from twisted.web.server import Request
+
+from homeserver.http.auth import Authenticator
+from homeserver.rest.client.filters import MAX_FILTER_BYTES, validate_filter
+from homeserver.storage.stores.filters import FilterStore
+from homeserver.sync.filters import SyncFilter, parse_sync_filter
+from homeserver.sync.websocket import (
+    WS_PATH,
+    Authenticate,
+    Authenticated,
+    ConnectionLimits,
+    EndpointOptions,
+    FrameSink,
+    LoadFilter,
+    PushSession,
+    PushSettings,
+    SyncPushEndpoint,
+)
+from sc_proto.errors import Codes, MatrixError
+
+if TYPE_CHECKING:
+    from homeserver.app.composition import Homeserver
+
+TOKEN_RECHECK_S = 60.0
+"""How often an open connection's access token is validated again (a logout closes it within this)."""
+
+MAX_TOKEN_LENGTH = 1024
+_MAX_FILTER_ID_DIGITS = 15
+
+
+class _TokenCarrier:
+    """Just enough of a request for :meth:`Authenticator.get_requester`: a bearer token and an IP.
+
+    The token arrives in a WebSocket frame, not in a header; presenting it this way reuses every
+    rule of the HTTP authenticator (expiry, locks, deactivation, device activity tracking).
+    """
+
+    def __init__(self, token: str, ip: str) -> None:
+        self.requestHeaders = Headers({b"Authorization": [b"Bearer " + token.encode("utf-8")]})
+        self.args: dict[bytes, list[bytes]] = {}
+        self._address = _Address(ip)
+
+    def getClientAddress(self) -> Any:
+        return self._address
+
+    def getHeader(self, name: bytes) -> bytes | None:
+        values = self.requestHeaders.getRawHeaders(name)
+        return values[-1] if values else None
+
+
+class _Address:
+    def __init__(self, host: str) -> None:
+        self.host = host
+
+
+def token_authenticator(authenticator: Authenticator) -> Authenticate:
+    """Validates a token from an ``auth`` frame with the HTTP authenticator's rules (guests allowed)."""
+
+    async def authenticate(token: str, ip: str) -> Authenticated:
+        if len(token) > MAX_TOKEN_LENGTH or any(c.isspace() for c in token):
+            raise MatrixError(401, Codes.UNKNOWN_TOKEN, "Unrecognised access token")
+        carrier = cast(Request, _TokenCarrier(token, ip))
+        requester = await authenticator.get_requester(carrier, allow_guest=True)
+        return Authenticated(requester.user_id, requester.device_id)
+
+    return authenticate
+
+
+def filter_loader(filters: FilterStore) -> LoadFilter:
+    """Resolves the ``filter`` of an ``auth`` frame like ``/sync``'s ``filter`` parameter.
+
+    An object (or a string holding one) is an inline filter; a string of digits is the ID of a filter
+    the user uploaded.
+    """
+
+    async def load(user_id: str, raw: object) -> tuple[SyncFilter, str]:
+        if raw is None or raw == "":
+            return SyncFilter(), ""
+        if isinstance(raw, str) and raw.startswith("{"):
+            if len(raw.encode("utf-8")) > MAX_FILTER_BYTES:
+                raise MatrixError(413, Codes.TOO_LARGE, "Filter is too large")
+            try:
+                raw = json.loads(raw)
+            except (ValueError, RecursionError):
+                raise MatrixError(400, Codes.NOT_JSON, "The filter is not valid JSON") from None
+        if isinstance(raw, dict):
+            validate_filter(raw)
+            return parse_sync_filter(raw), json.dumps(raw, sort_keys=True, separators=(",", ":"))
+        if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_FILTER_ID_DIGITS:
+            raise MatrixError(400, Codes.INVALID_PARAM, "'filter' must be a filter ID or a JSON object")
+        stored = await filters.get_filter(user_id, int(raw))
+        if stored is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "No such filter")
+        return parse_sync_filter(stored), raw
+
+    return load
+
+
+async def wire(hs: Homeserver) -> None:
+    """Mounts the endpoint on ``hs.resource`` and sets ``hs.websocket`` (None when disabled)."""
+    config = hs.config.websocket
+    hs.websocket = None  # type: ignore[attr-defined]  # a feature attribute (see composition.py)
+    if not config.enabled:
+        return
+    limits = ConnectionLimits(config.max_connections_per_user, config.max_connections_per_ip)
+    settings = PushSettings(
+        auth_timeout_s=config.auth_timeout_s,
+        idle_timeout_s=config.idle_timeout_s,
+        token_recheck_s=TOKEN_RECHECK_S,
+    )
+    authenticate = token_authenticator(hs.authenticator)
+    load_filter = filter_loader(hs.stores.filters)
+    engine = hs.sync.engine
+
+    def make_session(sink: FrameSink, ip: str) -> PushSession:
+        return PushSession(sink, engine, authenticate, load_filter, limits, hs.clock, settings, ip)
+
+    def admit(_request: Request, ip: str) -> None:
+        # A connection attempt costs like any request (audit SEC-5/SEC-10).
+        hs.ratelimiter.check("default_request.ip", ip)
+
+    options = EndpointOptions(
+        ping_interval_s=config.ping_interval_s,
+        ping_timeout_s=config.ping_timeout_s,
+        max_frame_size=config.max_frame_size,
+    )
+    endpoint = SyncPushEndpoint(make_session, limits, options, admit, hs.reactor)
+    hs.resource.mount(WS_PATH, cast(Any, endpoint))
+    hs.websocket = endpoint  # type: ignore[attr-defined]
+    hs.reactor.addSystemEventTrigger("before", "shutdown", endpoint.close_all)

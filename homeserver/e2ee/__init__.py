@@ -1,0 +1,1 @@
+"""End-to-end encryption support: device keys, device lists, to-device messages, cross-signing and key backup."""

@@ -1,0 +1,191 @@
+"""Send-to-device messaging: per-device inboxes delivered exactly once through ``/sync``.
+
+Theory of operation (spec "Send-to-Device messaging"; storage in
+:mod:`homeserver.storage.stores.to_device`):
+
+* **Send.** ``PUT /sendToDevice/{type}/{txnId}`` is checked whole, then written in one transaction
+  under one stream id: one inbox row per existing target device (``*`` = every device of the user;
+  unknown local users and devices are ignored, as the spec says), plus the client transaction ID,
+  so a retried request writes nothing. After commit the target users' syncs are woken.
+* **Deliver.** A device's sync returns its inbox after the position it acknowledged, oldest first,
+  at most :data:`MAX_PER_SYNC` messages (spec: "100 messages is recommended"); when more are
+  waiting, the response's ``next_batch`` carries the last sent message's position instead of the
+  stream's (``SyncResult.position_caps``). Syncing again with that ``next_batch`` acknowledges what
+  it covers: those messages are deleted. A retried sync with the older token gets them again (it
+  never acknowledged them), so a message is delivered until seen, and never after.
+* **Remote users** are skipped for now: federation (``m.direct_to_device`` EDUs through a
+  persistent outbox) comes later (TODO(#6): federation to-device).
+* Message contents are opaque (usually Olm ciphertext); they are never logged.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from homeserver.e2ee.streams import LocalStream
+from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.to_device import ToDeviceStore
+from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
+from sc_proto.identifiers import UserID
+
+logger = logging.getLogger(__name__)
+
+JsonDict = dict[str, Any]
+
+STREAM = "to_device"
+"""The notifier stream name."""
+
+MAX_MESSAGES_PER_REQUEST = 10_000
+"""Most target devices one ``/sendToDevice`` may name (NOTSPEC: the spec sets no limit)."""
+
+MAX_PER_SYNC = 100
+"""Most to-device messages one ``/sync`` returns (the spec's recommendation)."""
+
+ALL_DEVICES = "*"
+"""The device ID meaning "every device of the user"."""
+
+
+@dataclass(frozen=True)
+class OutgoingMessages:
+    """A parsed ``/sendToDevice`` body: target user -> device ID (or ``*``) -> content JSON."""
+
+    local: dict[str, dict[str, str]]
+    remote_count: int
+
+
+class ToDeviceService:
+    """Sends and delivers to-device messages.
+
+    Args:
+        server_name: our server name (local users).
+        pool: the database pool.
+        store: the to-device store.
+        stream: the ``to_device`` stream writer.
+        time_msec: the clock.
+    """
+
+    def __init__(
+        self,
+        server_name: str,
+        pool: DatabasePool,
+        store: ToDeviceStore,
+        stream: LocalStream,
+        time_msec: Callable[[], int],
+    ) -> None:
+        self._server_name = server_name
+        self._pool = pool
+        self._store = store
+        self._stream = stream
+        self._now = time_msec
+
+    def current_position(self) -> int:
+        """The stream position below which every message is readable."""
+        return self._stream.current()
+
+    # ------------------------------------------------------------------ sending
+
+    def parse_messages(self, messages: object) -> OutgoingMessages:
+        """Checks a ``messages`` object.
+
+        Raises:
+            MatrixError: 400 ``M_BAD_JSON``/``M_INVALID_PARAM`` when malformed, 413 ``M_TOO_LARGE`` when
+                it names more than :data:`MAX_MESSAGES_PER_REQUEST` devices.
+        """
+        if not isinstance(messages, Mapping):
+            raise MatrixError(400, Codes.BAD_JSON, "messages must be an object")
+        local: dict[str, dict[str, str]] = {}
+        remote = 0
+        total = 0
+        for user_id, by_device in messages.items():
+            try:
+                parsed = UserID.parse(user_id, historical=True)
+            except InvalidIdentifierError:
+                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user ID in messages") from None
+            if not isinstance(by_device, Mapping):
+                raise MatrixError(400, Codes.BAD_JSON, "messages values must be objects")
+            total += len(by_device)
+            if total > MAX_MESSAGES_PER_REQUEST:
+                raise MatrixError(
+                    413, Codes.TOO_LARGE, f"At most {MAX_MESSAGES_PER_REQUEST} messages per request"
+                )
+            encoded: dict[str, str] = {}
+            for device_id, content in by_device.items():
+                if not isinstance(device_id, str) or not device_id or not isinstance(content, Mapping):
+                    raise MatrixError(400, Codes.BAD_JSON, "messages must map device IDs to content objects")
+                encoded[device_id] = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
+            if parsed.domain != self._server_name:
+                remote += len(encoded)
+                continue
+            local[user_id] = encoded
+        return OutgoingMessages(local, remote)
+
+    async def send(
+        self, sender: str, sender_device: str, event_type: str, txn_id: str, messages: OutgoingMessages
+    ) -> None:
+        """Stores the messages in the target devices' inboxes and wakes their syncs (idempotent per
+        ``(sender, sender_device, txn_id)``)."""
+        now = self._now()
+        if messages.remote_count:
+            logger.info(
+                "to-device: %d message(s) to remote users dropped (federation is not available yet)",
+                messages.remote_count,
+                extra={"user_id": sender},
+            )
+
+        def send_txn(txn: Txn) -> tuple[int, set[str]] | None:
+            if ToDeviceStore.get_txn_stream_id_txn(txn, sender, sender_device, txn_id) is not None:
+                return None
+            stream_id = self._stream.next_id_txn(txn)
+            ToDeviceStore.raise_high_water_mark_txn(txn, stream_id)
+            rows: list[tuple[str, str, str]] = []
+            for user_id, by_device in messages.local.items():
+                wildcard = by_device.get(ALL_DEVICES)
+                explicit = [d for d in by_device if d != ALL_DEVICES]
+                targets = ToDeviceStore.get_existing_devices_txn(txn, user_id, None if wildcard is not None else explicit)
+                for device_id in targets:
+                    content = by_device.get(device_id, wildcard)
+                    if content is None:
+                        continue
+                    rows.append((user_id, device_id, _message_json(sender, event_type, content)))
+            ToDeviceStore.add_messages_txn(txn, stream_id, (sender, sender_device, txn_id), rows, now)
+            return stream_id, {user_id for user_id, _, _ in rows}
+
+        outcome = await self._pool.run_txn("send_to_device", send_txn)
+        if outcome is not None:
+            self._stream.announce(outcome[0], outcome[1])
+
+    # ------------------------------------------------------------------ delivery
+
+    async def get_for_sync(
+        self, user_id: str, device_id: str, acknowledged: int, to_position: int
+    ) -> tuple[list[JsonDict], int | None]:
+        """The messages a sync of this device returns, after deleting those it acknowledged.
+
+        Args:
+            user_id: the syncing user.
+            device_id: their device.
+            acknowledged: the ``since`` token's to-device position (0 for an initial sync): the
+                device has seen everything up to it.
+            to_position: the current position.
+
+        Returns:
+            ``(events, cap)``: ``cap`` is the position of the last message sent when more are waiting
+            (the response's token must carry it instead of ``to_position``), else None.
+        """
+        if acknowledged > 0 and await self._store.has_messages_up_to(user_id, device_id, acknowledged):
+            await self._store.acknowledge(user_id, device_id, acknowledged)
+        rows = await self._store.get_messages(user_id, device_id, acknowledged, to_position, MAX_PER_SYNC)
+        cap = rows[-1][0] if len(rows) == MAX_PER_SYNC and rows[-1][0] < to_position else None
+        return [message for _, message in rows], cap
+
+
+def _message_json(sender: str, event_type: str, content_json: str) -> str:
+    # The content is embedded as already-encoded JSON: it is never parsed again.
+    return (
+        '{"content":' + content_json + ',"sender":' + json.dumps(sender, ensure_ascii=False)
+        + ',"type":' + json.dumps(event_type, ensure_ascii=False) + "}"
+    )

@@ -1,0 +1,3 @@
+"""Presence: online/unavailable/offline per user, derived from activity (spec module "Presence")."""
+
+__all__: list[str] = []

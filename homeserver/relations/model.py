@@ -1,0 +1,62 @@
+"""Reading ``m.relates_to`` out of event content (spec client-server-api, "Forming relationships between
+events").
+
+Only the cleartext ``m.relates_to`` counts (the server cannot read encrypted payloads). A relationship
+that does not match the schema (not an object, ``rel_type`` or ``event_id`` missing or not strings) is
+ignored, as the spec says; rich replies (``m.in_reply_to`` without a ``rel_type``) are not indexed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass
+from typing import Any
+
+REL_ANNOTATION = "m.annotation"
+REL_REPLACE = "m.replace"
+REL_THREAD = "m.thread"
+REL_REFERENCE = "m.reference"
+RELATES_TO = "m.relates_to"
+NEW_CONTENT = "m.new_content"
+ENCRYPTED_TYPE = "m.room.encrypted"
+
+MAX_ID_LENGTH = 255
+"""Event IDs and rel_types longer than this are ignored (the spec caps identifiers at 255 bytes)."""
+
+
+@dataclass(frozen=True)
+class Relation:
+    """One event's relationship to its parent.
+
+    Attributes:
+        rel_type: the relationship type (``m.replace``, ``m.annotation``, custom types...).
+        parent_id: the event it relates to.
+        key: the annotation key (``m.annotation`` only, when a string).
+    """
+
+    rel_type: str
+    parent_id: str
+    key: str | None = None
+
+
+def parse_relation(content: Mapping[str, Any]) -> Relation | None:
+    """The relationship in ``content``, or None when it has none (or a malformed one)."""
+    raw = content.get(RELATES_TO)
+    if not isinstance(raw, Mapping):
+        return None
+    rel_type = raw.get("rel_type")
+    parent_id = raw.get("event_id")
+    if not isinstance(rel_type, str) or not isinstance(parent_id, str):
+        return None
+    if not rel_type or not parent_id.startswith("$") or len(rel_type) > MAX_ID_LENGTH or len(parent_id) > MAX_ID_LENGTH:
+        return None
+    key = raw.get("key") if rel_type == REL_ANNOTATION else None
+    return Relation(rel_type, parent_id, key if isinstance(key, str) else None)
+
+
+def replacement_shape_ok(event_type: str, state_key: str | None, content: Mapping[str, Any]) -> bool:
+    """Whether an ``m.replace`` child has the shape of a valid replacement on its own: no state key,
+    and ``m.new_content`` an object (encrypted edits carry it inside the ciphertext, so they pass)."""
+    if state_key is not None:
+        return False
+    return event_type == ENCRYPTED_TYPE or isinstance(content.get(NEW_CONTENT), Mapping)

@@ -167,7 +167,7 @@ async def scenario_claim(pop: Population, sizes: Sizes, report: Report) -> None:
 async def scenario_query(pop: Population, sizes: Sizes, report: Report) -> None:
     """/keys/query of the 50-device user, back to back."""
     querier, device_ids = await pop.target(sizes)
-    body = {"device_keys": {pop.target_devices[0].user_id: []}}
+    body: dict[str, Any] = {"device_keys": {pop.target_devices[0].user_id: []}}
     answer = await querier.call("POST", "/keys/query", body)
     returned = len(answer.get("device_keys", {}).get(pop.target_devices[0].user_id, {}))
     latencies = [await timed(partial(querier.call, "POST", "/keys/query", body)) for _ in range(sizes.queries)]

@@ -146,6 +146,13 @@ class Deliveries:
         self.seen: list[dict[int, float]] = [{} for _ in range(listeners)]
         self.counts = [0] * messages
         self.complete = [asyncio.Event() for _ in range(messages)]
+        self.ready = 0
+        self.all_ready = asyncio.Event()
+
+    def listening(self) -> None:
+        self.ready += 1
+        if self.ready == self.listeners:
+            self.all_ready.set()
 
     def note(self, index: int, body: dict[str, Any], room_id: str) -> None:
         now = time.perf_counter()
@@ -162,6 +169,7 @@ class Deliveries:
 
 async def ws_listener(client: Client, index: int, token: str, since: str, room_id: str, got: Deliveries) -> None:
     ws = await client.ws_start(token, since)
+    got.listening()
     try:
         async for message in ws:
             frame = json.loads(message.data)
@@ -173,6 +181,7 @@ async def ws_listener(client: Client, index: int, token: str, since: str, room_i
 
 
 async def poll_listener(client: Client, index: int, token: str, since: str, room_id: str, got: Deliveries) -> None:
+    got.listening()  # its first long poll is on its way
     while True:
         body = await client.call("GET", f"{V3}/sync", token=token,
                                  params={"since": since, "timeout": str(30_000)})
@@ -192,7 +201,8 @@ async def fanout(client: Client, kind: str, n: int, messages: int) -> dict[str, 
     tasks = [asyncio.ensure_future(listen(client, i, t, s, room_id, got)) for i, (t, s) in enumerate(zip(tokens, sinces, strict=True))]
     sent_at: list[float] = []
     try:
-        await asyncio.sleep(1.0 + n / 200)  # everyone connected and waiting
+        await asyncio.wait_for(got.all_ready.wait(), timeout=120)
+        await asyncio.sleep(1.0 + n / 200)  # every request or auth frame has reached the server
         for k in range(messages):
             sent_at.append(time.perf_counter())
             await client.send(sender, room_id, f"fanout {k}")

@@ -137,10 +137,10 @@ class ToDeviceService:
             )
 
         def send_txn(txn: Txn) -> tuple[int, set[str]] | None:
-            if ToDeviceStore.get_txn_stream_id_txn(txn, sender, sender_device, txn_id) is not None:
-                return None
             stream_id = self._stream.next_id_txn(txn)
             ToDeviceStore.raise_high_water_mark_txn(txn, stream_id)
+            if not ToDeviceStore.claim_txn_id_txn(txn, (sender, sender_device, txn_id), stream_id, now):
+                return None
             rows: list[tuple[str, str, str]] = []
             for user_id, by_device in messages.local.items():
                 wildcard = by_device.get(ALL_DEVICES)
@@ -151,7 +151,7 @@ class ToDeviceService:
                     if content is None:
                         continue
                     rows.append((user_id, device_id, _message_json(sender, event_type, content)))
-            ToDeviceStore.add_messages_txn(txn, stream_id, (sender, sender_device, txn_id), rows, now)
+            ToDeviceStore.add_messages_txn(txn, stream_id, rows)
             return stream_id, {user_id for user_id, _, _ in rows}
 
         outcome = await self._pool.run_txn("send_to_device", send_txn)

@@ -120,9 +120,15 @@ class EventPersister:
         if event.state_key is not None:
             state_after[(event.type, event.state_key)] = event.event_id
         received = self._now()
-        stored: StoredEvent = await self._pool.run_txn(
-            "persist_event", self._persist_txn, room, event, ctx, state_after, received
-        )
+        try:
+            stored: StoredEvent = await self._pool.run_txn(
+                "persist_event", self._persist_txn, room, event, ctx, state_after, received
+            )
+        except BaseException:
+            # Our position finished (rolled back): events committed above it and held back behind it
+            # are now readable, and their waiters must hear of it now, not at the next persist.
+            self._announce_ready()
+            raise
         persisted = PersistedEvent(stored, MappingProxyType(state_after))
         self._events.cache_event(stored)
         if ctx.applies_redaction is not None:
@@ -140,6 +146,10 @@ class EventPersister:
 
     def _announce(self, stream: int, users: frozenset[str], rooms: frozenset[str]) -> None:
         self._pending_wakeups.append((stream, users, rooms))
+        self._announce_ready()
+
+    def _announce_ready(self) -> None:
+        """Wakes the waiters of every held-back event whose position the tracker has now reached."""
         current = self._tracker.current()
         ready = [p for p in self._pending_wakeups if p[0] <= current]
         if not ready:
@@ -158,8 +168,7 @@ class EventPersister:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (room.room_nid, room.room_id, room.room_version, ctx.new_room[1], False, received),
             )
-        stream = self._stream_ids.next_id_txn(txn)
-        self._tracker.started(stream)
+        stream = self._stream_ids.next_tracked_id_txn(txn, self._tracker)
         txn.call_after(self._tracker.finished, stream)
         txn.call_on_exception(self._tracker.finished, stream)
         group_before = ctx.state_group_before

@@ -51,6 +51,15 @@ class AggregationBundler(Protocol):
         ...
 
 
+@dataclass(frozen=True)
+class _CachedBase:
+    """A cached viewer-independent client form and the replaced state event it embeds."""
+
+    body: JsonDict
+    prev_id: str | None
+    prev_redacted: bool
+
+
 class EventSerializer:
     """Serialises stored events as client events.
 
@@ -67,7 +76,7 @@ class EventSerializer:
         self._events = events
         self._state_groups = state_groups
         self._now = time_msec
-        self._cache: OrderedDict[tuple[str, str | None], JsonDict] = OrderedDict()
+        self._cache: OrderedDict[tuple[str, str | None], _CachedBase] = OrderedDict()
         self._cache_size = cache_size
         self.bundler: AggregationBundler | None = None
         """Adds bundled aggregations when set (the relations feature sets it at start)."""
@@ -125,23 +134,44 @@ class EventSerializer:
         return out
 
     async def _bases(self, events: list[StoredEvent]) -> list[JsonDict]:
-        """The viewer-independent client form of each event (cached)."""
+        """The viewer-independent client form of each event (cached).
+
+        A cached form embeds ``prev_content``: it is reused only while the replaced state event's
+        redaction status is the one it was built with (that event may be redacted later).
+        """
         results: list[JsonDict | None] = []
         missing: list[int] = []
+        hits: dict[int, _CachedBase] = {}
         for i, stored in enumerate(events):
             cached = self._cache.get((stored.event_id, stored.redacted_by))
-            results.append(cached)
+            results.append(None if cached is None else cached.body)
             if cached is None:
                 missing.append(i)
+            elif cached.prev_id is not None:
+                hits[i] = cached
+        if hits:
+            prevs = await self._events.get_events(c.prev_id for c in hits.values() if c.prev_id is not None)
+            for i, cached in hits.items():
+                prev = prevs.get(cached.prev_id or "")
+                if prev is None or (prev.redacted_by is not None) != cached.prev_redacted:
+                    results[i] = None
+                    missing.append(i)
+            missing.sort()
         if missing:
             redaction_ids = [events[i].redacted_by for i in missing if events[i].redacted_by]
             redactions = await self._events.get_events([r for r in redaction_ids if r])
             prev = await self._prev_state([events[i] for i in missing])
             for i in missing:
                 stored = events[i]
-                base = self._base(stored, redactions, prev.get(stored.event_id))
+                prev_event = prev.get(stored.event_id)
+                base = self._base(stored, redactions, prev_event)
                 key = (stored.event_id, stored.redacted_by)
-                self._cache[key] = base
+                self._cache[key] = _CachedBase(
+                    base,
+                    None if prev_event is None else prev_event.event_id,
+                    prev_event is not None and prev_event.redacted_by is not None,
+                )
+                self._cache.move_to_end(key)
                 while len(self._cache) > self._cache_size:
                     self._cache.popitem(last=False)
                 results[i] = base

@@ -209,6 +209,7 @@ class JsonResource(Resource):
         self._inflight: set[_InflightState] = set()
         self._inflight_waiters: list[Deferred[None]] = []
         self._mounted: dict[bytes, Resource] = {}
+        self._mounted_prefixes: list[tuple[bytes, Resource]] = []
 
     # ------------------------------------------------------------------ registration
 
@@ -271,6 +272,32 @@ class JsonResource(Resource):
         if key in self._mounted or path in self._by_template:
             raise ValueError(f"{path} is already served")
         self._mounted[key] = resource
+
+    def mount_prefix(self, prefix: str, resource: Resource) -> None:
+        """Hands every request whose path starts with ``prefix`` (any method) to another resource.
+
+        Like :meth:`mount`, for non-JSON endpoints with path parameters, such as media downloads
+        (``/_matrix/client/v1/media/download/``), which stream bytes. Routes registered with
+        :meth:`register` under the prefix are shadowed, so the prefix should end with ``/``.
+
+        Raises:
+            ValueError: the prefix does not start with ``/`` or is already mounted.
+        """
+        if not prefix.startswith("/"):
+            raise ValueError(f"mount prefix must start with '/': {prefix!r}")
+        key = prefix.encode("latin-1")
+        if any(existing == key for existing, _ in self._mounted_prefixes):
+            raise ValueError(f"{prefix} is already mounted")
+        self._mounted_prefixes.append((key, resource))
+
+    def _mounted_resource(self, path: bytes) -> Resource | None:
+        mounted = self._mounted.get(path) if self._mounted else None
+        if mounted is not None:
+            return mounted
+        for prefix, resource in self._mounted_prefixes:
+            if path.startswith(prefix):
+                return resource
+        return None
 
     # ------------------------------------------------------------------ lookup
 
@@ -339,7 +366,7 @@ class JsonResource(Resource):
 
     def render(self, request: Request) -> int | bytes:
         """Starts handling ``request``; the response is written when the handler finishes."""
-        mounted = self._mounted.get(request.path or b"") if self._mounted else None
+        mounted = self._mounted_resource(request.path or b"")
         if mounted is not None:
             rendered: int | bytes = _untyped(mounted).render(request)
             return rendered

@@ -24,8 +24,8 @@ Theory of operation (DESIGN.md 2.7; spec module "Presence"; audit CHAT-4):
   sync; a restart reloads them (those online come back with their offline timer running, so they go
   offline unless they sync again). At most one sweep interval of changes is lost on a crash.
 
-Single process: the stream lives in this process's memory (the monolith). # NOTSPEC: presence of
-remote users (federation ``m.presence`` EDUs) is not handled yet.
+Single process: the stream lives in this process's memory (the monolith). Presence of remote users
+(federation ``m.presence`` EDUs) is not handled yet (see :meth:`PresenceService.is_local`).
 """
 
 from __future__ import annotations
@@ -194,6 +194,7 @@ class PresenceService:
 
     def is_local(self, user_id: str) -> bool:
         """Whether ``user_id`` belongs to this server."""
+        # NOTSPEC: only local users are tracked; remote presence (m.presence EDUs) comes with federation.
         return user_id.endswith(self._suffix)
 
     def _get(self, user_id: str) -> UserPresence:

@@ -92,6 +92,8 @@ class EventCreator:
         self._now = time_msec
         self._heads: OrderedDict[str, RoomHead] = OrderedDict()
         self._head_cache_size = head_cache_size
+        self._head_loads: dict[str, list[int]] = {}
+        """Per room with head loads in flight: ``[loads in flight, heads advanced since the first]``."""
         self.queue = Linearizer("room_input")
         self.event_checks: list[Callable[[RoomHead, Event], Awaitable[None]]] = []
         """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
@@ -100,11 +102,34 @@ class EventCreator:
     # ------------------------------------------------------------------ room heads
 
     async def get_head(self, room_id: str) -> RoomHead | None:
-        """The room's current head (cached), or None for a room we do not have."""
+        """The room's current head (cached), or None for a room we do not have.
+
+        A load may run outside the room's queue turn (readers call this too) and reads in several
+        transactions; if the room's head advanced while it was in flight, the load may mix old and
+        new rows, so it is returned to this caller but never cached over the newer head.
+        """
         head = self._heads.get(room_id)
         if head is not None:
             self._heads.move_to_end(room_id)
             return head
+        loads = self._head_loads.setdefault(room_id, [0, 0])
+        loads[0] += 1
+        advanced_before = loads[1]
+        try:
+            head = await self._load_head(room_id)
+        finally:
+            loads[0] -= 1
+            advanced = loads[1] != advanced_before
+            if loads[0] == 0:
+                del self._head_loads[room_id]
+        if head is None:
+            return None
+        if advanced:
+            return self._heads.get(room_id, head)
+        self._remember(head)
+        return head
+
+    async def _load_head(self, room_id: str) -> RoomHead | None:
         room = await self._rooms.get_room(room_id)
         if room is None:
             return None
@@ -114,9 +139,7 @@ class EventCreator:
         depth = max((s.depth for s in stored.values()), default=0)
         groups = {s.state_group_after for s in stored.values()}
         group = groups.pop() if len(groups) == 1 else None
-        head = RoomHead(room, get_room_version(room.room_version), group, state, tuple(extremities), depth)
-        self._remember(head)
-        return head
+        return RoomHead(room, get_room_version(room.room_version), group, state, tuple(extremities), depth)
 
     def _remember(self, head: RoomHead) -> None:
         self._heads[head.room.room_id] = head
@@ -230,6 +253,9 @@ class EventCreator:
 
     def _advance_head(self, head: RoomHead, persisted: PersistedEvent) -> None:
         stored = persisted.stored
+        loads = self._head_loads.get(head.room.room_id)
+        if loads is not None:
+            loads[1] += 1  # loads in flight may have read rows from before this event: do not cache them
         self._remember(
             RoomHead(
                 head.room,

@@ -39,6 +39,7 @@ class IdAllocator:
         self._sequence = sequence
         self._lock = threading.Lock()
         self._last: int | None = None
+        self._tracked_lock = threading.Lock()
 
     def next_id_txn(self, txn: Txn) -> int:
         """Returns a new id, unique for ever (the caller's transaction may still roll back)."""
@@ -54,6 +55,18 @@ class IdAllocator:
                 self._last = int(row[0]) if row and row[0] is not None else 0
             self._last += 1
             return self._last
+
+    def next_tracked_id_txn(self, txn: Txn, tracker: StreamPositionTracker) -> int:
+        """Returns a new id already marked in flight in ``tracker``.
+
+        Drawing the id and marking it happen under one lock, so ids are marked in the order they
+        are drawn: a higher id cannot be drawn, committed and finished while a lower one is drawn
+        but not yet known to the tracker (which would then report a position past it).
+        """
+        with self._tracked_lock:
+            stream_id = self.next_id_txn(txn)
+            tracker.started(stream_id)
+        return stream_id
 
     def current_max_txn(self, txn: Txn) -> int:
         """The largest id in the table (0 when empty)."""

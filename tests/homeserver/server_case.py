@@ -10,6 +10,8 @@ from __future__ import annotations
 
 import atexit
 import os
+import shutil
+import tempfile
 import urllib.parse
 from typing import Any
 
@@ -25,6 +27,7 @@ from tests.unittest import FakeChannel, HomeserverTestCase
 _pg_template: dict[str, str] = {}
 _BOOKKEEPING = frozenset({"schema_version", "schema_compat_version", "applied_deltas"})
 _seeded: set[str] = set()
+_sqlite_template: dict[str, str] = {}
 
 
 def _pg_admin(url: str) -> Any:
@@ -150,7 +153,8 @@ class FullHomeserverTestCase(HomeserverTestCase):
         raw = dict(self.config)
         self._pg_url = postgres_url_for_test()
         database = dict(raw.get("database", {}))
-        database["url"] = self._pg_url or "sqlite:///:memory:"
+        database["url"] = self._pg_url or (os.environ.get("SC_TEST_SQLITE_URL") or self._sqlite_url_for_test())
+        database.setdefault("sqlite_synchronous", "NORMAL")
         raw["database"] = database
         config = parse_config(raw, "/nonexistent")
         hs = self.get_success(
@@ -158,6 +162,21 @@ class FullHomeserverTestCase(HomeserverTestCase):
         )
         self.addCleanup(lambda: ensureDeferred(hs.pool.close()))
         return hs
+
+    def _sqlite_url_for_test(self) -> str:
+        """A private SQLite file copied from a template that already holds the schema (much faster
+        than applying every schema delta to a fresh database for each test)."""
+        if "path" not in _sqlite_template:
+            folder = tempfile.mkdtemp(prefix="sc-test-template-")
+            atexit.register(shutil.rmtree, folder, True)
+            path = os.path.join(folder, "template.db")
+            _prepare_schema("sqlite://" + path)
+            _sqlite_template["path"] = path
+        folder = tempfile.mkdtemp(prefix="sc-test-")
+        self.addCleanup(shutil.rmtree, folder, True)
+        path = os.path.join(folder, "homeserver.db")
+        shutil.copyfile(_sqlite_template["path"], path)
+        return "sqlite://" + path
 
     def create_resource(self) -> Any:
         return self.hs.resource

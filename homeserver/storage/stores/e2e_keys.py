@@ -157,7 +157,7 @@ class E2EKeyStore:
                 raise OneTimeKeyConflictError(f"{key.algorithm}:{key.key_id}")
         txn.execute_many(
             "INSERT INTO e2e_one_time_keys (user_id, device_id, algorithm, key_id, key_json, upload_seq)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (user_id, device_id, algorithm, key_id) DO NOTHING",
             new_rows,
         )
 

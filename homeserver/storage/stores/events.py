@@ -82,6 +82,9 @@ class EventStore:
         self._pool = pool
         self._cache: OrderedDict[str, StoredEvent] = OrderedDict()
         self._cache_size = cache_size
+        self._mutations = 0
+        """Bumped whenever a cached event's metadata changes (redactions): a load that overlapped a
+        change may hold the row as it was before, so it is returned but not cached."""
 
     # ------------------------------------------------------------------ cache
 
@@ -94,6 +97,7 @@ class EventStore:
 
     def mark_redacted(self, event_id: str, redaction_id: str) -> None:
         """Records a redaction in the cache (the row was updated in the same transaction)."""
+        self._mutations += 1
         stored = self._cache.get(event_id)
         if stored is not None and stored.redacted_by is None:
             self._cache[event_id] = replace(stored, redacted_by=redaction_id)
@@ -112,9 +116,11 @@ class EventStore:
             else:
                 found[event_id] = stored
         if missing:
+            mutations = self._mutations
             loaded = await self._pool.run_read("get_events", self.get_events_txn, missing)
-            for stored in loaded.values():
-                self.cache_event(stored)
+            if mutations == self._mutations:
+                for stored in loaded.values():
+                    self.cache_event(stored)
             found.update(loaded)
         return found
 

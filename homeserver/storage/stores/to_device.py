@@ -58,36 +58,20 @@ class ToDeviceStore:
     # ------------------------------------------------------------------ sending
 
     @staticmethod
-    def get_txn_stream_id_txn(txn: Txn, user_id: str, device_id: str, txn_id: str) -> int | None:
-        """The stream id a client transaction ID already produced, or None."""
+    def claim_txn_id_txn(txn: Txn, sender: tuple[str, str, str], stream_id: int, now_ms: int) -> bool:
+        """Records a client transaction ID ``(user_id, device_id, txn_id)``; False when it was already
+        used (a retry: the caller writes nothing). A concurrent twin waits for this transaction and
+        then finds the row."""
         txn.execute(
-            "SELECT stream_id FROM to_device_txns WHERE user_id = ? AND device_id = ? AND txn_id = ?",
-            (user_id, device_id, txn_id),
-        )
-        row = txn.fetchone()
-        return None if row is None else int(row[0])
-
-    @staticmethod
-    def add_messages_txn(
-        txn: Txn,
-        stream_id: int,
-        sender: tuple[str, str, str],
-        messages: Sequence[tuple[str, str, str]],
-        now_ms: int,
-    ) -> None:
-        """Stores one request's messages.
-
-        Args:
-            txn: the write transaction.
-            stream_id: the request's stream id.
-            sender: ``(user_id, device_id, txn_id)`` of the request.
-            messages: ``(user_id, device_id, message_json)`` per target device.
-            now_ms: now (for pruning transaction IDs).
-        """
-        txn.execute(
-            "INSERT INTO to_device_txns (user_id, device_id, txn_id, stream_id, created_ts) VALUES (?, ?, ?, ?, ?)",
+            "INSERT INTO to_device_txns (user_id, device_id, txn_id, stream_id, created_ts) VALUES (?, ?, ?, ?, ?)"
+            " ON CONFLICT (user_id, device_id, txn_id) DO NOTHING",
             (*sender, stream_id, now_ms),
         )
+        return txn.rowcount > 0
+
+    @staticmethod
+    def add_messages_txn(txn: Txn, stream_id: int, messages: Sequence[tuple[str, str, str]]) -> None:
+        """Stores one request's messages: ``(user_id, device_id, message_json)`` per target device."""
         txn.execute_many(
             "INSERT INTO to_device_inbox (user_id, device_id, stream_id, message_json) VALUES (?, ?, ?, ?)",
             [(user_id, device_id, stream_id, message) for user_id, device_id, message in messages],

@@ -526,7 +526,8 @@ async def measure_server(
             wall = time.monotonic()
             spy = None
             if profile_dir is not None and process is not None:
-                spy = SpyRecorder(process.pid, profile_dir / f"{label.split()[0]}-{name}.txt")
+                output = profile_dir / f"{label.split()[0]}-{name}.txt"
+                spy = SpyRecorder(process.pid, output, idle=bool(os.environ.get("BENCH_PROFILE_IDLE")))
                 if not spy.start():
                     print("    (py-spy is not installed: pip install py-spy)")
                     spy = None

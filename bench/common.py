@@ -489,12 +489,15 @@ class SpyRecorder:
         pid: the process to sample.
         output: the file receiving the collapsed stacks (one ``frame;frame;... count`` line each).
         rate: samples per second.
+        idle: also sample threads that are waiting (on the database, a lock, epoll): shows where
+            wall-clock time goes, not only CPU time.
     """
 
-    def __init__(self, pid: int, output: Path, rate: int = 200) -> None:
+    def __init__(self, pid: int, output: Path, rate: int = 200, idle: bool = False) -> None:
         self.pid = pid
         self.output = output
         self.rate = rate
+        self.idle = idle
         self._process: subprocess.Popen[bytes] | None = None
 
     def start(self) -> bool:
@@ -504,7 +507,7 @@ class SpyRecorder:
             return False
         self.output.parent.mkdir(parents=True, exist_ok=True)
         command = [str(spy), "record", "--nonblocking", "--format", "raw", "--rate", str(self.rate)]
-        command += ["--output", str(self.output), "--pid", str(self.pid)]
+        command += ["--output", str(self.output), "--pid", str(self.pid)] + (["--idle"] if self.idle else [])
         self._process = subprocess.Popen(command, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         return True
 

@@ -32,6 +32,11 @@ SNIFF_BYTES = 8192
 """How much of the file's start detection looks at."""
 
 OCTET_STREAM = "application/octet-stream"
+"""Content of no recognised type: in particular the ciphertext of end-to-end encrypted attachments."""
+
+EXECUTABLE = "application/x-executable"
+"""ELF, Mach-O and PE programs (never allowed by default)."""
+_EXECUTABLE_MAGIC = frozenset({b"\x7fELF", b"\xfe\xed\xfa\xce", b"\xfe\xed\xfa\xcf", b"\xce\xfa\xed\xfe", b"\xcf\xfa\xed\xfe"})
 
 DOCX = "application/vnd.openxmlformats-officedocument.wordprocessingml.document"
 XLSX = "application/vnd.openxmlformats-officedocument.spreadsheetml.sheet"
@@ -103,7 +108,19 @@ def detect_content_type(head: bytes, path: str | None = None) -> str:
         return "audio/mpeg"
     if head.startswith(b"PK\x03\x04"):
         return _zip_type(head, path)
+    if _is_executable(head):
+        return EXECUTABLE
     return _text_type(head)
+
+
+def _is_executable(head: bytes) -> bool:
+    if head[:4] in _EXECUTABLE_MAGIC:
+        return True
+    # PE (Windows): "MZ", then the offset of the "PE\0\0" header at 0x3c.
+    if head.startswith(b"MZ") and len(head) >= 0x40:
+        offset = struct.unpack("<I", head[0x3C:0x40])[0]
+        return head[offset : offset + 4] == b"PE\x00\x00"
+    return False
 
 
 def _iso_bmff_type(brand: bytes) -> str:

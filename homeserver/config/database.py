@@ -91,7 +91,10 @@ class DatabaseConfig:
     )
     pool_min: int = option(1, integer(1, 1000), "Connections kept open (PostgreSQL).")
     pool_max: int = option(
-        10, integer(1, 1000), "Most connections open at once (PostgreSQL); also the SQLite reader count."
+        10,
+        integer(1, 1000),
+        "Most connections open at once per lane: PostgreSQL has a write lane and a read-only read lane "
+        "(so up to twice this many connections); on SQLite, the reader count.",
     )
     sqlite_synchronous: str = option(
         "FULL",

@@ -46,8 +46,14 @@ DEFAULT_ALLOWED_CONTENT_TYPES: tuple[str, ...] = (
     "application/vnd.oasis.opendocument.spreadsheet",
     "application/vnd.oasis.opendocument.presentation",
     "application/epub+zip",
+    "application/octet-stream",
 )
-"""Types (as detected from the content) accepted by default: every type the server can detect."""
+"""Types (as detected from the content) accepted by default.
+
+Every type the server detects except markup (HTML, SVG, XML) and executables, plus
+``application/octet-stream`` (content of no recognisable type), without which end-to-end encrypted
+attachments (ciphertext, indistinguishable from random bytes) could not be uploaded.
+"""
 
 _SIZE_RE = re.compile(r"(\d{1,5})x(\d{1,5})")
 
@@ -68,15 +74,21 @@ class ThumbnailSize:
 
 
 def _parse_thumbnail_size(value: object, path: str, _ctx: ParseContext) -> ThumbnailSize:
-    name = "a thumbnail size such as '96x96 crop' or '320x240 scale'"
-    if not isinstance(value, str):
+    name = "a thumbnail size such as '96x96 crop' or '320x240 scale' (or {width, height, method})"
+    if isinstance(value, dict) and set(value) == {"width", "height", "method"}:
+        # The mapping form is what the generated config shows for the defaults.
+        width, height, method = value["width"], value["height"], value["method"]
+        if any(isinstance(v, bool) or not isinstance(v, int) for v in (width, height)) or method not in ("crop", "scale"):
+            raise fail(path, name, value)
+    elif isinstance(value, str):
+        dims, _, method = value.strip().partition(" ")
+        match = _SIZE_RE.fullmatch(dims)
+        method = method.strip() or "scale"
+        if match is None or method not in ("crop", "scale"):
+            raise fail(path, name, value)
+        width, height = int(match.group(1)), int(match.group(2))
+    else:
         raise fail(path, name, value)
-    dims, _, method = value.strip().partition(" ")
-    match = _SIZE_RE.fullmatch(dims)
-    method = method.strip() or "scale"
-    if match is None or method not in ("crop", "scale"):
-        raise fail(path, name, value)
-    width, height = int(match.group(1)), int(match.group(2))
     if not (1 <= width <= 4096 and 1 <= height <= 4096):
         raise fail(path, name + " (1 to 4096 pixels each)", value)
     return ThumbnailSize(width, height, method)
@@ -118,8 +130,9 @@ class MediaConfig:
         list_of(CONTENT_TYPE),
         "Content types accepted for upload, checked against the type detected from the file's bytes "
         "(not the declared Content-Type). 'type/*' allows a whole family. Other types are refused "
-        "with 403 M_FORBIDDEN.",
-        default_doc="every type the server detects (see docs/media.md)",
+        "with 403 M_FORBIDDEN. application/octet-stream stands for content of no recognised type, which "
+        "includes every end-to-end encrypted attachment: remove it only if encrypted rooms need no files.",
+        default_doc="every detected type except HTML/SVG/XML and executables, plus application/octet-stream (docs/media.md)",
     )
     max_image_pixels: int = option(
         32_000_000,

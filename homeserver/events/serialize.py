@@ -152,8 +152,8 @@ class EventSerializer:
         if hits:
             prevs = await self._events.get_events(c.prev_id for c in hits.values() if c.prev_id is not None)
             for i, cached in hits.items():
-                prev = prevs.get(cached.prev_id or "")
-                if prev is None or (prev.redacted_by is not None) != cached.prev_redacted:
+                replaced = prevs.get(cached.prev_id or "")
+                if replaced is None or (replaced.redacted_by is not None) != cached.prev_redacted:
                     results[i] = None
                     missing.append(i)
             missing.sort()

@@ -95,6 +95,7 @@ class EventCreator:
         self._head_loads: dict[str, list[int]] = {}
         """Per room with head loads in flight: ``[loads in flight, heads advanced since the first]``."""
         self.queue = Linearizer("room_input")
+        self._rooms_being_created: set[str] = set()
         self.event_checks: list[Callable[[RoomHead, Event], Awaitable[None]]] = []
         """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
         duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
@@ -316,22 +317,31 @@ class EventCreator:
                 origin=self.server_name,
             )
             event = finalise_event(pdu, room_version, self.server_name, self._key_id, self._key)
+            ts += 1
+            # Claim the ID before any await, so a concurrent identical request moves on to the next
+            # timestamp instead of racing us to the same room (and the database's unique key).
+            if event.room_id in self._rooms_being_created:
+                continue
+            self._rooms_being_created.add(event.room_id)
             if await self._rooms.get_room(event.room_id) is None:
                 break
-            ts += 1
+            self._rooms_being_created.discard(event.room_id)
         else:
             raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a room ID")
         try:
-            check_auth(event, {}, room_version)
-        except AuthError as e:
-            raise MatrixError(400, Codes.BAD_JSON, e.reason) from None
-        room_nid: int = await self._pool.run_txn("allocate_room_nid", self._room_nids.next_id_txn)
-        room = RoomRecord(room_nid, event.room_id, room_version.identifier, creator, False, self._now())
-        async with self.queue.queue(room.room_id):
-            persisted = await self._persister.persist(
-                room, event, PersistContext(None, {}, new_room=(room_nid, creator))
-            )
-            self._advance_head(RoomHead(room, room_version, None, {}, (), 0), persisted)
+            try:
+                check_auth(event, {}, room_version)
+            except AuthError as e:
+                raise MatrixError(400, Codes.BAD_JSON, e.reason) from None
+            room_nid: int = await self._pool.run_txn("allocate_room_nid", self._room_nids.next_id_txn)
+            room = RoomRecord(room_nid, event.room_id, room_version.identifier, creator, False, self._now())
+            async with self.queue.queue(room.room_id):
+                persisted = await self._persister.persist(
+                    room, event, PersistContext(None, {}, new_room=(room_nid, creator))
+                )
+                self._advance_head(RoomHead(room, room_version, None, {}, (), 0), persisted)
+        finally:
+            self._rooms_being_created.discard(event.room_id)
         return persisted.stored
 
 

@@ -522,8 +522,12 @@ def resolve(
 ) -> dict[StateKey, str]:
     """Resolves room states with state resolution v2 (v2.1 for room v12). Pure.
 
+    Rooms whose version uses state resolution v1 (room version 1) are handed to
+    :func:`sc_proto.state.v1.resolve`; for them ``events_by_id`` needs less (see there), and
+    what :class:`StateResPrep` gathers is a superset of it.
+
     Args:
-        room_version: the room's version; picks v2 or v2.1.
+        room_version: the room's version; picks v1, v2 or v2.1.
         state_sets: the states to resolve, as ``(type, state_key) -> event_id`` maps.
         events_by_id: every event of the auth closure of the states (what
             :class:`StateResPrep` gathers). Unneeded extra events are ignored.
@@ -538,10 +542,12 @@ def resolve(
     Raises:
         MissingEventsError: a needed event is not in ``events_by_id``.
         InconsistentStateInputError: the states and events contradict each other.
-        LocalProtocolError: the room version uses state resolution v1.
     """
     if room_version.state_res is StateResAlgorithm.V1:
-        raise LocalProtocolError(f"room version {room_version.identifier} uses state resolution v1")
+        # Imported here: sc_proto.state.v1 builds on this module's types.
+        from sc_proto.state.v1 import resolve as resolve_v1
+
+        return resolve_v1(room_version, state_sets, events_by_id, auth_checker, rejected_event_ids)
     unconflicted, conflicted = separate(state_sets)
     if not conflicted:
         return unconflicted

@@ -306,3 +306,22 @@ class PersisterHookTests(RoomsTestCase):
         self.assertEqual(self.room_events(room_id), before)
         self.hs.rooms.persister.in_txn_hooks.remove(broken)
         self.assertEqual(self.send(room_id, {"body": "c"}, self.alice, txn="h3").code, 200)
+
+
+class ConcurrentCreateTests(RoomsTestCase):
+    def test_identical_concurrent_creations_all_succeed(self) -> None:
+        """Ten identical createRoom requests in flight at once (same user, same millisecond) get ten rooms."""
+        real_get_room = self.hs.rooms.rooms.get_room
+
+        async def slow_get_room(room_id: str) -> Any:
+            await deferLater(self.reactor, 0.01, lambda: None)
+            return await real_get_room(room_id)
+
+        self.hs.rooms.rooms.get_room = slow_get_room  # type: ignore[method-assign]
+        channels = [
+            make_request(self.reactor, self.site, "POST", f"{V3}/createRoom", {}, self.alice, await_result=False)
+            for _ in range(10)
+        ]
+        self.pump(2)
+        self.assertEqual([c.code for c in channels], [200] * 10, [c.json_body for c in channels if c.code != 200])
+        self.assertEqual(len({c.json_body["room_id"] for c in channels}), 10)

@@ -56,3 +56,6 @@ HTML = b"<!DOCTYPE html><html><body><script>alert(1)</script></body></html>"
 SVG = b'<svg xmlns="http://www.w3.org/2000/svg"><script>alert(1)</script></svg>'
 XML_SVG = b'<?xml version="1.0"?>\n<svg xmlns="http://www.w3.org/2000/svg"></svg>'
 ELF = b"\x7fELF\x02\x01\x01\x00" + b"\x00" * 64
+PE = b"MZ" + b"\x00" * 0x3A + b"\x80\x00\x00\x00" + b"\x00" * 0x40 + b"PE\x00\x00" + b"\x00" * 32
+MACHO = b"\xcf\xfa\xed\xfe" + b"\x00" * 64
+CIPHERTEXT = bytes((i * 7919 + 13) % 251 for i in range(4096))  # stands in for an encrypted attachment

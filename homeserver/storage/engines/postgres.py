@@ -125,7 +125,9 @@ class PostgresEngine(DatabaseEngine):
         """REPEATABLE READ, UTF-8, and BYTEA returned as ``bytes`` (as on SQLite)."""
         ext = self._psycopg2.extensions
         raw: Any = conn
-        raw.set_session(isolation_level=ext.ISOLATION_LEVEL_REPEATABLE_READ, autocommit=False)
+        # Reader connections are read-only for their whole session, which saves a
+        # "SET TRANSACTION READ ONLY" round trip per read transaction.
+        raw.set_session(isolation_level=ext.ISOLATION_LEVEL_REPEATABLE_READ, autocommit=False, readonly=readonly)
         raw.set_client_encoding("UTF8")
         binary = self._psycopg2.BINARY
         bytea_as_bytes = ext.new_type(
@@ -134,8 +136,9 @@ class PostgresEngine(DatabaseEngine):
         ext.register_type(bytea_as_bytes, raw)
 
     def begin(self, cursor: Cursor, *, readonly: bool) -> None:
-        """psycopg2 opens the transaction itself on the first statement; mark read-only ones."""
-        if readonly:
+        """psycopg2 opens the transaction itself on the first statement; mark read-only ones (unless the
+        connection is read-only for its whole session already)."""
+        if readonly and not getattr(getattr(cursor, "connection", None), "readonly", False):
             cursor.execute("SET TRANSACTION READ ONLY", ())
 
     def execute_many(self, cursor: Cursor, sql: str, rows: Iterable[Sequence[Any]]) -> None:

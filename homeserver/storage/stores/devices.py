@@ -246,6 +246,11 @@ class DeviceStore:
 
         return await self._pool.run_txn("delete_all_devices", delete_all_txn)
 
+    def delete_devices_txn(self, txn: Txn, user_id: str, device_ids: Sequence[str]) -> None:
+        """Deletes the user's devices, their tokens and (through the hooks) their keys and inboxes
+        inside the caller's transaction (unknown IDs are ignored)."""
+        _delete_devices_txn(txn, user_id, list(device_ids), self.on_delete_txn)
+
     async def get_devices(self, user_id: str) -> list[DeviceRecord]:
         def get_devices_txn(txn: Txn) -> list[DeviceRecord]:
             txn.execute(

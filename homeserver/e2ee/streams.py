@@ -43,8 +43,7 @@ class LocalStream:
 
     def next_id_txn(self, txn: Txn) -> int:
         """Allocates a stream id inside the writing transaction."""
-        stream_id = self._allocator.next_id_txn(txn)
-        self._tracker.started(stream_id)
+        stream_id = self._allocator.next_tracked_id_txn(txn, self._tracker)
         txn.call_after(self._tracker.finished, stream_id)
         txn.call_on_exception(self._tracker.finished, stream_id)
         txn.call_on_exception(self._flush)

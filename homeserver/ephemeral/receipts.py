@@ -240,11 +240,16 @@ class ReceiptService:
         if checked.receipt_type == FULLY_READ:
             await self._set_fully_read(user_id, room_id, stored)
             return
-        stream_id = await self._store.upsert_receipt(
-            room_id, checked.receipt_type, user_id, checked.thread_id, stored.event_id,
-            stored.stream_ordering, self._now(),
-        )
+        try:
+            stream_id = await self._store.upsert_receipt(
+                room_id, checked.receipt_type, user_id, checked.thread_id, stored.event_id,
+                stored.stream_ordering, self._now(),
+            )
+        except Exception:
+            self._flush()  # a rolled-back position may release wake-ups held behind it
+            raise
         if stream_id is None:
+            self._flush()
             return  # an event before the current receipt: accepted, the receipt stays where it is
         if checked.receipt_type == READ_PRIVATE:
             self._announce(stream_id, frozenset({user_id}), frozenset())
@@ -262,6 +267,10 @@ class ReceiptService:
 
     def _announce(self, stream_id: int, users: frozenset[str], rooms: frozenset[str]) -> None:
         self._pending.append((stream_id, users, rooms))
+        self._flush()
+
+    def _flush(self) -> None:
+        """Wakes whoever waits for receipts up to the position every lower write has finished."""
         current = self._store.current_position()
         ready = [p for p in self._pending if p[0] <= current]
         if not ready:

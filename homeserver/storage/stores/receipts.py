@@ -129,8 +129,7 @@ class ReceiptStore:
             row = txn.fetchone()
             if row is not None and int(row[0]) >= event_stream:
                 return None
-            stream_id = self._stream_ids.next_id_txn(txn)
-            self.tracker.started(stream_id)
+            stream_id = self._stream_ids.next_tracked_id_txn(txn, self.tracker)
             txn.call_after(self.tracker.finished, stream_id)
             txn.call_on_exception(self.tracker.finished, stream_id)
             txn.execute(

@@ -26,6 +26,7 @@ import sys
 import tempfile
 import time
 from collections.abc import Awaitable, Callable
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -96,11 +97,11 @@ async def measure(base_url: str, args: argparse.Namespace) -> dict[str, float]:
         files = [b"%PDF-1.7\n" + os.urandom(size) for _ in range(args.files)]
         total_mb = sum(len(f) for f in files) / 1024 / 1024
         start = time.perf_counter()
-        ids = await bounded(args.concurrency, [lambda f=f: upload(f, "application/pdf") for f in files])
+        ids = await bounded(args.concurrency, [partial(upload, f, "application/pdf") for f in files])
         figures["upload MB/s"] = total_mb / (time.perf_counter() - start)
 
         start = time.perf_counter()
-        jobs = [lambda i=i: fetch(f"download/{i}") for i in ids] * args.rounds
+        jobs: list[Callable[[], Awaitable[Any]]] = [partial(fetch, f"download/{i}") for i in ids] * args.rounds
         bodies = await bounded(args.concurrency, jobs)
         figures["download MB/s"] = total_mb * args.rounds / (time.perf_counter() - start)
         expected = {i: f for i, f in zip(ids, files, strict=True)}
@@ -109,7 +110,7 @@ async def measure(base_url: str, args: argparse.Namespace) -> dict[str, float]:
 
         images = [jpeg(i) for i in range(args.images)]
         start = time.perf_counter()
-        image_ids = await bounded(args.concurrency, [lambda d=d: upload(d, "image/jpeg") for d in images])
+        image_ids = await bounded(args.concurrency, [partial(upload, d, "image/jpeg") for d in images])
         figures["image uploads/s"] = len(images) / (time.perf_counter() - start)
         for label in ("thumbnail GETs/s (first)", "thumbnail GETs/s (again)"):
             if label.endswith("(again)"):
@@ -117,7 +118,7 @@ async def measure(base_url: str, args: argparse.Namespace) -> dict[str, float]:
                 await asyncio.sleep(len(images) * 5 / args.thumbnail_rate + 2)
             start = time.perf_counter()
             await bounded(
-                args.concurrency, [lambda i=i: fetch(f"thumbnail/{i}?width=96&height=96&method=crop") for i in image_ids]
+                args.concurrency, [partial(fetch, f"thumbnail/{i}?width=96&height=96&method=crop") for i in image_ids]
             )
             figures[label] = len(image_ids) / (time.perf_counter() - start)
     return figures

@@ -203,6 +203,8 @@ class Homeserver:
             server_name=server_name,
             public_baseurl=config.server.public_baseurl,
             authenticator=self.authenticator,
+            # Unstable features we implement (clients check these before using them).
+            unstable_features={"org.matrix.msc3814": True},
         )
         LoginServlets(
             server_name,

@@ -311,3 +311,10 @@ class BadUploadTests(DehydratedTestCase):
 
         self.get_success(self.hs.pool.run_txn("add", add_txn))
         self.assert_refused(self.body("MasterKeyPub"), 400, "M_INVALID_PARAM")
+
+
+class AdvertisedTests(DehydratedTestCase):
+    def test_versions_advertises_msc3814(self) -> None:
+        """Element checks unstable_features before using dehydrated devices."""
+        body = self.make_request("GET", "/_matrix/client/versions").json_body
+        self.assertIs(body["unstable_features"].get("org.matrix.msc3814"), True)

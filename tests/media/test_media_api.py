@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from typing import Any
 from urllib.parse import quote
 
@@ -26,7 +28,8 @@ class MediaTestCase(FullHomeserverTestCase):
 
     def default_config(self) -> dict[str, Any]:
         config = super().default_config()
-        self.media_dir = os.path.abspath(self.mktemp())
+        self.media_dir = tempfile.mkdtemp(prefix="sc-media-test-")
+        self.addCleanup(shutil.rmtree, self.media_dir, True)
         config["media"] = {"media_store_path": self.media_dir}
         return config
 

@@ -28,3 +28,15 @@ def test_readme_quickstart_script_exists() -> None:
     script = ROOT / command.lstrip("./")
     assert script.is_file()
     assert script.stat().st_mode & 0o111
+
+
+def test_relative_links_in_docs_resolve() -> None:
+    """Every relative link in README.md and docs/*.md points at a file that exists (docs are product)."""
+    broken = []
+    for doc in [ROOT / "README.md", *sorted((ROOT / "docs").rglob("*.md"))]:
+        for target in re.findall(r"\]\(([^)#\s]+)(?:#[^)]*)?\)", doc.read_text()):
+            if "://" in target or target.startswith("mailto:"):
+                continue
+            if not (doc.parent / target).resolve().exists():
+                broken.append(f"{doc.relative_to(ROOT)} -> {target}")
+    assert not broken, broken

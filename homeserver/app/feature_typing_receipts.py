@@ -63,7 +63,10 @@ async def wire(hs: Homeserver) -> None:
         store, core.events, core.creator, core.visibility, hs.stores.account_data, core.notifier, threads,
         hs.clock.time_msec,
     )
-    unread = UnreadCounter(hs.pool, core.events, core.rooms, store, core.creator, threads)
+    # Push rules (feature_push_rules, wired earlier in name order) decide what counts and highlights.
+    push_rules = getattr(hs, "push_rules", None)
+    evaluator = push_rules.evaluator if push_rules is not None else None
+    unread = UnreadCounter(hs.pool, core.events, core.rooms, store, core.creator, threads, push_rules=evaluator)
 
     TypingServlets(hs.authenticator, typing, limiter, ratelimits.admins_exempt).register(hs.resource)
     ReceiptServlets(hs.authenticator, receipts, limiter, ratelimits.admins_exempt).register(hs.resource)

@@ -1,13 +1,19 @@
 """Unread notification counts for ``/sync`` (spec client-server-api, "Receiving notifications").
 
-Theory of operation (push rules are not implemented yet, so this stands in for the default rules):
+Theory of operation:
 
-* **What counts.** ``m.room.message`` and ``m.room.encrypted`` events sent by others, not rejected,
-  not redacted, not edits (``m.replace``) and not ``m.notice`` messages (the default push rules
-  suppress both). A *highlight* is a message whose ``m.mentions.user_ids`` names the user or, for
-  messages without ``m.mentions`` (the spec's legacy mention rules), whose ``body`` contains the
-  user's ID or their display name in the room as a whole word (case-insensitive). Encrypted
-  messages count but never highlight (the server cannot read them).
+* **What counts (push rules).** With a push rule evaluator (:mod:`homeserver.push`, wired by the
+  composition root), each candidate event sent by someone else is evaluated against the user's push
+  rules (joined member count, the user's display name and the power levels of the room now): it is
+  a notification when the matching rule's actions include ``notify``, and a *highlight* when they
+  set the ``highlight`` tweak. Candidates are :data:`NOTIFIABLE_TYPES` events, not rejected, not
+  redacted (NOTSPEC: a user rule matching other event types does not count, to keep one indexed
+  query per room).
+* **What counts (fallback without push rules).** ``m.room.message`` and ``m.room.encrypted`` events
+  sent by others, not edits (``m.replace``) and not ``m.notice`` messages. A *highlight* is a message
+  whose ``m.mentions.user_ids`` names the user or, for messages without ``m.mentions``, whose
+  ``body`` contains the user's ID or their display name in the room as a whole word
+  (case-insensitive). Encrypted messages count but never highlight.
 * **Read up to.** An event in thread ``T`` (``main`` or a thread root, found by
   :class:`~homeserver.ephemeral.receipts.ThreadResolver`) is read when it is at or before the latest of
   the user's unthreaded receipts and their receipts for ``T``, over ``m.read`` and
@@ -23,18 +29,23 @@ Theory of operation (push rules are not implemented yet, so this stands in for t
 from __future__ import annotations
 
 import re
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
 from homeserver.ephemeral.access import MEMBER, RoomHeads
 from homeserver.ephemeral.receipts import MAIN_THREAD, ThreadResolver, relation_of
+from homeserver.push.evaluator import PushRuleEvaluator, RoomPowerLevels
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.receipts import ReceiptStore
 from homeserver.storage.stores.rooms import RoomStore
 
 MESSAGE_TYPES = ("m.room.message", "m.room.encrypted")
+NOTIFIABLE_TYPES = (*MESSAGE_TYPES, "m.sticker", "m.call.invite", "m.room.tombstone")
+"""Candidate event types when push rules decide (the default rules notify for these)."""
+POWER_LEVELS = ("m.room.power_levels", "")
+CREATE = ("m.room.create", "")
 MAX_UNREAD_COUNTED = 200
 """Candidate events examined per room; counts saturate here."""
 MIN_DISPLAY_NAME_CHARS = 2
@@ -50,6 +61,18 @@ class UnreadCounts:
 
     def to_json(self) -> dict[str, int]:
         return {"notification_count": self.notification_count, "highlight_count": self.highlight_count}
+
+
+Classifier = Callable[[StoredEvent], tuple[bool, bool]]
+"""``stored event -> (notifies, highlights)`` for one room."""
+
+
+@dataclass(frozen=True)
+class _RoomState:
+    """What evaluating push rules needs about a room besides the event."""
+
+    display_name: str | None
+    power_levels: RoomPowerLevels
 
 
 @dataclass
@@ -87,6 +110,18 @@ def _counts(stored: StoredEvent) -> bool:
     return not (stored.event.type == "m.room.message" and content.get("msgtype") == "m.notice")
 
 
+def _fallback_classifier(user_id: str, display_name: str | None) -> Classifier:
+    """The approximation used without push rules (see the module docstring)."""
+
+    def classify(stored: StoredEvent) -> tuple[bool, bool]:
+        if not _counts(stored):
+            return False, False
+        event = stored.event
+        return True, event.type == "m.room.message" and mentions_user(event.content, user_id, display_name)
+
+    return classify
+
+
 class UnreadCounter:
     """Computes unread counts for a user's rooms.
 
@@ -98,6 +133,8 @@ class UnreadCounter:
         heads: room heads (display names).
         threads: finds events' threads.
         max_counted: candidate events examined per room.
+        push_rules: decides what notifies and highlights; None uses the fallback described in the
+            module docstring.
     """
 
     def __init__(
@@ -109,6 +146,7 @@ class UnreadCounter:
         heads: RoomHeads,
         threads: ThreadResolver,
         max_counted: int = MAX_UNREAD_COUNTED,
+        push_rules: PushRuleEvaluator | None = None,
     ) -> None:
         self._pool = pool
         self._events = events
@@ -117,6 +155,7 @@ class UnreadCounter:
         self._heads = heads
         self._threads = threads
         self._max = max_counted
+        self._push_rules = push_rules
 
     async def get_unread_counts(self, user_id: str, room_ids: Iterable[str], *, threaded: bool) -> dict[str, RoomUnread]:
         """Room ID -> counts, for the joined rooms among ``room_ids``.
@@ -142,46 +181,91 @@ class UnreadCounter:
         lower = {
             room_id: max(joins.get(nid, 0), read_up_to.get(room_id, {}).get(None, 0)) for room_id, nid in nids.items()
         }
-        candidates = await self._pool.run_read("get_unread_candidates", self._candidates_txn, nids, lower)
+        types = MESSAGE_TYPES if self._push_rules is None else NOTIFIABLE_TYPES
+        candidates = await self._pool.run_read("get_unread_candidates", self._candidates_txn, nids, lower, types)
         loaded = await self._events.get_events(e for ids in candidates.values() for e in ids)
         threads = await self._threads.get_threads(loaded.values())
-        names = await self._display_names(user_id, [r for r, ids in candidates.items() if ids])
+        classifiers = await self._classifiers(user_id, [r for r, ids in candidates.items() if ids], nids)
         result: dict[str, RoomUnread] = {}
         for room_id in nids:
             events = [loaded[e] for e in candidates.get(room_id, []) if e in loaded]
             result[room_id] = self._count_room(
-                user_id, events, threads, read_up_to.get(room_id, {}), names.get(room_id), threaded
+                user_id, events, threads, read_up_to.get(room_id, {}), classifiers.get(room_id), threaded
             )
         return result
 
-    def _candidates_txn(self, txn: Txn, nids: Mapping[str, int], lower: Mapping[str, int]) -> dict[str, list[str]]:
+    def _candidates_txn(
+        self, txn: Txn, nids: Mapping[str, int], lower: Mapping[str, int], types: Sequence[str]
+    ) -> dict[str, list[str]]:
         """Per room, the newest candidate event IDs after its lower bound, newest first."""
         found: dict[str, list[str]] = {}
+        placeholders = ", ".join("?" for _ in types)
         for room_id, nid in nids.items():
             txn.execute(
-                "SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering > ? AND type IN (?, ?)"
+                f"SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering > ? AND type IN ({placeholders})"  # noqa: S608
                 " AND outlier = ? AND rejected_reason IS NULL AND redacted_by IS NULL"
                 " ORDER BY stream_ordering DESC LIMIT ?",
-                (nid, lower[room_id], *MESSAGE_TYPES, False, self._max),
+                (nid, lower[room_id], *types, False, self._max),
             )
             found[room_id] = [str(r[0]) for r in txn.fetchall()]
         return found
 
-    async def _display_names(self, user_id: str, room_ids: Sequence[str]) -> dict[str, str]:
-        """The user's display name in each room (from their current member event)."""
-        member_ids: dict[str, str] = {}
+    async def _classifiers(self, user_id: str, room_ids: Sequence[str], nids: Mapping[str, int]) -> dict[str, Classifier]:
+        """Per room with candidates, how to tell whether an event notifies and highlights."""
+        if not room_ids:
+            return {}
+        states = await self._room_states(user_id, room_ids)
+        evaluator = self._push_rules
+        if evaluator is None:
+            return {
+                room_id: _fallback_classifier(user_id, states[room_id].display_name if room_id in states else None)
+                for room_id in room_ids
+            }
+        ruleset = await evaluator.get_ruleset(user_id)
+        joined_counts = await self._pool.run_read(
+            "get_unread_joined_counts", self._joined_counts_txn, [nids[r] for r in room_ids]
+        )
+        classifiers: dict[str, Classifier] = {}
+        for room_id in room_ids:
+            state = states.get(room_id, _RoomState(None, RoomPowerLevels(None, None)))
+            joined = joined_counts.get(nids[room_id], 0)
+
+            def classify(stored: StoredEvent, joined: int = joined, state: _RoomState = state) -> tuple[bool, bool]:
+                actions = ruleset.evaluate(stored.event, joined, state.display_name, state.power_levels)
+                return actions.notify, actions.highlight
+
+            classifiers[room_id] = classify
+        return classifiers
+
+    def _joined_counts_txn(self, txn: Txn, room_nids: Sequence[int]) -> dict[int, int]:
+        """Room nid -> joined member count now (``room_member_count`` of the push rules)."""
+        counts: dict[int, int] = {}
+        for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, COUNT(*) FROM current_state"  # noqa: S608
+                f" WHERE type = 'm.room.member' AND membership = 'join' AND {fragment} GROUP BY room_nid",
+                args,
+            )
+            counts.update({int(nid): int(count) for nid, count in txn.fetchall()})
+        return counts
+
+    async def _room_states(self, user_id: str, room_ids: Sequence[str]) -> dict[str, _RoomState]:
+        """The user's display name (from their current member event) and the power levels, per room."""
+        wanted: dict[str, dict[tuple[str, str], str]] = {}
         for room_id in room_ids:
             head = await self._heads.get_head(room_id)
-            if head is not None and (MEMBER, user_id) in head.state:
-                member_ids[room_id] = head.state[(MEMBER, user_id)]
-        loaded = await self._events.get_events(member_ids.values())
-        names: dict[str, str] = {}
-        for room_id, event_id in member_ids.items():
-            stored = loaded.get(event_id)
-            name = stored.event.content.get("displayname") if stored is not None else None
-            if isinstance(name, str):
-                names[room_id] = name
-        return names
+            if head is not None:
+                keys = ((MEMBER, user_id), POWER_LEVELS, CREATE)
+                wanted[room_id] = {k: head.state[k] for k in keys if k in head.state}
+        loaded = await self._events.get_events(e for ids in wanted.values() for e in ids.values())
+        states: dict[str, _RoomState] = {}
+        for room_id, ids in wanted.items():
+            events = {k: loaded[e].event for k, e in ids.items() if e in loaded}
+            member = events.get((MEMBER, user_id))
+            name = member.content.get("displayname") if member is not None else None
+            power = RoomPowerLevels(events.get(POWER_LEVELS), events.get(CREATE))
+            states[room_id] = _RoomState(name if isinstance(name, str) else None, power)
+        return states
 
     @staticmethod
     def _count_room(
@@ -189,7 +273,7 @@ class UnreadCounter:
         newest_first: Sequence[StoredEvent],
         threads: Mapping[str, str],
         read_up_to: Mapping[str | None, int],
-        display_name: str | None,
+        classify: Classifier | None,
         threaded: bool,
     ) -> RoomUnread:
         unread = RoomUnread()
@@ -202,12 +286,13 @@ class UnreadCounter:
                 continue
             if thread in own_seen or stored.stream_ordering <= max(unthreaded, read_up_to.get(thread, 0)):
                 continue
-            if not _counts(stored):
+            notifies, highlights = classify(stored) if classify is not None else (False, False)
+            if not notifies:
                 continue
             target = unread.room
             if threaded and thread != MAIN_THREAD:
                 target = unread.threads.setdefault(thread, UnreadCounts())
             target.notification_count += 1
-            if stored.event.type == "m.room.message" and mentions_user(stored.event.content, user_id, display_name):
+            if highlights:
                 target.highlight_count += 1
         return unread

@@ -23,7 +23,8 @@ import re
 from collections.abc import Iterable, Mapping
 from typing import Any, Final, Protocol
 
-from sc_proto.errors import Codes, MatrixError
+from sc_proto.errors import CanonicalJSONError, Codes, MatrixError
+from sc_proto.json import encode_canonical_json
 
 JsonDict = dict[str, Any]
 
@@ -319,6 +320,10 @@ def validate_actions(value: object) -> list[Any]:
                 raise _invalid("An action object must have a string 'set_tweak'")
             if tweak == "highlight" and "value" in action and not isinstance(action["value"], bool):
                 raise _invalid("The 'highlight' tweak's value must be a boolean")
+            try:  # the ruleset is stored as canonical JSON account data
+                encode_canonical_json(action)
+            except CanonicalJSONError:
+                raise _invalid("Action values must be canonical JSON (no floats)") from None
             actions.append(action)
         else:
             raise _invalid("Each action must be a string or an object")

@@ -362,7 +362,8 @@ class UnreadCountTests(ReceiptsTestCase):
         self.assertEqual(self.unread(self.sync(self.bob))["notification_count"], 0)
 
     def test_highlights(self) -> None:
-        """Mentions by user ID, display name or m.mentions highlight; m.mentions without the user does not."""
+        """Only m.mentions naming the user highlights (the spec's default push rules since v1.17 no longer
+        match the body for the user ID or display name); every message notifies."""
         channel = self.make_request(
             "PUT", f"{V3}/profile/@bob:test/displayname", {"displayname": "Bob"}, access_token=self.bob
         )
@@ -375,7 +376,7 @@ class UnreadCountTests(ReceiptsTestCase):
         body = self.sync(self.bob)
         counts = self.unread(body)
         self.assertEqual(counts["notification_count"], 5)
-        self.assertEqual(counts["highlight_count"], 4)  # ID, name, m.mentions, "bob's" (not "bobcat")
+        self.assertEqual(counts["highlight_count"], 1)  # only m.mentions (.m.rule.is_user_mention)
 
     def test_notices_edits_and_redactions_do_not_count(self) -> None:
         """m.notice messages, edits and redacted messages are not notifications; encrypted ones are."""
@@ -395,7 +396,8 @@ class UnreadCountTests(ReceiptsTestCase):
         root = self.say(self.room_id, self.alice, "root")
         relates = {"rel_type": "m.thread", "event_id": root}
         t1 = self.send_event(self.alice, {"msgtype": "m.text", "body": "t1", "m.relates_to": relates})
-        self.send_event(self.alice, {"msgtype": "m.text", "body": "t2 @bob:test", "m.relates_to": relates})
+        self.send_event(self.alice, {"msgtype": "m.text", "body": "t2 @bob:test", "m.relates_to": relates,
+                                     "m.mentions": {"user_ids": ["@bob:test"]}})
         flt = {"room": {"timeline": {"unread_thread_notifications": True}}}
         body = self.sync(self.bob, filter=flt)
         room = body["rooms"]["join"][self.room_id]

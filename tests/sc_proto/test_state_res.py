@@ -16,7 +16,7 @@ from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
 from sc_proto.auth.rules import check_auth
-from sc_proto.errors import AuthError, LocalProtocolError
+from sc_proto.errors import AuthError
 from sc_proto.events.model import Event, StateKey
 from sc_proto.room_versions import EventFormat, RoomVersion, RoomVersions
 from sc_proto.state import (
@@ -575,9 +575,13 @@ def test_events_of_other_rooms_are_rejected() -> None:
         resolve(room.rv, [a, b], events)
 
 
-def test_room_v1_is_refused() -> None:
-    with pytest.raises(LocalProtocolError):
+def test_room_v1_dispatches_to_v1_and_reports_missing_events() -> None:
+    """Room v1 resolves with state resolution v1; unknown events are reported, not guessed."""
+    from sc_proto.state import MissingEventsError
+
+    with pytest.raises(MissingEventsError) as info:
         resolve(RoomVersions.V1, [{TOPIC: "$x"}, {TOPIC: "$y"}], {})
+    assert {"$x", "$y"} <= set(info.value.event_ids)
 
 
 def test_malformed_conflicted_event_is_dropped_not_crashing(room: Room) -> None:

@@ -46,6 +46,7 @@ from bench.common import (  # after the sys.path insert: needs the repository ro
     PostgresDatabases,
     ServerProcess,
     SpyRecorder,
+    check_comparison_args,
     free_port,
     generate_config,
     summarize_collapsed,
@@ -652,14 +653,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "--profile", help="sample each local server with py-spy per scenario into this directory"
     )
     args = parser.parse_args(argv)
-    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if unknown := set(args.scenario_list) - set(SCENARIOS):
-        parser.error(f"unknown scenarios: {sorted(unknown)}")
-    if unknown := set(args.server_list) - {"ours", "synapse"}:
-        parser.error(f"unknown servers: {sorted(unknown)}")
-    if args.url and urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        parser.error("--url must be a loopback address (this benchmark only sends traffic to 127.0.0.1)")
+    check_comparison_args(parser, args, SCENARIOS)
     return args
 
 

@@ -560,3 +560,16 @@ def summarize_collapsed(path: Path, top: int = 15, only: tuple[str, ...] = ()) -
     rows.append("inclusive" + (f" ({', '.join(only)} frames)" if only else "") + ":")
     rows += [f"  {100.0 * n / total:5.1f}%  {frame[:150]}" for frame, n in inclusive.most_common(top)]
     return "\n".join(rows)
+
+
+def check_comparison_args(parser: Any, args: Any, scenarios: Any) -> None:
+    """Splits and checks ``--scenarios``/``--servers`` and keeps ``--url`` on loopback, for the side-by-side
+    benchmarks (sets ``args.scenario_list`` and ``args.server_list``; errors through ``parser``)."""
+    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
+    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
+    if unknown := set(args.scenario_list) - set(scenarios):
+        parser.error(f"unknown scenarios: {sorted(unknown)}")
+    if unknown := set(args.server_list) - {"ours", "synapse"}:
+        parser.error(f"unknown servers: {sorted(unknown)}")
+    if args.url and urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
+        parser.error("--url must be a loopback address (this benchmark only sends traffic to 127.0.0.1)")

@@ -27,7 +27,6 @@ import secrets
 import sys
 import tempfile
 import time
-import urllib.parse
 from collections.abc import Callable
 from dataclasses import asdict, dataclass
 from functools import partial
@@ -51,7 +50,7 @@ from bench.chat import (  # after the sys.path insert: needs the repository root
     register,
     start_ours,
 )
-from bench.common import ServerProcess
+from bench.common import ServerProcess, check_comparison_args
 from sc_proto.crypto.keys import encode_verify_key_base64, generate_signing_key, get_verify_key
 from sc_proto.crypto.signing import sign_json
 
@@ -277,14 +276,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     parser.add_argument("--scenarios", default=",".join(SCENARIOS), help="comma list of: " + ", ".join(SCENARIOS))
     parser.add_argument("--json", help="also write the figures to this JSON file")
     args = parser.parse_args(argv)
-    args.scenario_list = [s.strip() for s in args.scenarios.split(",") if s.strip()]
-    args.server_list = [s.strip() for s in args.servers.split(",") if s.strip()]
-    if unknown := set(args.scenario_list) - set(SCENARIOS):
-        parser.error(f"unknown scenarios: {sorted(unknown)}")
-    if unknown := set(args.server_list) - {"ours", "synapse"}:
-        parser.error(f"unknown servers: {sorted(unknown)}")
-    if args.url and urllib.parse.urlsplit(args.url).hostname not in ("127.0.0.1", "localhost", "::1"):
-        parser.error("--url must be a loopback address (this benchmark only sends traffic to 127.0.0.1)")
+    check_comparison_args(parser, args, SCENARIOS)
     return args
 
 

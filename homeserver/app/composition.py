@@ -20,7 +20,7 @@ from twisted.python.threadpool import ThreadPool
 
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
-from homeserver.auth.sessions import SessionService
+from homeserver.auth.sessions import SessionService, ThreadRunner
 from homeserver.auth.uia import InteractiveAuth
 from homeserver.calls.turn import TurnCredentialIssuer
 from homeserver.config.database import DatabaseConfig
@@ -68,7 +68,6 @@ from sc_proto.crypto.keys import SigningKey
 
 logger = logging.getLogger(__name__)
 
-ThreadRunner = Callable[..., Any]
 
 
 SHUTDOWN_CLOSE_TIMEOUT_S = 5.0
@@ -178,7 +177,10 @@ class Homeserver:
             on_authenticated=self.last_seen.on_authenticated,
         )
         self.ratelimiter = RateLimiter(
-            clock.time_msec, ratelimit_rules(config.ratelimits), enabled=config.ratelimits.enabled
+            clock.time_msec,
+            ratelimit_rules(config.ratelimits),
+            enabled=config.ratelimits.enabled,
+            admins_exempt=config.ratelimits.admins_exempt,
         )
         self.uia = InteractiveAuth(
             self.stores.ui_auth, self.sessions, server_name, clock.time_msec, config.registration.tokens
@@ -253,7 +255,6 @@ class Homeserver:
             self.room_creation,
             self.membership,
             core.rooms,
-            self.config.ratelimits.admins_exempt,
             self.clock.time_msec,
         )
         room_servlets.register(self.resource)

@@ -25,8 +25,13 @@ PUSH_RULE_RATE = RateLimitRule(per_second=2.0, burst=30)
 async def wire(hs: Homeserver) -> None:
     """Builds the push rules service from ``hs``, registers its endpoints and sync source."""
     ratelimits = hs.config.ratelimits
-    limiter = RateLimiter(hs.clock.time_msec, {RATE_LIMIT_ACTION: PUSH_RULE_RATE}, enabled=ratelimits.enabled)
+    limiter = RateLimiter(
+        hs.clock.time_msec,
+        {RATE_LIMIT_ACTION: PUSH_RULE_RATE},
+        enabled=ratelimits.enabled,
+        admins_exempt=ratelimits.admins_exempt,
+    )
     service = PushRulesService(PushRuleStore(hs.pool), hs.stores.account_data)
-    PushRuleServlets(hs.authenticator, service, limiter, ratelimits.admins_exempt).register(hs.resource)
+    PushRuleServlets(hs.authenticator, service, limiter).register(hs.resource)
     hs.sync.registry.register(PushRulesSource(service.get_ruleset))
     hs.push_rules = service  # type: ignore[attr-defined]  # feature services hang off the composition root

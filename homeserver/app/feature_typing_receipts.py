@@ -41,6 +41,7 @@ async def wire(hs: Homeserver) -> None:
         hs.clock.time_msec,
         {TYPING_ACTION: TYPING_RATE, RECEIPT_ACTION: RECEIPT_RATE},
         enabled=ratelimits.enabled,
+        admins_exempt=ratelimits.admins_exempt,
     )
 
     async def joined(room_id: str, user_id: str) -> object:
@@ -68,8 +69,8 @@ async def wire(hs: Homeserver) -> None:
     evaluator = push_rules.evaluator if push_rules is not None else None
     unread = UnreadCounter(hs.pool, core.events, core.rooms, store, core.creator, threads, push_rules=evaluator)
 
-    TypingServlets(hs.authenticator, typing, limiter, ratelimits.admins_exempt).register(hs.resource)
-    ReceiptServlets(hs.authenticator, receipts, limiter, ratelimits.admins_exempt).register(hs.resource)
+    TypingServlets(hs.authenticator, typing, limiter).register(hs.resource)
+    ReceiptServlets(hs.authenticator, receipts, limiter).register(hs.resource)
     hs.sync.registry.register(TypingSource(typing))
     hs.sync.registry.register(ReceiptsSource(store, unread))
     hs.typing = typing  # type: ignore[attr-defined]  # feature services hang off the composition root

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from homeserver.http.servlet import parse_room_id
 from homeserver.storage.stores.key_backup import (
     BackupVersion,
     KeyBackupStore,
@@ -24,8 +25,7 @@ from homeserver.storage.stores.key_backup import (
     UnknownBackupVersion,
     WrongBackupVersion,
 )
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import RoomID
+from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -85,18 +85,6 @@ def parse_room_key(obj: object) -> RoomKey:
     return RoomKey(first_message_index, forwarded_count, is_verified, dict(session_data))
 
 
-def check_room_id(room_id: object) -> str:
-    """Validates a room ID (path segment or ``rooms`` key).
-
-    Raises:
-        MatrixError: 400 ``M_INVALID_PARAM``.
-    """
-    try:
-        return str(RoomID.parse(room_id))
-    except InvalidIdentifierError:
-        raise _invalid("Invalid room ID") from None
-
-
 def check_session_id(session_id: object) -> str:
     """Validates a megolm session ID (a non-empty string of bounded length).
 
@@ -135,7 +123,7 @@ def parse_rooms(body: Mapping[str, Any]) -> RoomKeys:
         raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'rooms'")
     if not isinstance(rooms, Mapping):
         raise _invalid("'rooms' must be an object")
-    return {check_room_id(room_id): parse_sessions(backup) for room_id, backup in rooms.items()}
+    return {parse_room_id(room_id): parse_sessions(backup) for room_id, backup in rooms.items()}
 
 
 def parse_version(version: str) -> int | None:

@@ -68,7 +68,8 @@ class RateLimiter:
         time_msec: returns the current time in milliseconds (the injected clock).
         rules: action name -> :class:`RateLimitRule` or ``(per_second, burst)``.
         enabled: False turns every check into a no-op (one switch for the whole server).
-        exempt: ``exempt(key) -> bool``; exempt keys are never limited (e.g. admins, appservices).
+        exempt: ``exempt(key) -> bool``; exempt keys are never limited (e.g. appservices).
+        admins_exempt: :meth:`check_user` skips admins.
         sweep_interval_ms: how often idle buckets are dropped.
         max_buckets: hard cap on stored buckets; beyond it the least recently used are evicted.
 
@@ -83,6 +84,7 @@ class RateLimiter:
         enabled: bool = True,
         exempt: Callable[[str], bool] | None = None,
         *,
+        admins_exempt: bool = False,
         sweep_interval_ms: int = 60_000,
         max_buckets: int = 100_000,
     ) -> None:
@@ -92,6 +94,7 @@ class RateLimiter:
             for action, rule in rules.items()
         }
         self.enabled = enabled
+        self.admins_exempt = admins_exempt
         self._exempt = exempt
         self._sweep_interval_ms = sweep_interval_ms
         self._max_buckets = max_buckets
@@ -113,6 +116,12 @@ class RateLimiter:
             return self._rules[action]
         except KeyError:
             raise KeyError(f"no rate-limit rule for action {action!r}") from None
+
+    def check_user(self, action: str, user_id: str, is_admin: bool, cost: float = 1.0) -> None:
+        """:meth:`check` keyed by user, skipped for admins when ``admins_exempt`` is set (config
+        ``ratelimits.admins_exempt``)."""
+        if not (self.admins_exempt and is_admin):
+            self.check(action, user_id, cost)
 
     def check(self, action: str, key: str, cost: float = 1.0) -> None:
         """Consumes ``cost`` tokens from the (action, key) bucket, or refuses the request.

@@ -304,6 +304,17 @@ class SCSite(Site):
         )
 
 
+def user_agent_of(request: Request) -> str:
+    """Returns the ``User-Agent`` of any request (:meth:`SCRequest.get_user_agent` when available)."""
+    if isinstance(request, SCRequest):
+        return request.get_user_agent()
+    value = request.getHeader(b"User-Agent")
+    if value is None:
+        return ""
+    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
+    return text[:_MAX_USER_AGENT]
+
+
 def client_ip_of(request: Request) -> str:
     """Returns the client IP of any request (:meth:`SCRequest.get_client_ip` when available)."""
     if isinstance(request, SCRequest):

@@ -19,13 +19,14 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
+from homeserver.http.servlet import parse_room_id
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.auth.power_levels import get_required_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
-from sc_proto.identifiers import RoomAlias, RoomID
+from sc_proto.identifiers import RoomAlias
 
 logger = logging.getLogger(__name__)
 
@@ -38,14 +39,6 @@ def parse_room_alias(value: object) -> RoomAlias:
         return RoomAlias.parse(value)
     except InvalidIdentifierError:
         raise MatrixError(400, Codes.INVALID_PARAM, "Room alias invalid") from None
-
-
-def parse_room_id(value: object) -> str:
-    """Checks a room ID from a request (400 ``M_INVALID_PARAM`` when malformed)."""
-    try:
-        return str(RoomID.parse(value))
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID") from None
 
 
 def membership_of(state: Mapping[StateKey, Event], user_id: str) -> str | None:

@@ -18,7 +18,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.rooms.aliases import may_send_state, parse_room_id
+from homeserver.http.servlet import parse_room_id
+from homeserver.rooms.aliases import may_send_state
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.room_directory import RoomDirectoryStore

@@ -28,7 +28,8 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.rooms.aliases import CANONICAL_ALIAS, RoomAliasService, may_send_state, parse_room_id
+from homeserver.http.servlet import parse_room_id
+from homeserver.rooms.aliases import CANONICAL_ALIAS, RoomAliasService, may_send_state
 from homeserver.rooms.membership import JOIN, MembershipService
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore

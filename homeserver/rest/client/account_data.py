@@ -13,11 +13,10 @@ from twisted.web.server import Request
 
 from homeserver.http.auth import Authenticator
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request
+from homeserver.http.servlet import parse_json_object_from_request, parse_room_id
 from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.account_data import AccountDataStore
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import RoomID
+from sc_proto.errors import Codes, MatrixError
 
 SERVER_MANAGED_TYPES = frozenset({"m.fully_read", "m.push_rules"})
 """Account data types clients may not set through this API."""
@@ -46,13 +45,6 @@ def _check_type(data_type: str) -> None:
         raise MatrixError(400, Codes.INVALID_PARAM, f"Account data type is longer than {MAX_TYPE_BYTES} bytes")
 
 
-def _check_room_id(room_id: str) -> str:
-    try:
-        return str(RoomID.parse(room_id))
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID") from None
-
-
 class AccountDataServlets:
     """Registers the account data endpoints.
 
@@ -76,7 +68,7 @@ class AccountDataServlets:
     async def _get(self, request: Request, user_id: str, room_id: str | None, data_type: str) -> tuple[int, JsonDict]:
         requester = await self._auth.get_requester(request)
         require_own_user(requester.user_id, user_id, "read the account data of")
-        room_id = None if room_id is None else _check_room_id(room_id)
+        room_id = None if room_id is None else parse_room_id(room_id)
         content = await self._store.get_account_data(requester.user_id, room_id, data_type)
         if content is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Account data not found")
@@ -85,7 +77,7 @@ class AccountDataServlets:
     async def _put(self, request: Request, user_id: str, room_id: str | None, data_type: str) -> tuple[int, JsonDict]:
         requester = await self._auth.get_requester(request)
         require_own_user(requester.user_id, user_id, "add account data for")
-        room_id = None if room_id is None else _check_room_id(room_id)
+        room_id = None if room_id is None else parse_room_id(room_id)
         if data_type in SERVER_MANAGED_TYPES:
             raise MatrixError(405, Codes.BAD_JSON, f"Cannot set {data_type} through this API")
         _check_type(data_type)

@@ -21,7 +21,7 @@ from homeserver.http.auth import Authenticator
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import optional_bool, optional_str, parse_json_object_from_request, require_str
-from homeserver.http.site import client_ip_of
+from homeserver.http.site import client_ip_of, user_agent_of
 from homeserver.storage.stores.login_tokens import LoginTokenStore
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
@@ -36,14 +36,6 @@ LOGIN_TOKEN_LIFETIME_MS = 120_000
 def client_paths(path: str) -> list[str]:
     """The ``r0`` and ``v3`` forms of a client API path (``path`` starts after the version)."""
     return [f"/_matrix/client/r0{path}", f"/_matrix/client/v3{path}"]
-
-
-def user_agent_of(request: Request) -> str:
-    value = request.getHeader(b"User-Agent")
-    if value is None:
-        return ""
-    text = value.decode("utf-8", "replace") if isinstance(value, bytes) else str(value)
-    return text[:512]
 
 
 def parse_user_identifier(body: Mapping[str, Any], server_name: str) -> str:

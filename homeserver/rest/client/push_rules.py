@@ -36,16 +36,14 @@ class PushRuleServlets:
         authenticator: authenticates requests.
         service: the push rules service.
         ratelimiter: has a rule for ``push_rules.user`` (applied to changes).
-        admins_exempt: admins skip the rate limit.
     """
 
     def __init__(
-        self, authenticator: Authenticator, service: PushRulesService, ratelimiter: RateLimiter, admins_exempt: bool
+        self, authenticator: Authenticator, service: PushRulesService, ratelimiter: RateLimiter
     ) -> None:
         self._auth = authenticator
         self._service = service
         self._ratelimiter = ratelimiter
-        self._admins_exempt = admins_exempt
 
     def register(self, resource: JsonResource) -> None:
         resource.register("GET", client_paths("/pushrules/"), self.on_get_all)
@@ -64,8 +62,7 @@ class PushRuleServlets:
     async def _changer(self, request: Request, scope: str) -> Requester:
         requester = await self._auth.get_requester(request)
         _check_scope(scope)
-        if not (self._admins_exempt and requester.is_admin):
-            self._ratelimiter.check(RATE_LIMIT_ACTION, requester.user_id)
+        self._ratelimiter.check_user(RATE_LIMIT_ACTION, requester.user_id, requester.is_admin)
         return requester
 
     async def on_get_all(self, request: Request) -> tuple[int, JsonDict]:

@@ -12,9 +12,8 @@ from homeserver.ephemeral.receipts import ReceiptService
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request
+from homeserver.http.servlet import parse_json_object_from_request, parse_room_id
 from homeserver.rest.client.login import client_paths
-from homeserver.rest.client.rooms import check_room_id
 from sc_proto.errors import Codes, MatrixError
 
 RATE_LIMIT_ACTION = "receipt.user"
@@ -30,16 +29,14 @@ class ReceiptServlets:
         authenticator: authenticates requests.
         service: the receipt service.
         ratelimiter: has a rule for ``receipt.user``.
-        admins_exempt: admins skip the rate limit.
     """
 
     def __init__(
-        self, authenticator: Authenticator, service: ReceiptService, ratelimiter: RateLimiter, admins_exempt: bool
+        self, authenticator: Authenticator, service: ReceiptService, ratelimiter: RateLimiter
     ) -> None:
         self._auth = authenticator
         self._service = service
         self._ratelimiter = ratelimiter
-        self._admins_exempt = admins_exempt
 
     def register(self, resource: JsonResource) -> None:
         resource.register(
@@ -51,15 +48,14 @@ class ReceiptServlets:
         )
 
     def _rate_limit(self, requester: Requester) -> None:
-        if not (self._admins_exempt and requester.is_admin):
-            self._ratelimiter.check(RATE_LIMIT_ACTION, requester.user_id)
+        self._ratelimiter.check_user(RATE_LIMIT_ACTION, requester.user_id, requester.is_admin)
 
     async def on_post_receipt(
         self, request: Request, room_id: str, receipt_type: str, event_id: str
     ) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/rooms/{roomId}/receipt/{receiptType}/{eventId}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         body = parse_json_object_from_request(request, allow_empty=True)
         self._rate_limit(requester)
         await self._service.set_receipt(requester.user_id, room_id, receipt_type, event_id, body.get("thread_id"))
@@ -68,7 +64,7 @@ class ReceiptServlets:
     async def on_post_read_markers(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/rooms/{roomId}/read_markers"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         body = parse_json_object_from_request(request)
         for key in MARKER_KEYS:
             if key in body and not isinstance(body[key], str):

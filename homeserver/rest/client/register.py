@@ -24,8 +24,8 @@ from homeserver.http.servlet import (
     parse_json_object_from_request,
     parse_string,
 )
-from homeserver.http.site import client_ip_of
-from homeserver.rest.client.login import client_paths, user_agent_of
+from homeserver.http.site import client_ip_of, user_agent_of
+from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.ui_auth import UIAuthStore
 from homeserver.storage.stores.users import UserStore
 from sc_proto.errors import Codes, MatrixError

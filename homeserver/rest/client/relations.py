@@ -13,9 +13,8 @@ from twisted.web.server import Request
 from homeserver.events.serialize import EventSerializer, Viewer
 from homeserver.http.auth import Authenticator
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_boolean, parse_integer, parse_string
+from homeserver.http.servlet import parse_boolean, parse_integer, parse_room_id, parse_string
 from homeserver.relations.service import RelationsQuery, RelationsService
-from homeserver.rest.client.rooms import check_room_id
 from homeserver.storage.stores.relations import MAX_RECURSION_DEPTH
 from sc_proto.errors import Codes, MatrixError
 
@@ -69,7 +68,7 @@ class RelationServlets:
     ) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         _check_event_id(event_id)
         direction = parse_string(request, "dir", "b", allowed_values=("b", "f"))
         recurse = parse_boolean(request, "recurse")
@@ -97,7 +96,7 @@ class RelationServlets:
     async def on_threads(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v1/rooms/{roomId}/threads"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         include = parse_string(request, "include", "all", allowed_values=("all", "participated"))
         page = await self._relations.get_threads(
             requester.user_id,

@@ -13,7 +13,6 @@ from twisted.web.server import Request
 
 from homeserver.e2ee.key_backup import (
     KeyBackupService,
-    check_room_id,
     check_session_id,
     parse_room_key,
     parse_rooms,
@@ -22,7 +21,7 @@ from homeserver.e2ee.key_backup import (
 )
 from homeserver.http.auth import Authenticator
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request, parse_string
+from homeserver.http.servlet import parse_json_object_from_request, parse_room_id, parse_string
 from homeserver.rest.client.login import client_paths
 from sc_proto.errors import Codes, MatrixError
 
@@ -101,14 +100,14 @@ class RoomKeysServlets:
     async def on_put_room(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """PUT /_matrix/client/v3/room_keys/keys/{roomId}"""
         user_id, version = await self._user_and_version(request)
-        room_id = check_room_id(room_id)
+        room_id = parse_room_id(room_id)
         sessions = parse_sessions(parse_json_object_from_request(request))
         return 200, await self._backups.put_keys(user_id, version, {room_id: sessions})
 
     async def on_put_session(self, request: Request, room_id: str, session_id: str) -> tuple[int, JsonDict]:
         """PUT /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}"""
         user_id, version = await self._user_and_version(request)
-        room_id, session_id = check_room_id(room_id), check_session_id(session_id)
+        room_id, session_id = parse_room_id(room_id), check_session_id(session_id)
         key = parse_room_key(parse_json_object_from_request(request))
         return 200, await self._backups.put_keys(user_id, version, {room_id: {session_id: key}})
 
@@ -123,14 +122,14 @@ class RoomKeysServlets:
         A room without keys answers ``{"sessions": {}}``, as the spec says.
         """
         user_id, version = await self._user_and_version(request)
-        room_id = check_room_id(room_id)
+        room_id = parse_room_id(room_id)
         keys = await self._backups.get_keys(user_id, version, room_id)
         return 200, rooms_to_json(keys)["rooms"].get(room_id, {"sessions": {}})
 
     async def on_get_session(self, request: Request, room_id: str, session_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}"""
         user_id, version = await self._user_and_version(request)
-        room_id, session_id = check_room_id(room_id), check_session_id(session_id)
+        room_id, session_id = parse_room_id(room_id), check_session_id(session_id)
         keys = await self._backups.get_keys(user_id, version, room_id, session_id)
         key = keys.get(room_id, {}).get(session_id)
         if key is None:
@@ -145,10 +144,10 @@ class RoomKeysServlets:
     async def on_delete_room(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """DELETE /_matrix/client/v3/room_keys/keys/{roomId}"""
         user_id, version = await self._user_and_version(request)
-        return 200, await self._backups.delete_keys(user_id, version, check_room_id(room_id))
+        return 200, await self._backups.delete_keys(user_id, version, parse_room_id(room_id))
 
     async def on_delete_session(self, request: Request, room_id: str, session_id: str) -> tuple[int, JsonDict]:
         """DELETE /_matrix/client/v3/room_keys/keys/{roomId}/{sessionId}"""
         user_id, version = await self._user_and_version(request)
-        room_id, session_id = check_room_id(room_id), check_session_id(session_id)
+        room_id, session_id = parse_room_id(room_id), check_session_id(session_id)
         return 200, await self._backups.delete_keys(user_id, version, room_id, session_id)

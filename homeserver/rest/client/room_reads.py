@@ -18,9 +18,8 @@ from twisted.web.server import Request
 from homeserver.events.serialize import EventSerializer, Viewer
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_integer, parse_string
+from homeserver.http.servlet import parse_integer, parse_room_id, parse_string
 from homeserver.rest.client.login import client_paths
-from homeserver.rest.client.rooms import check_room_id
 from homeserver.rooms.pagination import (
     DEFAULT_LIMIT,
     MAX_LIMIT,
@@ -68,7 +67,7 @@ class RoomReadServlets:
     async def on_messages(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/messages"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         direction = parse_string(request, "dir", required=True, allowed_values=("b", "f"))
         from_token = parse_string(request, "from")
         to_token = parse_string(request, "to")
@@ -98,7 +97,7 @@ class RoomReadServlets:
     async def on_context(self, request: Request, room_id: str, event_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/context/{eventId}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         limit = _parse_limit(request)
         event_filter = parse_room_event_filter(parse_string(request, "filter"))
         context = await self._reader.get_context(requester.user_id, room_id, event_id, limit, event_filter)
@@ -116,14 +115,14 @@ class RoomReadServlets:
     async def on_event(self, request: Request, room_id: str, event_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/event/{eventId}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         stored = await self._reader.get_visible_event(requester.user_id, room_id, event_id)
         return 200, (await self._serializer.serialize([stored], _viewer(requester)))[0]
 
     async def on_timestamp_to_event(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v1/rooms/{roomId}/timestamp_to_event"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         ts = parse_integer(request, "ts", required=True, minimum=0)
         direction = parse_string(request, "dir", required=True, allowed_values=("b", "f"))
         stored = await self._reader.get_event_at_timestamp(requester.user_id, room_id, ts, direction == "f")
@@ -132,7 +131,7 @@ class RoomReadServlets:
     async def on_state(self, request: Request, room_id: str) -> tuple[int, list[JsonDict]]:
         """GET /_matrix/client/v3/rooms/{roomId}/state"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         state = await self._reader.get_state(requester.user_id, room_id)
         events = await self._reader.get_state_events(state)
         return 200, await self._serializer.serialize(events, _viewer(requester))
@@ -142,7 +141,7 @@ class RoomReadServlets:
     ) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         output = parse_string(request, "format", "content", allowed_values=("content", "event"))
         state = await self._reader.get_state(requester.user_id, room_id)
         event_id = state.get((event_type, state_key))
@@ -158,7 +157,7 @@ class RoomReadServlets:
     async def on_members(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/members"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         at_token = parse_string(request, "at")
         membership = parse_string(request, "membership", allowed_values=MEMBERSHIPS)
         not_membership = parse_string(request, "not_membership", allowed_values=MEMBERSHIPS)

@@ -20,7 +20,7 @@ from homeserver.events.persister import TxnKey
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import optional_str, parse_json_object_from_request, require_str
+from homeserver.http.servlet import optional_str, parse_json_object_from_request, parse_room_id, require_str
 from homeserver.rest.client.login import client_paths
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.membership import BAN, INVITE, KNOCK, LEAVE, MembershipService, parse_user_id
@@ -28,19 +28,11 @@ from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.events.validation import MAX_PDU_BYTES
-from sc_proto.identifiers import RoomAlias, RoomID
+from sc_proto.identifiers import RoomAlias
 from sc_proto.json import encode_canonical_json
 
 # Events are at most 64 KiB; the request body of a send is bounded a little above that.
 SEND_BODY_LIMIT = MAX_PDU_BYTES + 1024
-
-
-def check_room_id(room_id: str) -> str:
-    try:
-        RoomID.parse(room_id)
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID") from None
-    return room_id
 
 
 def content_for_event(body: dict[str, Any]) -> dict[str, Any]:
@@ -64,7 +56,6 @@ class RoomServlets:
         creation: RoomCreationService,
         membership: MembershipService,
         rooms: RoomStore,
-        admins_exempt: bool,
         time_msec: Callable[[], int],
     ) -> None:
         self._server_name = server_name
@@ -74,7 +65,6 @@ class RoomServlets:
         self._creation = creation
         self._membership = membership
         self._rooms = rooms
-        self._admins_exempt = admins_exempt
         self._now = time_msec
         # Extra content checks for state events sent by clients, by event type: ``check(room_id,
         # content)`` raises to refuse (e.g. m.room.canonical_alias aliases must point at the room).
@@ -97,12 +87,10 @@ class RoomServlets:
         r.register("GET", client_paths("/rooms/{roomId}/joined_members"), self.on_joined_members)
 
     def _rate_limit_message(self, requester: Requester) -> None:
-        if not (self._admins_exempt and requester.is_admin):
-            self._ratelimiter.check("message.user", requester.user_id)
+        self._ratelimiter.check_user("message.user", requester.user_id, requester.is_admin)
 
     def _rate_limit_join(self, requester: Requester) -> None:
-        if not (self._admins_exempt and requester.is_admin):
-            self._ratelimiter.check("join.user", requester.user_id)
+        self._ratelimiter.check_user("join.user", requester.user_id, requester.is_admin)
 
     async def on_create_room(self, request: Request) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/createRoom"""
@@ -118,7 +106,7 @@ class RoomServlets:
     async def on_send(self, request: Request, room_id: str, event_type: str, txn_id: str) -> tuple[int, JsonDict]:
         """PUT /_matrix/client/v3/rooms/{roomId}/send/{eventType}/{txnId}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         body = content_for_event(parse_json_object_from_request(request))
         self._rate_limit_message(requester)
         txn = TxnKey(requester.user_id, requester.device_id or "", room_id, txn_id)
@@ -130,7 +118,7 @@ class RoomServlets:
     ) -> tuple[int, JsonDict]:
         """PUT /_matrix/client/v3/rooms/{roomId}/state/{eventType}/{stateKey}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         body = content_for_event(parse_json_object_from_request(request))
         if event_type == "m.room.member":
             raise MatrixError(400, Codes.BAD_JSON, "Use the membership endpoints to change memberships")
@@ -144,7 +132,7 @@ class RoomServlets:
     async def on_redact(self, request: Request, room_id: str, event_id: str, txn_id: str) -> tuple[int, JsonDict]:
         """PUT /_matrix/client/v3/rooms/{roomId}/redact/{eventId}/{txnId}"""
         requester = await self._auth.get_requester(request)
-        check_room_id(room_id)
+        parse_room_id(room_id)
         body = parse_json_object_from_request(request, allow_empty=True)
         content: dict[str, Any] = {}
         reason = optional_str(body, "reason")
@@ -160,7 +148,7 @@ class RoomServlets:
     def _membership_handler(self, action: str) -> Any:
         async def handler(request: Request, room_id: str) -> tuple[int, JsonDict]:
             requester = await self._auth.get_requester(request)
-            check_room_id(room_id)
+            parse_room_id(room_id)
             body = parse_json_object_from_request(request, allow_empty=True)
             reason = optional_str(body, "reason")
             user = requester.user_id
@@ -206,11 +194,11 @@ class RoomServlets:
             if found is None:
                 raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
             return found[0]
-        return check_room_id(room_id_or_alias)
+        return parse_room_id(room_id_or_alias)
 
     async def on_join_room_id(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/rooms/{roomId}/join"""
-        return await self._join(request, check_room_id(room_id))
+        return await self._join(request, parse_room_id(room_id))
 
     async def on_join(self, request: Request, room_id_or_alias: str) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/join/{roomIdOrAlias}"""
@@ -245,7 +233,7 @@ class RoomServlets:
     async def on_joined_members(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/joined_members"""
         requester = await self._auth.get_requester(request)
-        head = await self._creator.get_head(check_room_id(room_id))
+        head = await self._creator.get_head(parse_room_id(room_id))
         if head is None:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
         state = await self._creator.get_state_events(head.state)

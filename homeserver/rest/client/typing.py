@@ -11,10 +11,9 @@ from homeserver.ephemeral.typing import TypingService
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import optional_int, parse_json_object_from_request, require_bool
+from homeserver.http.servlet import optional_int, parse_json_object_from_request, parse_room_id, require_bool
 from homeserver.rest.client.account_data import require_own_user
 from homeserver.rest.client.login import client_paths
-from homeserver.rest.client.rooms import check_room_id
 
 RATE_LIMIT_ACTION = "typing.user"
 
@@ -26,29 +25,26 @@ class TypingServlets:
         authenticator: authenticates requests.
         service: the typing service.
         ratelimiter: has a rule for ``typing.user``.
-        admins_exempt: admins skip the rate limit.
     """
 
     def __init__(
-        self, authenticator: Authenticator, service: TypingService, ratelimiter: RateLimiter, admins_exempt: bool
+        self, authenticator: Authenticator, service: TypingService, ratelimiter: RateLimiter
     ) -> None:
         self._auth = authenticator
         self._service = service
         self._ratelimiter = ratelimiter
-        self._admins_exempt = admins_exempt
 
     def register(self, resource: JsonResource) -> None:
         resource.register("PUT", client_paths("/rooms/{roomId}/typing/{userId}"), self.on_put_typing)
 
     def _rate_limit(self, requester: Requester) -> None:
-        if not (self._admins_exempt and requester.is_admin):
-            self._ratelimiter.check(RATE_LIMIT_ACTION, requester.user_id)
+        self._ratelimiter.check_user(RATE_LIMIT_ACTION, requester.user_id, requester.is_admin)
 
     async def on_put_typing(self, request: Request, room_id: str, user_id: str) -> tuple[int, JsonDict]:
         """PUT /_matrix/client/v3/rooms/{roomId}/typing/{userId}"""
         requester = await self._auth.get_requester(request)
         require_own_user(requester.user_id, user_id, "set the typing state of")
-        check_room_id(room_id)
+        parse_room_id(room_id)
         body = parse_json_object_from_request(request)
         typing = require_bool(body, "typing")
         timeout = optional_int(body, "timeout", minimum=0)

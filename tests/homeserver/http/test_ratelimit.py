@@ -166,3 +166,25 @@ class RateLimiterTests(SynchronousTestCase):
         for rule in ((0, 1), (-1.0, 1), (float("inf"), 1), (float("nan"), 1), (1.0, 0)):
             with self.subTest(rule=rule), pytest.raises(ValueError):
                 RateLimiter(self.time, {"x": rule})
+
+
+class CheckUserTests(SynchronousTestCase):
+    """check_user: per-user limits, with admins skipped only when admins_exempt is configured."""
+
+    def setUp(self) -> None:
+        self.time = FakeTime()
+
+    def test_admins_exempt(self) -> None:
+        limiter = RateLimiter(self.time, {"message": (1.0, 1)}, admins_exempt=True)
+        for _ in range(5):
+            limiter.check_user("message", "@admin:test", is_admin=True)
+        limiter.check_user("message", "@user:test", is_admin=False)
+        with pytest.raises(MatrixError) as info:
+            limiter.check_user("message", "@user:test", is_admin=False)
+        assert info.value.errcode == Codes.LIMIT_EXCEEDED
+
+    def test_admins_limited_when_not_exempt(self) -> None:
+        limiter = RateLimiter(self.time, {"message": (1.0, 1)})
+        limiter.check_user("message", "@admin:test", is_admin=True)
+        with pytest.raises(MatrixError):
+            limiter.check_user("message", "@admin:test", is_admin=True)

@@ -297,3 +297,22 @@ class BodyFieldTests(SynchronousTestCase):
         ):
             with self.subTest(func=func.__name__):
                 self.check(func, wrong_key, Codes.INVALID_PARAM)
+
+
+class ParseRoomIdTests:
+    """parse_room_id: the one room-ID check every endpoint uses."""
+
+    def test_valid_forms(self) -> None:
+        from homeserver.http.servlet import parse_room_id
+
+        assert parse_room_id("!abc:example.org") == "!abc:example.org"
+        v12 = "!" + "A" * 43
+        assert parse_room_id(v12) == v12
+
+    def test_bad_inputs(self) -> None:
+        from homeserver.http.servlet import parse_room_id
+
+        for bad in ("", "abc:example.org", "#alias:example.org", "!:", 5, None, "!a" * 200):
+            with pytest.raises(MatrixError) as info:
+                parse_room_id(bad)
+            assert (info.value.http_status, info.value.errcode) == (400, Codes.INVALID_PARAM)

@@ -132,9 +132,12 @@ def _prepare_schema(url: str) -> None:
 
 TEST_SIGNING_KEY = generate_signing_key("test")
 
+TEST_SERVER_NAME = "test"
+"""The server name of every full-homeserver test; new tests build user IDs from it (``f"@alice:{TEST_SERVER_NAME}"``)."""
+
 # Cheap password hashing and no rate limits unless a test asks for them.
 BASE_CONFIG: dict[str, Any] = {
-    "server": {"server_name": "test", "public_baseurl": "https://matrix.test/"},
+    "server": {"server_name": TEST_SERVER_NAME, "public_baseurl": "https://matrix.test/"},
     "auth": {"argon2": {"time_cost": 1, "memory_cost_kib": 8, "parallelism": 1}},
     "ratelimits": {"enabled": False},
     "registration": {"mode": "open", "password_policy": {"minimum_length": 8}},

@@ -1,0 +1,125 @@
+"""Protocols for what the core offers its adapters (``federation``, ``media``; DESIGN.md 2.3).
+
+Adapters receive objects typed by these Protocols from the composition root and never reach into
+``homeserver.rooms``, ``homeserver.events`` or the stores. Results are plain data defined here or in
+:mod:`sc_proto`.
+"""
+
+from __future__ import annotations
+
+import enum
+from collections.abc import Collection, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from sc_proto.events.model import Event
+
+JsonDict = dict[str, Any]
+
+
+class PDUStatus(enum.Enum):
+    """What became of a received PDU."""
+
+    ACCEPTED = "accepted"
+    """Authorised against the state before it and the room's current state; in the timeline."""
+    SOFT_FAILED = "soft_failed"
+    """Authorised against its own state but not the current state: stored, not sent to clients."""
+    REJECTED = "rejected"
+    """Failed the auth rules against its own auth events or state before it: stored as rejected."""
+    OUTLIER = "outlier"
+    """Stored without state (an auth event or an event fetched out of the graph)."""
+    DUPLICATE = "duplicate"
+    """Already known; nothing changed."""
+
+
+@dataclass(frozen=True)
+class PDUOutcome:
+    """The result of :meth:`RoomEventsAPI.receive_pdu`.
+
+    Attributes:
+        event_id: the PDU's event ID.
+        status: what became of it.
+        reason: for rejections and soft failures, the auth rule that refused it.
+        stream_ordering: its position in the ``events`` stream (None for outliers and rejections).
+    """
+
+    event_id: str
+    status: PDUStatus
+    reason: str | None = None
+    stream_ordering: int | None = None
+
+
+class RoomEventsAPI(Protocol):
+    """The room input as seen by adapters: received PDUs join the same per-room queue as local events."""
+
+    async def receive_pdu(self, origin: str, event: Event, *, outlier: bool = False) -> PDUOutcome:
+        """Authorises and persists a PDU from ``origin`` in its room's turn.
+
+        The state before the event is that after its prev events (resolved when they disagree); a
+        missing prev event is fetched through the ``RemoteEventFetcher`` port or the PDU stored as an
+        outlier. ``outlier=True`` stores an event without state (auth chains, fetched events).
+
+        Raises:
+            MatrixError: 404 for a room we do not know (and that is not a create event).
+        """
+
+    async def get_pdu(self, event_id: str) -> Event | None:
+        """A stored event (outliers included), or None."""
+
+    async def get_state_ids_at(self, room_id: str, event_id: str) -> list[str] | None:
+        """The state event IDs after ``event_id``, or None when we hold no state for it."""
+
+
+class MembershipAPI(Protocol):
+    """Memberships of rooms, for adapters (federation joins, drive grants, calls)."""
+
+    async def is_joined(self, room_id: str, user_id: str) -> bool:
+        """Whether ``user_id`` is joined to ``room_id`` right now."""
+
+    async def get_joined_servers(self, room_id: str) -> set[str]:
+        """The server names of the room's joined members (destinations for its events)."""
+
+    async def get_joined_rooms(self, user_id: str) -> list[str]:
+        """The room IDs a user is joined to."""
+
+
+@dataclass(frozen=True)
+class Requester:
+    """An authenticated client, as adapters see it."""
+
+    user_id: str
+    device_id: str | None
+    is_admin: bool = False
+
+
+class AuthAPI(Protocol):
+    """Client authentication and room-scoped access checks for adapters' servlets."""
+
+    async def authenticate(self, request: Any, *, allow_guest: bool = False) -> Requester:
+        """The requester of a Twisted request (access token), or 401 ``M_MISSING_TOKEN``/``M_UNKNOWN_TOKEN``."""
+
+    async def can_see_event(self, user_id: str, event_id: str) -> bool:
+        """Whether history visibility lets ``user_id`` see ``event_id``."""
+
+
+class DeviceKeysAPI(Protocol):
+    """Local E2EE keys, for answering other servers' queries."""
+
+    async def query_local_keys(self, device_keys: Mapping[str, Sequence[str]]) -> JsonDict:
+        """``/user/keys/query`` body for our users: ``device_keys`` and cross-signing keys."""
+
+    async def claim_local_keys(self, one_time_keys: Mapping[str, Mapping[str, str]]) -> JsonDict:
+        """``/user/keys/claim`` body for our users (claims are atomic)."""
+
+    async def get_user_devices(self, user_id: str) -> JsonDict:
+        """``/user/devices/{userId}`` body for one of our users."""
+
+
+class SyncSourceRegistry(Protocol):
+    """Where adapters register extra ``/sync`` sources (e.g. the drive stream)."""
+
+    def register(self, source: Any) -> None:
+        """Adds a :class:`~homeserver.sync.sources.registry.SyncSource` after the built-in ones."""
+
+    def names(self) -> Collection[str]:
+        """The token names of the registered sources."""

@@ -19,10 +19,10 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from homeserver.http.servlet import parse_room_id
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
+from homeserver.util.identifiers import parse_room_id
 from sc_proto.auth.power_levels import get_required_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey

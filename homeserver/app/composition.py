@@ -209,19 +209,7 @@ class Homeserver:
             self.stores.ui_auth, self.sessions, server_name, clock.time_msec, config.registration.tokens
         )
         self.resource = JsonResource("client")
-        self.directory_store = RoomDirectoryStore(pool)
-        self.aliases = RoomAliasService(
-            server_name, room_services.creator, room_services.rooms, self.directory_store, clock.time_msec,
-            remote=self.ports.directory,
-        )
-        self.membership = MembershipService(
-            server_name, room_services.creator, room_services.rooms, self.stores.profiles,
-            remote=self.ports.membership, resolve_alias=self.aliases.resolve_alias,
-        )
-        self.profiles = ProfileService(server_name, self.stores.profiles, self.ports.profiles)
-        room_services.persister.on_persisted.append(
-            lambda persisted: self.ports.sender.notify_new_events(persisted.stored.stream_ordering)
-        )
+        self._build_remote_aware_services()
         self.room_creation = RoomCreationService(
             server_name, room_services.creator, self.membership, room_services.rooms, clock.time_msec
         )
@@ -234,6 +222,24 @@ class Homeserver:
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []
         self._sites: list[SCSite] = []
+
+    def _build_remote_aware_services(self) -> None:
+        """Aliases, membership and profiles (which reach other servers through ``self.ports``)."""
+        server_name = self.config.server.server_name
+        core = self.rooms
+        self.directory_store = RoomDirectoryStore(self.pool)
+        self.aliases = RoomAliasService(
+            server_name, core.creator, core.rooms, self.directory_store, self.clock.time_msec,
+            remote=self.ports.directory,
+        )
+        self.membership = MembershipService(
+            server_name, core.creator, core.rooms, self.stores.profiles,
+            remote=self.ports.membership, resolve_alias=self.aliases.resolve_alias,
+        )
+        self.profiles = ProfileService(server_name, self.stores.profiles, self.ports.profiles)
+        core.persister.on_persisted.append(
+            lambda persisted: self.ports.sender.notify_new_events(persisted.stored.stream_ordering)
+        )
 
     async def _can_see_event(self, user_id: str, event_id: str) -> bool:
         stored = await self.rooms.events.get_event(event_id)

@@ -70,11 +70,6 @@ class OutgoingMessages:
     local: dict[str, dict[str, str]]
     remote: dict[str, dict[str, dict[str, Any]]]
 
-    @property
-    def remote_count(self) -> int:
-        """How many remote devices (or ``*``) the messages name."""
-        return sum(len(d) for users in self.remote.values() for d in users.values())
-
 
 class ToDeviceService:
     """Sends and delivers to-device messages.

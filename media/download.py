@@ -156,6 +156,8 @@ class MediaDownloadResource(Resource):
             height = parse_integer(request, "height", required=True, minimum=1, maximum=MAX_THUMBNAIL_DIMENSION)
             method = parse_string(request, "method", "scale", allowed_values=("crop", "scale"))
             animated = parse_boolean(request, "animated", False)
+        if route.kind == "download" and route.server_name != self._repo.server_name:
+            return await self._repo.get_remote_media(route.server_name, route.media_id, timeout_ms)
         record = await self._repo.get_local_media(route.server_name, route.media_id, timeout_ms, legacy=route.legacy)
         if route.kind == "download":
             return self._repo.served_original(record, route.filename)

@@ -17,12 +17,16 @@ hash, so a delete can never remove a file that a concurrent upload of the same b
 *Downloads* of an ID reserved with ``create`` but not uploaded yet wait (up to the client's
 ``timeout_ms``, capped by config) for the upload, then answer 504 ``M_NOT_YET_UPLOADED``.
 
-Remote media (another server's ``mxc://``) answers 404 until federation media exists.
+*Remote media* (another server's ``mxc://``) is downloaded through the
+:class:`~homeserver.api.ports.RemoteMediaFetcher` port (ADR 0009) and served from memory, not cached
+yet (TODO(#7): remote media cache); thumbnails of remote media answer 404 until the port can fetch
+them. Without federation the port answers 404.
 """
 
 from __future__ import annotations
 
 import logging
+import re
 import secrets
 import string
 from collections.abc import Awaitable, Callable
@@ -31,6 +35,8 @@ from typing import Any, BinaryIO, ParamSpec, Protocol, TypeVar
 
 from twisted.internet import defer
 
+from homeserver.api.local import LocalOnlyMediaFetcher
+from homeserver.api.ports import RemoteMediaFetcher
 from homeserver.config.media import MediaConfig
 from homeserver.util.clock import Clock
 from homeserver.util.linearizer import Linearizer
@@ -104,6 +110,10 @@ def new_media_id() -> str:
     return "".join(secrets.choice(_ALPHABET) for _ in range(MEDIA_ID_LENGTH))
 
 
+_MIME_TYPE = re.compile(r"[a-z0-9!#$&^_.+-]+/[a-z0-9!#$&^_.+-]+")
+"""A bare ``type/subtype`` a remote server may give its media."""
+
+
 class MediaRepository:
     """Local media: uploads, reservations, downloads, thumbnails, deletion, quotas and retention.
 
@@ -114,6 +124,7 @@ class MediaRepository:
         blobs: the blob store.
         clock: the clock.
         run_in_thread: runs blocking file and image work off the reactor.
+        remote: downloads other servers' media (local-only: 404).
     """
 
     def __init__(
@@ -124,7 +135,10 @@ class MediaRepository:
         blobs: BlobStore,
         clock: Clock,
         run_in_thread: ThreadRunner,
+        *,
+        remote: RemoteMediaFetcher | None = None,
     ) -> None:
+        self._remote: RemoteMediaFetcher = remote or LocalOnlyMediaFetcher()
         self.server_name = server_name
         self.config = config
         self.store = store
@@ -260,7 +274,7 @@ class MediaRepository:
                 ``M_NOT_YET_UPLOADED``.
         """
         if server_name != self.server_name:
-            # TODO(#7): fetch remote media over federation (RemoteMediaFetcher port).
+            # Remote thumbnails need a thumbnail fetch in the port (TODO(#7)); downloads use get_remote_media.
             raise MatrixError(404, Codes.NOT_FOUND, "Remote media is not available on this server yet")
         record = await self.store.get_media(media_id)
         if record is not None and not record.is_uploaded:
@@ -271,6 +285,22 @@ class MediaRepository:
             raise MatrixError(404, Codes.NOT_FOUND, "Media not found")
         await self._note_access(media_id)
         return record
+
+    async def get_remote_media(self, server_name: str, media_id: str, timeout_ms: int) -> ServedBlob:
+        """Downloads another server's media through the port, capped at ``max_upload_size``.
+
+        Raises:
+            MatrixError: what the port raises (404 ``M_NOT_FOUND``; 502/504 when the server fails),
+                502 when it returns more than the cap.
+        """
+        max_bytes = self.config.max_upload_size
+        fetched = await self._remote.fetch(server_name, media_id, max_bytes, timeout_ms)
+        if len(fetched.content) > max_bytes:
+            raise MatrixError(502, Codes.UNKNOWN, "Remote media is larger than this server accepts")
+        content_type = fetched.content_type.split(";", 1)[0].strip().lower()
+        if not _MIME_TYPE.fullmatch(content_type):
+            content_type = "application/octet-stream"  # never echo an unchecked header value
+        return ServedBlob("", content_type, len(fetched.content), fetched.filename, data=fetched.content)
 
     def _legacy_allows(self, record: MediaRecord) -> bool:
         if self.config.legacy_unauthenticated_media == "open":

@@ -62,16 +62,20 @@ class LocalOnlyMembership:
         raise MatrixError(404, Codes.NOT_FOUND, "No known room with that ID or alias")
 
 
+FEDERATION_UNAVAILABLE = "Federation is not available yet"
+"""The message of a remote key request without federation (``failures``: ``{"status": 503, ...}``)."""
+
+
 class LocalOnlyKeyQuerier:
-    """Keys of remote users cannot be queried: their servers are reported as failures."""
+    """Keys of remote users cannot be queried: their servers are reported as failures (503)."""
 
     async def query_keys(self, destination: str, device_keys: Mapping[str, Sequence[str]], timeout_ms: int) -> JsonDict:
-        raise MatrixError(502, Codes.UNKNOWN, "Federation is not enabled on this server")
+        raise MatrixError(503, Codes.UNKNOWN, FEDERATION_UNAVAILABLE)
 
     async def claim_keys(
         self, destination: str, one_time_keys: Mapping[str, Mapping[str, str]], timeout_ms: int
     ) -> JsonDict:
-        raise MatrixError(502, Codes.UNKNOWN, "Federation is not enabled on this server")
+        raise MatrixError(503, Codes.UNKNOWN, FEDERATION_UNAVAILABLE)
 
     async def get_user_devices(self, destination: str, user_id: str) -> JsonDict:
         raise MatrixError(502, Codes.UNKNOWN, "Federation is not enabled on this server")

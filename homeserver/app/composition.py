@@ -18,6 +18,9 @@ from twisted.internet import defer
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from homeserver.api.local import local_only_ports
+from homeserver.api.ports import RemotePorts
+from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, SyncSourceRegistry
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
 from homeserver.auth.sessions import SessionService, ThreadRunner
@@ -27,9 +30,11 @@ from homeserver.config.database import DatabaseConfig
 from homeserver.config.loader import HomeserverConfig
 from homeserver.config.ratelimits import RatelimitsConfig
 from homeserver.http.auth import Authenticator
+from homeserver.http.auth_api import ClientAuthAPI
 from homeserver.http.ratelimit import RateLimiter, RateLimitRule
 from homeserver.http.server import JsonResource
 from homeserver.http.site import SCSite
+from homeserver.profiles import ProfileService
 from homeserver.rest.admin.registration_tokens import RegistrationTokenServlets
 from homeserver.rest.admin.users import AdminUserServlets
 from homeserver.rest.client.account import AccountServlets
@@ -49,6 +54,7 @@ from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.directory import RoomDirectoryService
 from homeserver.rooms.membership import MembershipService
+from homeserver.rooms.membership_api import RoomMembershipReader
 from homeserver.rooms.pagination import RoomReader
 from homeserver.rooms.upgrade import RoomUpgradeService
 from homeserver.storage.engines import DatabaseSettings, create_engine
@@ -119,6 +125,19 @@ class Stores:
     filters: FilterStore
 
 
+@dataclass
+class AdapterServices:
+    """What the core offers adapters (``homeserver.api.services``), typed, for ``federation``/``media``.
+
+    ``device_keys`` is filled by the E2EE keys feature module (None until it is wired).
+    """
+
+    membership: MembershipAPI
+    auth: AuthAPI
+    sync_sources: SyncSourceRegistry
+    device_keys: DeviceKeysAPI | None = None
+
+
 class Homeserver:
     """One homeserver process's objects.
 
@@ -128,6 +147,8 @@ class Homeserver:
         clock: the clock over that reactor.
         pool: the database pool (already prepared).
         run_in_thread: runs blocking CPU work (password hashing) off the reactor.
+        room_services: the rooms core.
+        ports: the outward ports (``homeserver.api.ports``); local-only (no federation) when not given.
     """
 
     def __init__(
@@ -138,8 +159,10 @@ class Homeserver:
         pool: DatabasePool,
         run_in_thread: ThreadRunner,
         room_services: RoomServices,
+        ports: RemotePorts | None = None,
     ) -> None:
         self.config = config
+        self.ports = ports or local_only_ports()
         self.rooms = room_services
         self.reactor = reactor
         self.clock = clock
@@ -186,16 +209,41 @@ class Homeserver:
             self.stores.ui_auth, self.sessions, server_name, clock.time_msec, config.registration.tokens
         )
         self.resource = JsonResource("client")
-        self.membership = MembershipService(
-            server_name, room_services.creator, room_services.rooms, self.stores.profiles
-        )
+        self._build_remote_aware_services()
         self.room_creation = RoomCreationService(
             server_name, room_services.creator, self.membership, room_services.rooms, clock.time_msec
         )
         self._register_servlets()
+        self.api = AdapterServices(
+            membership=RoomMembershipReader(room_services.rooms),
+            auth=ClientAuthAPI(self.authenticator, self._can_see_event),
+            sync_sources=self.sync.registry,
+        )
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []
         self._sites: list[SCSite] = []
+
+    def _build_remote_aware_services(self) -> None:
+        """Aliases, membership and profiles (which reach other servers through ``self.ports``)."""
+        server_name = self.config.server.server_name
+        core = self.rooms
+        self.directory_store = RoomDirectoryStore(self.pool)
+        self.aliases = RoomAliasService(
+            server_name, core.creator, core.rooms, self.directory_store, self.clock.time_msec,
+            remote=self.ports.directory,
+        )
+        self.membership = MembershipService(
+            server_name, core.creator, core.rooms, self.stores.profiles,
+            remote=self.ports.membership, resolve_alias=self.aliases.resolve_alias,
+        )
+        self.profiles = ProfileService(server_name, self.stores.profiles, self.ports.profiles)
+        core.persister.on_persisted.append(
+            lambda persisted: self.ports.sender.notify_new_events(persisted.stored.stream_ordering)
+        )
+
+    async def _can_see_event(self, user_id: str, event_id: str) -> bool:
+        stored = await self.rooms.events.get_event(event_id)
+        return stored is not None and await self.rooms.visibility.is_event_visible(user_id, stored)
 
     def _register_servlets(self) -> None:
         config = self.config
@@ -272,8 +320,7 @@ class Homeserver:
         """Aliases, the published room directory, room upgrades and VoIP (issue 4)."""
         server_name = self.config.server.server_name
         core = self.rooms
-        directory_store = RoomDirectoryStore(self.pool)
-        self.aliases = RoomAliasService(server_name, core.creator, core.rooms, directory_store, self.clock.time_msec)
+        directory_store = self.directory_store
         self.room_directory = RoomDirectoryService(server_name, core.creator, core.rooms, core.events, directory_store)
         self.room_upgrades = RoomUpgradeService(
             server_name, core.creator, self.membership, core.rooms, directory_store, self.aliases
@@ -304,6 +351,7 @@ class Homeserver:
             self.authenticator,
             stores.profiles,
             on_profile_changed=self.membership.refresh_profile_in_rooms,
+            lookups=self.profiles,
         ).register(self.resource)
         AccountDataServlets(self.authenticator, stores.account_data).register(self.resource)
         FilterServlets(self.authenticator, stores.filters).register(self.resource)
@@ -368,6 +416,7 @@ async def build_homeserver(
     clock: Clock | None = None,
     threaded: bool = True,
     signing_key: SigningKey | None = None,
+    ports: RemotePorts | None = None,
 ) -> Homeserver:
     """Builds a homeserver and prepares its database.
 
@@ -379,6 +428,7 @@ async def build_homeserver(
             thread (deterministic unit tests).
         signing_key: the server's signing key; read from (or created at) ``server.signing_key_path``
             when not given.
+        ports: the outward ports (federation's, or test fakes); local-only when not given.
     """
     clock = clock or Clock(reactor)
     engine = create_engine(database_settings(config.database))
@@ -400,7 +450,7 @@ async def build_homeserver(
         async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[misc]  # same shape
             return fn(*args)
 
-    hs = Homeserver(config, reactor, clock, pool, run_in_thread, room_services)
+    hs = Homeserver(config, reactor, clock, pool, run_in_thread, room_services, ports)
     await wire_feature_modules(hs)
     return hs
 

@@ -8,6 +8,8 @@ Part of the composition root (``homeserver/app/``). Builds, from the core object
   and ``/sendToDevice``;
 * the ``dl`` (device lists, one-time key counts, unused fallback key types) and ``td`` (to-device)
   sync sources;
+* ``hs.api.device_keys`` (:class:`LocalDeviceKeys`, the ``DeviceKeysAPI`` for federation); remote
+  users' keys and to-device messages go through ``hs.ports.keys`` and ``hs.ports.sender``;
 * a device-deletion hook on ``hs.stores.devices``: deleting a device deletes its keys and inbox and
   records a device-list change in the same transaction.
 
@@ -25,6 +27,7 @@ from typing import TYPE_CHECKING, Any
 from homeserver.e2ee.device_keys import DeviceKeysService
 from homeserver.e2ee.device_lists import STREAM as DEVICE_LISTS_STREAM
 from homeserver.e2ee.device_lists import DeviceListTracker
+from homeserver.e2ee.federation_api import LocalDeviceKeys
 from homeserver.e2ee.one_time_keys import OneTimeKeyService
 from homeserver.e2ee.streams import LocalStream
 from homeserver.e2ee.to_device import STREAM as TO_DEVICE_STREAM
@@ -56,11 +59,13 @@ async def wire(hs: Homeserver) -> None:
     inbox_stream = LocalStream(TO_DEVICE_STREAM, inbox_ids, await inbox_store.get_max_stream_id(), notifier)
 
     tracker = DeviceListTracker(pool, list_store, list_stream)
-    device_keys = DeviceKeysService(server_name, pool, key_store, tracker, hs.clock.time_msec)
+    device_keys = DeviceKeysService(server_name, pool, key_store, tracker, hs.clock.time_msec, remote=hs.ports.keys)
     decorators: list[Any] = hs.__dict__.setdefault("keys_query_decorators", [])
     device_keys.query_extensions = decorators
-    one_time_keys = OneTimeKeyService(server_name, pool, key_store)
-    to_device = ToDeviceService(server_name, pool, inbox_store, inbox_stream, hs.clock.time_msec)
+    one_time_keys = OneTimeKeyService(server_name, pool, key_store, remote=hs.ports.keys)
+    to_device = ToDeviceService(
+        server_name, pool, inbox_store, inbox_stream, hs.clock.time_msec, sender=hs.ports.sender
+    )
 
     def device_deleted_txn(txn: Txn, user_id: str, device_ids: Sequence[str]) -> None:
         for device_id in device_ids:
@@ -75,6 +80,7 @@ async def wire(hs: Homeserver) -> None:
     hs.sync.registry.register(DeviceListsSource(tracker, one_time_keys))
     hs.sync.registry.register(ToDeviceSource(to_device))
 
+    hs.api.device_keys = LocalDeviceKeys(server_name, device_keys, one_time_keys, hs.stores.devices, tracker)
     hs.e2e_keys = key_store  # type: ignore[attr-defined]  # feature services hang off hs
     hs.device_lists = tracker  # type: ignore[attr-defined]  # feature services hang off hs
     hs.device_keys = device_keys  # type: ignore[attr-defined]  # feature services hang off hs

@@ -5,7 +5,7 @@ uploads in progress), the :class:`~media.repository.MediaRepository`, registers 
 on ``hs.resource`` and mounts the streaming download/thumbnail resource by path prefix. Blocking file
 and image work runs on a dedicated thread pool when the reactor has threads (inline under the fake
 test reactor). A periodic job expires reservations, applies retention and removes stale files.
-The repository is available as ``hs.media``.
+Remote media downloads go through ``hs.ports.media``. The repository is available as ``hs.media``.
 """
 
 from __future__ import annotations
@@ -63,7 +63,8 @@ async def wire(hs: Homeserver) -> None:
     blobs = BlobStore(provider, os.path.join(config.media_store_path, "tmp"))
     run_in_thread = thread_runner(hs.reactor)
     repository = MediaRepository(
-        hs.config.server.server_name, config, MediaStore(hs.pool), blobs, hs.clock, run_in_thread
+        hs.config.server.server_name, config, MediaStore(hs.pool), blobs, hs.clock, run_in_thread,
+        remote=hs.ports.media,
     )
     MediaServlets(repository, hs.authenticator).register(hs.resource)
     download = MediaDownloadResource(repository, hs.authenticator, run_in_thread)

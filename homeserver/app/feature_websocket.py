@@ -1,6 +1,6 @@
 """Wires the WebSocket sync push (``/_sc/client/v1/sync/ws``, docs/websocket.md) into a homeserver.
 
-Builds the :class:`~homeserver.sync.websocket.SyncPushEndpoint` over the shared sync engine, mounts
+Builds the :class:`~homeserver.rest.client.sync_websocket.SyncPushEndpoint` over the shared sync engine, mounts
 it on the client JSON resource (so every client listener serves it), and closes its connections
 before the reactor stops. The endpoint is available as ``hs.websocket`` (None when disabled).
 """
@@ -15,9 +15,7 @@ from twisted.web.server import Request
 
 from homeserver.http.auth import Authenticator
 from homeserver.rest.client.filters import MAX_FILTER_BYTES, validate_filter
-from homeserver.storage.stores.filters import FilterStore
-from homeserver.sync.filters import SyncFilter, parse_sync_filter
-from homeserver.sync.websocket import (
+from homeserver.rest.client.sync_websocket import (
     WS_PATH,
     Authenticate,
     Authenticated,
@@ -29,6 +27,8 @@ from homeserver.sync.websocket import (
     PushSettings,
     SyncPushEndpoint,
 )
+from homeserver.storage.stores.filters import FilterStore
+from homeserver.sync.filters import SyncFilter, parse_sync_filter
 from sc_proto.errors import Codes, MatrixError
 
 if TYPE_CHECKING:

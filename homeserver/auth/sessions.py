@@ -20,9 +20,15 @@ from dataclasses import dataclass
 from typing import Any, TypeVar
 
 from homeserver.auth.passwords import PasswordHasher
-from homeserver.auth.tokens import ACCESS_PREFIX, REFRESH_PREFIX, new_device_id, new_token, token_digest
+from homeserver.auth.tokens import (
+    ACCESS_PREFIX,
+    REFRESH_PREFIX,
+    TokenInfo,
+    new_device_id,
+    new_token,
+    token_digest,
+)
 from homeserver.config.auth import AuthConfig
-from homeserver.http.auth import TokenInfo
 from homeserver.storage.stores.devices import DeviceStore, NewSession
 from homeserver.storage.stores.users import UserStore
 from sc_proto.errors import Codes, MatrixError

@@ -7,9 +7,9 @@ transaction: device keys, one-time keys (a re-used ID with different content abo
 fallback keys, and a device-list change when the identity keys are new or different. The server
 never interprets key material beyond these checks.
 
-``/keys/query`` answers for local users from the database. Remote users are reported under
-``failures`` for their server until federation provides a
-:class:`~homeserver.e2ee.device_keys.RemoteKeyQuerier` (TODO(#6): federation key queries).
+``/keys/query`` answers for local users from the database and asks other servers for theirs through
+the :class:`~homeserver.api.ports.RemoteKeyQuerier` port (:mod:`homeserver.e2ee.remote_keys`); a
+server that fails is reported under ``failures`` (without federation: every remote server, 503).
 Extension hooks (``query_extensions``) let the cross-signing code add ``master_keys`` and friends and
 merge uploaded signatures into the answer.
 """
@@ -18,9 +18,13 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Awaitable, Callable, Mapping, Sequence
+from functools import partial
 from typing import Any
 
+from homeserver.api.local import LocalOnlyKeyQuerier
+from homeserver.api.ports import RemoteKeyQuerier
 from homeserver.e2ee.device_lists import DeviceListTracker
+from homeserver.e2ee.remote_keys import ask_each_server, clamp_timeout, users_of
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.e2e_keys import E2EKeyStore, OneTimeKeyConflictError, StoredKey
 from sc_proto.e2ee.keys import (
@@ -44,7 +48,8 @@ QueryExtension = Callable[[str, Mapping[str, Sequence[str]], JsonDict], Awaitabl
 DEFAULT_COUNTED_ALGORITHM = "signed_curve25519"
 """Always present in one-time key counts (0 when none): clients treat a missing entry inconsistently."""
 
-FEDERATION_UNAVAILABLE: JsonDict = {"status": 503, "message": "Federation is not available yet"}
+REMOTE_KEY_FIELDS = ("device_keys", "master_keys", "self_signing_keys")
+"""The per-user objects of a remote ``/user/keys/query`` answer merged into ours."""
 
 
 def with_default_counts(counts: Mapping[str, int]) -> dict[str, int]:
@@ -79,6 +84,7 @@ class DeviceKeysService:
         store: the key store.
         device_lists: records device-list changes.
         time_msec: the clock.
+        remote: queries other servers' users' keys (local-only: they fail).
     """
 
     def __init__(
@@ -88,7 +94,10 @@ class DeviceKeysService:
         store: E2EKeyStore,
         device_lists: DeviceListTracker,
         time_msec: Callable[[], int],
+        *,
+        remote: RemoteKeyQuerier | None = None,
     ) -> None:
+        self._remote: RemoteKeyQuerier = remote or LocalOnlyKeyQuerier()
         self._server_name = server_name
         self._pool = pool
         self._store = store
@@ -134,8 +143,15 @@ class DeviceKeysService:
             ) from None
         return with_default_counts(counts)
 
-    async def query(self, requester_user_id: str, device_keys: Mapping[str, Any]) -> JsonDict:
+    async def query(
+        self, requester_user_id: str, device_keys: Mapping[str, Any], timeout_ms: int | None = None
+    ) -> JsonDict:
         """Answers ``/keys/query`` (``device_keys``: user ID -> list of device IDs, empty for all).
+
+        Args:
+            requester_user_id: the querying user (cross-signing extensions decide what they see).
+            device_keys: the request's ``device_keys``.
+            timeout_ms: the request's ``timeout`` for remote servers (default 10 s).
 
         Raises:
             MatrixError: 400 for a malformed query.
@@ -143,21 +159,36 @@ class DeviceKeysService:
         if not isinstance(device_keys, Mapping):
             raise MatrixError(400, Codes.BAD_JSON, "device_keys must be an object")
         local: dict[str, list[str]] = {}
-        failures: JsonDict = {}
+        remote: dict[str, dict[str, list[str]]] = {}
         for user_id, device_ids in device_keys.items():
             parsed = parse_user_id(user_id, "device_keys")
             if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
                 raise MatrixError(400, Codes.BAD_JSON, "device_keys values must be lists of device IDs")
             if parsed.domain != self._server_name:
-                failures[parsed.domain] = dict(FEDERATION_UNAVAILABLE)
+                remote.setdefault(parsed.domain, {})[user_id] = list(device_ids)
                 continue
             local[user_id] = list(device_ids)
         found = await self._store.get_device_keys(local.items())
         response: JsonDict = {
             # Unknown users and devices are left out (spec: no failure is recorded for them).
             "device_keys": {user_id: found[user_id] for user_id in local if user_id in found},
-            "failures": failures,
         }
         for extension in self.query_extensions:
             await extension(requester_user_id, local, response)
+        response["failures"] = await self._query_remote(remote, clamp_timeout(timeout_ms), response)
         return response
+
+    async def _query_remote(
+        self, remote: Mapping[str, Mapping[str, list[str]]], timeout_ms: int, response: JsonDict
+    ) -> JsonDict:
+        """Asks each server for its users' keys, merges the answers into ``response``; returns failures."""
+        answers, failures = await ask_each_server({
+            server: partial(self._remote.query_keys, server, query, timeout_ms)
+            for server, query in remote.items()
+        })
+        for server, answer in answers.items():
+            for field in REMOTE_KEY_FIELDS:
+                entries = users_of(answer.get(field), server)
+                if entries or field == "device_keys":
+                    response.setdefault(field, {}).update(entries)
+        return failures

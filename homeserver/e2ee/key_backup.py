@@ -16,7 +16,6 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.http.servlet import parse_room_id
 from homeserver.storage.stores.key_backup import (
     BackupVersion,
     KeyBackupStore,
@@ -25,6 +24,7 @@ from homeserver.storage.stores.key_backup import (
     UnknownBackupVersion,
     WrongBackupVersion,
 )
+from homeserver.util.identifiers import parse_room_id
 from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)

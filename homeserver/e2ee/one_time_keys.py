@@ -4,16 +4,21 @@ Theory of operation: every key of one ``/keys/claim`` request is taken in one tr
 (user, device, algorithm) the oldest one-time key is deleted and returned (``DELETE ... RETURNING``,
 see :mod:`homeserver.storage.stores.e2e_keys` for why two concurrent claims can never get the same
 key); when the device has none left, its fallback key of that algorithm is returned and marked used
-(it stays until the device replaces it). Remote users are reported under ``failures`` until
-federation provides key claims (TODO(#6): federation key claims).
+(it stays until the device replaces it). Other servers' users' keys are claimed through the
+:class:`~homeserver.api.ports.RemoteKeyQuerier` port, one request per server; a server that fails
+is reported under ``failures`` (:mod:`homeserver.e2ee.remote_keys`; without federation: 503).
 """
 
 from __future__ import annotations
 
 from collections.abc import Mapping
+from functools import partial
 from typing import Any
 
-from homeserver.e2ee.device_keys import FEDERATION_UNAVAILABLE, parse_user_id, with_default_counts
+from homeserver.api.local import LocalOnlyKeyQuerier
+from homeserver.api.ports import RemoteKeyQuerier
+from homeserver.e2ee.device_keys import parse_user_id, with_default_counts
+from homeserver.e2ee.remote_keys import ask_each_server, clamp_timeout, users_of
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.e2e_keys import E2EKeyStore
 from sc_proto.errors import Codes, MatrixError
@@ -31,18 +36,25 @@ class OneTimeKeyService:
         server_name: our server name (local users).
         pool: the database pool.
         store: the key store.
+        remote: claims other servers' users' keys (local-only: they fail).
     """
 
-    def __init__(self, server_name: str, pool: DatabasePool, store: E2EKeyStore) -> None:
+    def __init__(
+        self, server_name: str, pool: DatabasePool, store: E2EKeyStore, *, remote: RemoteKeyQuerier | None = None
+    ) -> None:
+        self._remote: RemoteKeyQuerier = remote or LocalOnlyKeyQuerier()
         self._server_name = server_name
         self._pool = pool
         self._store = store
 
-    def _parse_claims(self, one_time_keys: object) -> tuple[list[tuple[str, str, str]], JsonDict]:
+    def _parse_claims(
+        self, one_time_keys: object
+    ) -> tuple[list[tuple[str, str, str]], dict[str, dict[str, dict[str, str]]]]:
+        """``(local claims, remote claims by server)`` from a ``one_time_keys`` object."""
         if not isinstance(one_time_keys, Mapping):
             raise MatrixError(400, Codes.BAD_JSON, "one_time_keys must be an object")
         claims: list[tuple[str, str, str]] = []
-        failures: JsonDict = {}
+        remote: dict[str, dict[str, dict[str, str]]] = {}
         for user_id, devices in one_time_keys.items():
             parsed = parse_user_id(user_id, "one_time_keys")
             if not isinstance(devices, Mapping) or not all(
@@ -50,20 +62,24 @@ class OneTimeKeyService:
             ):
                 raise MatrixError(400, Codes.BAD_JSON, "one_time_keys values must map device IDs to algorithms")
             if parsed.domain != self._server_name:
-                failures[parsed.domain] = dict(FEDERATION_UNAVAILABLE)
+                remote.setdefault(parsed.domain, {})[user_id] = dict(devices)
                 continue
             claims.extend((user_id, device_id, algorithm) for device_id, algorithm in devices.items())
             if len(claims) > MAX_CLAIMS_PER_REQUEST:
                 raise MatrixError(400, Codes.INVALID_PARAM, f"At most {MAX_CLAIMS_PER_REQUEST} keys per claim")
-        return claims, failures
+        return claims, remote
 
-    async def claim(self, one_time_keys: object) -> JsonDict:
+    async def claim(self, one_time_keys: object, timeout_ms: int | None = None) -> JsonDict:
         """Answers ``/keys/claim`` (``one_time_keys``: user ID -> device ID -> algorithm).
+
+        Args:
+            one_time_keys: the request's ``one_time_keys``.
+            timeout_ms: the request's ``timeout`` for remote servers (default 10 s).
 
         Raises:
             MatrixError: 400 for a malformed request.
         """
-        claims, failures = self._parse_claims(one_time_keys)
+        claims, remote = self._parse_claims(one_time_keys)
 
         def claim_txn(txn: Txn) -> JsonDict:
             found: JsonDict = {}
@@ -74,6 +90,13 @@ class OneTimeKeyService:
             return found
 
         found = await self._pool.run_txn("claim_one_time_keys", claim_txn) if claims else {}
+        timeout = clamp_timeout(timeout_ms)
+        answers, failures = await ask_each_server({
+            server: partial(self._remote.claim_keys, server, query, timeout)
+            for server, query in remote.items()
+        })
+        for server, answer in answers.items():
+            found.update(users_of(answer.get("one_time_keys"), server))
         return {"one_time_keys": found, "failures": failures}
 
     async def get_counts(self, user_id: str, device_id: str) -> dict[str, int]:

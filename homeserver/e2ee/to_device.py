@@ -13,19 +13,25 @@ Theory of operation (spec "Send-to-Device messaging"; storage in
   stream's (``SyncResult.position_caps``). Syncing again with that ``next_batch`` acknowledges what
   it covers: those messages are deleted. A retried sync with the older token gets them again (it
   never acknowledged them), so a message is delivered until seen, and never after.
-* **Remote users** are skipped for now: federation (``m.direct_to_device`` EDUs through a
-  persistent outbox) comes later (TODO(#6): federation to-device).
+* **Remote users**: after the local messages are committed (so only once per client transaction),
+  one ``m.direct_to_device`` EDU per destination server goes to the
+  :class:`~homeserver.api.ports.FederationSender` port (spec server-server API, "Send-to-device
+  messaging": ``sender``, ``type``, ``message_id``, ``messages``), which queues it persistently.
+  Without federation the port drops them (as before: logged, not stored).
 * Message contents are opaque (usually Olm ciphertext); they are never logged.
 """
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.api.local import LocalOnlySender
+from homeserver.api.ports import FederationSender
 from homeserver.e2ee.streams import LocalStream
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.to_device import ToDeviceStore
@@ -48,13 +54,21 @@ MAX_PER_SYNC = 100
 ALL_DEVICES = "*"
 """The device ID meaning "every device of the user"."""
 
+DIRECT_TO_DEVICE_EDU = "m.direct_to_device"
+"""The EDU type carrying to-device messages to another server."""
+
 
 @dataclass(frozen=True)
 class OutgoingMessages:
-    """A parsed ``/sendToDevice`` body: target user -> device ID (or ``*``) -> content JSON."""
+    """A parsed ``/sendToDevice`` body.
+
+    Attributes:
+        local: our users: user ID -> device ID (or ``*``) -> content JSON.
+        remote: other servers' users: server name -> user ID -> device ID (or ``*``) -> content.
+    """
 
     local: dict[str, dict[str, str]]
-    remote_count: int
+    remote: dict[str, dict[str, dict[str, Any]]]
 
 
 class ToDeviceService:
@@ -66,6 +80,7 @@ class ToDeviceService:
         store: the to-device store.
         stream: the ``to_device`` stream writer.
         time_msec: the clock.
+        sender: sends ``m.direct_to_device`` EDUs to other servers (local-only: dropped).
     """
 
     def __init__(
@@ -75,7 +90,10 @@ class ToDeviceService:
         store: ToDeviceStore,
         stream: LocalStream,
         time_msec: Callable[[], int],
+        *,
+        sender: FederationSender | None = None,
     ) -> None:
+        self._sender: FederationSender = sender or LocalOnlySender()
         self._server_name = server_name
         self._pool = pool
         self._store = store
@@ -98,7 +116,7 @@ class ToDeviceService:
         if not isinstance(messages, Mapping):
             raise MatrixError(400, Codes.BAD_JSON, "messages must be an object")
         local: dict[str, dict[str, str]] = {}
-        remote = 0
+        remote: dict[str, dict[str, dict[str, Any]]] = {}
         total = 0
         for user_id, by_device in messages.items():
             try:
@@ -118,7 +136,7 @@ class ToDeviceService:
                     raise MatrixError(400, Codes.BAD_JSON, "messages must map device IDs to content objects")
                 encoded[device_id] = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
             if parsed.domain != self._server_name:
-                remote += len(encoded)
+                remote.setdefault(parsed.domain, {})[user_id] = {d: dict(c) for d, c in by_device.items()}
                 continue
             local[user_id] = encoded
         return OutgoingMessages(local, remote)
@@ -129,12 +147,6 @@ class ToDeviceService:
         """Stores the messages in the target devices' inboxes and wakes their syncs (idempotent per
         ``(sender, sender_device, txn_id)``)."""
         now = self._now()
-        if messages.remote_count:
-            logger.info(
-                "to-device: %d message(s) to remote users dropped (federation is not available yet)",
-                messages.remote_count,
-                extra={"user_id": sender},
-            )
 
         def send_txn(txn: Txn) -> tuple[int, set[str]] | None:
             stream_id = self._stream.next_id_txn(txn)
@@ -157,6 +169,28 @@ class ToDeviceService:
         outcome = await self._pool.run_txn("send_to_device", send_txn)
         if outcome is not None:
             self._stream.announce(outcome[0], outcome[1])
+            await self._send_remote(sender, sender_device, event_type, txn_id, messages.remote)
+
+    async def _send_remote(
+        self,
+        sender: str,
+        sender_device: str,
+        event_type: str,
+        txn_id: str,
+        remote: Mapping[str, dict[str, dict[str, Any]]],
+    ) -> None:
+        """Hands one ``m.direct_to_device`` EDU per destination to the federation sender.
+
+        The ``message_id`` is derived from the client transaction, so a destination can drop a
+        duplicate. A failing sender is logged, never the client's error: the local messages are sent.
+        """
+        message_id = hashlib.sha256(f"{sender}\n{sender_device}\n{txn_id}".encode()).hexdigest()[:32]
+        for destination, messages in sorted(remote.items()):
+            content = {"sender": sender, "type": event_type, "message_id": message_id, "messages": messages}
+            try:
+                await self._sender.send_edu([destination], DIRECT_TO_DEVICE_EDU, content)
+            except Exception:  # a boundary: the client's request already succeeded locally
+                logger.exception("to-device EDU could not be queued", extra={"destination": destination})
 
     # ------------------------------------------------------------------ delivery
 

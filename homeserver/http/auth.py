@@ -30,40 +30,16 @@ from typing import Protocol
 
 from twisted.web.server import Request
 
+from homeserver.auth.tokens import TokenInfo
 from homeserver.http.site import SCRequest, client_ip_of
 from sc_proto.errors import Codes, MatrixError
+
+__all__ = ["Authenticator", "Requester", "TokenInfo"]
 
 logger = logging.getLogger(__name__)
 
 _BEARER = b"bearer"
 _MAX_USER_AGENT = 512
-
-
-@dataclass(frozen=True, slots=True)
-class TokenInfo:
-    """What the token store knows about an access token.
-
-    Attributes:
-        user_id: the owner.
-        device_id: the device the token belongs to (None for some appservice/admin tokens).
-        token_id: the token's database id.
-        expires_at_ms: expiry time in ms since the epoch, or None for never.
-        is_admin: the owner is a server admin.
-        is_guest: the owner is a guest account.
-        deactivated: the owner's account is deactivated.
-        locked: the owner's account is locked.
-        suspended: the owner's account is suspended (endpoints decide what that forbids).
-    """
-
-    user_id: str
-    device_id: str | None
-    token_id: int | str
-    expires_at_ms: int | None = None
-    is_admin: bool = False
-    is_guest: bool = False
-    deactivated: bool = False
-    locked: bool = False
-    suspended: bool = False
 
 
 @dataclass(frozen=True, slots=True)

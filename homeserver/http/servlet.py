@@ -18,8 +18,8 @@ from typing import Any, Literal, overload
 
 from twisted.web.server import Request
 
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import RoomID
+from homeserver.util.identifiers import parse_room_id as parse_room_id  # re-exported for servlets
+from sc_proto.errors import Codes, MatrixError
 from sc_proto.json import decode_json
 
 JsonDict = dict[str, Any]
@@ -485,15 +485,3 @@ def optional_str_list(body: Mapping[str, Any], key: str) -> list[str] | None:
     """
     value: list[str] | None = _optional_field(body, key, _is_str_list, "a list of strings", None)
     return value
-
-
-def parse_room_id(value: object) -> str:
-    """Validates a room ID from a request (path segment or body field).
-
-    Raises:
-        MatrixError: 400 ``M_INVALID_PARAM`` when malformed.
-    """
-    try:
-        return str(RoomID.parse(value))
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room ID") from None

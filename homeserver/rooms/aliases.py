@@ -1,8 +1,8 @@
 """Room aliases: create, resolve and delete local aliases; check ``m.room.canonical_alias`` content.
 
 Only aliases on our own server name are kept here (spec client-server-api, "Room aliases": servers
-reject maintaining aliases of other domains). Resolving other servers' aliases needs the federation
-query API, which does not exist yet.
+reject maintaining aliases of other domains). Other servers' aliases are resolved through the
+:class:`~homeserver.api.ports.RemoteDirectoryQuerier` port (ADR 0009; without federation: 404).
 
 Permissions (the spec lets servers choose them):
 
@@ -19,10 +19,12 @@ import logging
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from homeserver.http.servlet import parse_room_id
+from homeserver.api.local import LocalOnlyDirectoryQuerier
+from homeserver.api.ports import RemoteDirectoryQuerier
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
+from homeserver.util.identifiers import parse_room_id
 from sc_proto.auth.power_levels import get_required_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
@@ -78,6 +80,7 @@ class RoomAliasService:
         rooms: the room store (alias rows, members).
         directory: batch alias lookups.
         time_msec: the clock.
+        remote: resolves other servers' aliases (local-only: 404).
     """
 
     def __init__(
@@ -87,7 +90,10 @@ class RoomAliasService:
         rooms: RoomStore,
         directory: RoomDirectoryStore,
         time_msec: Callable[[], int],
+        *,
+        remote: RemoteDirectoryQuerier | None = None,
     ) -> None:
+        self._remote: RemoteDirectoryQuerier = remote or LocalOnlyDirectoryQuerier()
         self._server_name = server_name
         self._creator = creator
         self._rooms = rooms
@@ -135,8 +141,7 @@ class RoomAliasService:
         """
         alias = parse_room_alias(alias_value)
         if alias.domain != self._server_name:
-            # NOTSPEC: resolving other servers' aliases needs the federation directory query.
-            raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
+            return await self._remote.resolve_alias(str(alias))
         found = await self._rooms.get_alias(str(alias))
         if found is None:
             raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
@@ -227,12 +232,23 @@ class RoomAliasService:
             if not isinstance(alt, list):
                 raise MatrixError(400, Codes.INVALID_PARAM, "'alt_aliases' must be a list of room aliases")
             named.extend(parse_room_alias(a) for a in alt)
+        targets = await self._directory.get_alias_rooms([str(a) for a in named if a.domain == self._server_name])
         for parsed in named:
             if parsed.domain != self._server_name:
-                # NOTSPEC: other servers' aliases cannot be checked without federation; refusing
-                # them keeps every published alias verified.
-                raise MatrixError(400, Codes.BAD_ALIAS, f"Cannot verify that {parsed} points to this room")
-        targets = await self._directory.get_alias_rooms([str(a) for a in named])
+                targets[str(parsed)] = await self._remote_alias_room(parsed)
         for parsed in named:
             if targets.get(str(parsed)) != room_id:
                 raise MatrixError(400, Codes.BAD_ALIAS, f"The alias {parsed} does not point to this room")
+
+    async def _remote_alias_room(self, alias: RoomAlias) -> str:
+        """The room another server's alias points at, through the directory port.
+
+        Raises:
+            MatrixError: 400 ``M_BAD_ALIAS`` when it cannot be resolved (every published alias is
+                verified: an alias we cannot check is refused).
+        """
+        try:
+            room_id, _servers = await self._remote.resolve_alias(str(alias))
+        except MatrixError:
+            raise MatrixError(400, Codes.BAD_ALIAS, f"Cannot verify that {alias} points to this room") from None
+        return room_id

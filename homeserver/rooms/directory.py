@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.http.servlet import parse_room_id
 from homeserver.rooms.aliases import may_send_state
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
+from homeserver.util.identifiers import parse_room_id
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.events.redaction import redact
 

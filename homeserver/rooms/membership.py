@@ -4,22 +4,31 @@ Every change is an ``m.room.member`` event created through :class:`~homeserver.r
 so the authorization rules of the room's version decide (join rules, bans, power levels, knocking,
 restricted rooms). For a restricted room (v8+) the server also checks that the joiner is in one of the
 allowed rooms and names a local user who may invite as ``join_authorised_via_users_server``.
+
+Remote work goes through the :class:`~homeserver.api.ports.RemoteRoomMembership` port (ADR 0009):
+joining or knocking on a room this server does not know, through the servers the client named
+(``via``/``server_name``) or the alias's servers, and inviting users of other servers (the invite
+event is built and authorised here, countersigned by the invitee's server through the port, then
+persisted). Without federation the port refuses with the errors clients always got.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
+from homeserver.api.local import LocalOnlyMembership
+from homeserver.api.ports import RemoteRoomMembership
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.events import StoredEvent
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.rooms import RoomStore
+from homeserver.util.identifiers import parse_room_id
 from sc_proto.auth.power_levels import get_named_level, get_user_power_level
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
+from sc_proto.errors import Codes, InvalidEventError, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
-from sc_proto.identifiers import UserID
+from sc_proto.identifiers import RoomAlias, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -28,6 +37,20 @@ INVITE = "invite"
 LEAVE = "leave"
 BAN = "ban"
 KNOCK = "knock"
+
+INVITE_ROOM_STATE_KEYS: tuple[StateKey, ...] = (
+    ("m.room.create", ""),
+    ("m.room.name", ""),
+    ("m.room.avatar", ""),
+    ("m.room.topic", ""),
+    ("m.room.join_rules", ""),
+    ("m.room.canonical_alias", ""),
+    ("m.room.encryption", ""),
+)
+"""The stripped state sent with an invite to another server (spec "Stripped state")."""
+
+AliasResolver = Callable[[str], Awaitable[tuple[str, list[str]]]]
+"""``resolve(alias) -> (room_id, servers)``, local or through the directory port (404 when unknown)."""
 
 
 def parse_user_id(value: object, what: str = "user_id") -> str:
@@ -46,13 +69,27 @@ class MembershipService:
         creator: the event creator.
         rooms: the room store.
         profiles: the profile store (displayname/avatar in join events).
+        remote: the remote membership port (local-only: remote work is refused).
+        resolve_alias: resolves ``#alias:server`` for joins and knocks (local aliases only when not
+            given).
     """
 
-    def __init__(self, server_name: str, creator: EventCreator, rooms: RoomStore, profiles: ProfileStore) -> None:
+    def __init__(
+        self,
+        server_name: str,
+        creator: EventCreator,
+        rooms: RoomStore,
+        profiles: ProfileStore,
+        *,
+        remote: RemoteRoomMembership | None = None,
+        resolve_alias: AliasResolver | None = None,
+    ) -> None:
         self._server_name = server_name
         self._creator = creator
         self._rooms = rooms
         self._profiles = profiles
+        self._remote: RemoteRoomMembership = remote or LocalOnlyMembership()
+        self._resolve_alias = resolve_alias or self._resolve_local_alias
 
     def _is_local(self, user_id: str) -> bool:
         return user_id.rsplit(":", 1)[-1] == self._server_name if ":" in user_id else False
@@ -83,9 +120,6 @@ class MembershipService:
         Raises:
             MatrixError: 404 unknown room, 403 refused by the rules, 400 bad input.
         """
-        if membership == INVITE and not self._is_local(target):
-            # NOTSPEC: inviting users of other servers needs federation (not yet built).
-            raise MatrixError(400, Codes.UNKNOWN, "Inviting users of other servers is not supported yet")
         content: dict[str, Any] = dict(extra_content or {})
         content["membership"] = membership
         if membership in (JOIN, INVITE, KNOCK) and self._is_local(target):
@@ -95,6 +129,9 @@ class MembershipService:
             content["reason"] = reason
         if is_direct is not None and membership == INVITE:
             content["is_direct"] = is_direct
+        countersign = None
+        if membership == INVITE and not self._is_local(target):
+            countersign = await self._remote_invite_signer(room_id, sender)
         stored = await self._creator.send(
             room_id,
             sender,
@@ -102,6 +139,7 @@ class MembershipService:
             content,
             state_key=target,
             extra_users=frozenset({target}),
+            before_persist=countersign,
         )
         if membership == JOIN:
             head = await self._creator.get_head(room_id)
@@ -109,8 +147,132 @@ class MembershipService:
                 await self._rooms.unforget_room(target, head.room.room_nid)
         return stored
 
+    async def _remote_invite_signer(self, room_id: str, sender: str) -> Callable[[Event], Awaitable[Event]]:
+        """The ``before_persist`` step of an invite to another server's user: the port countersigns it.
+
+        Raises:
+            MatrixError: 404 unknown room; whatever the port raises (local-only: 400 ``M_UNKNOWN``).
+        """
+        head = await self._creator.get_head(room_id)
+        if head is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        keys = [*INVITE_ROOM_STATE_KEYS, ("m.room.member", sender)]
+        state = await self._creator.get_state_events(head.state, keys)
+        stripped = [stripped_state(state[k]) for k in keys if k in state]
+
+        async def countersign(event: Event) -> Event:
+            signed = await self._remote.invite(event.room_version.identifier, dict(event.pdu), stripped)
+            try:
+                returned = Event.from_pdu(signed, event.room_version)
+            except InvalidEventError:
+                returned = None
+            if returned is None or returned.event_id != event.event_id:
+                raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a different invite event")
+            return returned
+
+        return countersign
+
+    async def _resolve_local_alias(self, alias: str) -> tuple[str, list[str]]:
+        found = await self._rooms.get_alias(alias)
+        if found is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
+        return found[0], [self._server_name]
+
+    async def _resolve_target(self, room_id_or_alias: str, servers: Sequence[str]) -> tuple[str, list[str]]:
+        """``(room_id, candidate servers)`` for ``/join`` and ``/knock``'s ``{roomIdOrAlias}``."""
+        if room_id_or_alias.startswith("#"):
+            try:
+                RoomAlias.parse(room_id_or_alias)
+            except InvalidIdentifierError:
+                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias") from None
+            room_id, alias_servers = await self._resolve_alias(room_id_or_alias)
+            return room_id, [*servers, *alias_servers]
+        return parse_room_id(room_id_or_alias), list(servers)
+
+    def _remote_servers(self, servers: Sequence[str]) -> list[str]:
+        return [s for s in dict.fromkeys(servers) if s != self._server_name]
+
+    async def join_room(
+        self, user_id: str, room_id_or_alias: str, *, servers: Sequence[str] = (), reason: str | None = None
+    ) -> str:
+        """Joins ``user_id`` to a room by ID or alias; returns the room ID.
+
+        A room this server does not know is joined through the remote membership port, via
+        ``servers`` (the request's ``via``/``server_name``) and, for an alias, the alias's servers.
+        The port's adapter persists what the join returns (ADR 0009).
+
+        Raises:
+            MatrixError: 400 malformed ID or alias, 404 unknown room or alias, 403 refused.
+        """
+        room_id, candidates = await self._resolve_target(room_id_or_alias, servers)
+        if await self._creator.get_head(room_id) is not None:
+            await self.join(user_id, room_id, reason)
+            return room_id
+        remote = self._remote_servers(candidates)
+        if not remote:
+            raise MatrixError(404, Codes.NOT_FOUND, "No known room with that ID or alias")
+        content: dict[str, Any] = {"membership": JOIN, **(await self._profile_content(user_id))}
+        if reason is not None:
+            content["reason"] = reason
+        await self._remote.join(remote, room_id, user_id, content)
+        return room_id
+
+    async def knock_room(
+        self, user_id: str, room_id_or_alias: str, *, servers: Sequence[str] = (), reason: str | None = None
+    ) -> str:
+        """Knocks on a room by ID or alias (through the port when the room is unknown); returns its ID.
+
+        Raises:
+            MatrixError: 400 malformed ID or alias, 404 unknown room or alias, 403 refused.
+        """
+        room_id, candidates = await self._resolve_target(room_id_or_alias, servers)
+        remote = self._remote_servers(candidates)
+        if remote and await self._creator.get_head(room_id) is None:
+            content: dict[str, Any] = {"membership": KNOCK, **(await self._profile_content(user_id))}
+            if reason is not None:
+                content["reason"] = reason
+            await self._remote.knock(remote, room_id, user_id, content)
+            return room_id
+        await self.update_membership(user_id, room_id, user_id, KNOCK, reason=reason)
+        return room_id
+
+    async def kick(self, sender: str, room_id: str, target: str, reason: str | None = None) -> StoredEvent:
+        """Kicks ``target`` (joined, invited or knocking) out of the room.
+
+        Raises:
+            MatrixError: 404 unknown room, 403 the target is not in the room or the rules refuse.
+        """
+        await self._require_membership(room_id, target, (JOIN, INVITE, KNOCK), "kick")
+        return await self.update_membership(sender, room_id, target, LEAVE, reason=reason)
+
+    async def ban(self, sender: str, room_id: str, target: str, reason: str | None = None) -> StoredEvent:
+        """Bans ``target`` from the room (whatever their membership).
+
+        Raises:
+            MatrixError: 404 unknown room, 403 refused by the rules.
+        """
+        return await self.update_membership(sender, room_id, target, BAN, reason=reason)
+
+    async def unban(self, sender: str, room_id: str, target: str, reason: str | None = None) -> StoredEvent:
+        """Lifts ``target``'s ban (their membership becomes ``leave``).
+
+        Raises:
+            MatrixError: 404 unknown room, 403 the target is not banned or the rules refuse.
+        """
+        await self._require_membership(room_id, target, (BAN,), "unban")
+        return await self.update_membership(sender, room_id, target, LEAVE, reason=reason)
+
+    async def _require_membership(self, room_id: str, target: str, allowed: tuple[str, ...], action: str) -> None:
+        head = await self._creator.get_head(room_id)
+        if head is None:
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        events = await self._creator.get_state_events(head.state, [("m.room.member", target)])
+        current = events.get(("m.room.member", target))
+        if current is None or current.membership not in allowed:
+            raise MatrixError(403, Codes.FORBIDDEN, f"Cannot {action} a user whose membership is not {'/'.join(allowed)}")
+
     async def join(self, user_id: str, room_id: str, reason: str | None = None) -> StoredEvent:
-        """Joins ``user_id`` to a room this server knows (remote joins need federation)."""
+        """Joins ``user_id`` to a room this server knows (:meth:`join_room` also joins unknown ones)."""
         head = await self._creator.get_head(room_id)
         if head is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No known room with that ID or alias")
@@ -204,3 +366,13 @@ class MembershipService:
         if membership in (JOIN, INVITE, KNOCK):
             raise MatrixError(400, Codes.UNKNOWN, "You must leave the room before forgetting it")
         await self._rooms.forget_room(user_id, head.room.room_nid)
+
+
+def stripped_state(event: Event) -> dict[str, Any]:
+    """An event as stripped state (spec "Stripped state"): type, state key, content, sender."""
+    return {
+        "type": event.type,
+        "state_key": event.state_key or "",
+        "content": dict(event.content),
+        "sender": event.sender,
+    }

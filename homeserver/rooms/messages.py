@@ -168,6 +168,7 @@ class EventCreator:
         redacts: str | None = None,
         extra_users: frozenset[str] = frozenset(),
         check: Callable[[RoomHead, dict[StateKey, Event]], Any] | None = None,
+        before_persist: Callable[[Event], Awaitable[Event]] | None = None,
     ) -> StoredEvent:
         """Creates, authorises and persists one event in ``room_id``.
 
@@ -175,6 +176,9 @@ class EventCreator:
             check: an extra check run inside the room's turn with the head and the auth state
                 (membership rules beyond the auth rules, e.g. a join's restricted-room logic);
                 raise to refuse.
+            before_persist: awaited with the authorised event inside the room's turn; returns the
+                event to persist instead (the same event ID), e.g. an invite countersigned by the
+                invitee's server (``RemoteRoomMembership.invite``). Raise to refuse.
 
         Raises:
             MatrixError: 404 when the room is unknown, 403 when the auth rules refuse the event,
@@ -191,7 +195,7 @@ class EventCreator:
             if head is None:
                 raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
             persisted = await self._build_and_persist(
-                head, sender, event_type, content, state_key, txn, redacts, extra_users, check
+                head, sender, event_type, content, state_key, txn, redacts, extra_users, check, before_persist
             )
             return persisted.stored
 
@@ -206,6 +210,7 @@ class EventCreator:
         redacts: str | None,
         extra_users: frozenset[str],
         check: Callable[[RoomHead, dict[StateKey, Event]], Any] | None,
+        before_persist: Callable[[Event], Awaitable[Event]] | None = None,
     ) -> PersistedEvent:
         rv = head.version
         fields: dict[str, Any] = {"type": event_type, "sender": sender, "content": dict(content)}
@@ -241,6 +246,8 @@ class EventCreator:
             await _maybe_await(check(head, state_events))
         for event_check in self.event_checks:
             await event_check(head, event)
+        if before_persist is not None:
+            event = await before_persist(event)
         applies = None
         if event.type == "m.room.redaction" and event.redacts is not None:
             applies = await self._redaction_target(head, event, state_events)

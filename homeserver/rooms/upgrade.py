@@ -28,12 +28,12 @@ import secrets
 from collections.abc import Mapping
 from typing import Any
 
-from homeserver.http.servlet import parse_room_id
 from homeserver.rooms.aliases import CANONICAL_ALIAS, RoomAliasService, may_send_state
 from homeserver.rooms.membership import JOIN, MembershipService
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
+from homeserver.util.identifiers import parse_room_id
 from homeserver.util.linearizer import Linearizer
 from sc_proto.auth.power_levels import get_user_power_level, is_valid_user_id, parse_power_level
 from sc_proto.errors import Codes, MatrixError, UnsupportedRoomVersionError

@@ -18,6 +18,7 @@ from typing import Any
 from twisted.internet.defer import ensureDeferred
 from twisted.internet.testing import MemoryReactorClock
 
+from homeserver.api.ports import RemotePorts
 from homeserver.app.composition import Homeserver, build_homeserver
 from homeserver.config.loader import parse_config
 from homeserver.http.site import SCSite
@@ -161,10 +162,16 @@ class FullHomeserverTestCase(HomeserverTestCase):
         raw["database"] = database
         config = parse_config(raw, "/nonexistent")
         hs = self.get_success(
-            build_homeserver(config, reactor, clock=clock, threaded=False, signing_key=TEST_SIGNING_KEY)
+            build_homeserver(
+                config, reactor, clock=clock, threaded=False, signing_key=TEST_SIGNING_KEY, ports=self.make_ports()
+            )
         )
         self.addCleanup(lambda: ensureDeferred(hs.pool.close()))
         return hs
+
+    def make_ports(self) -> RemotePorts | None:
+        """The outward ports the homeserver gets (None: local-only); override to inject fakes."""
+        return None
 
     def _sqlite_url_for_test(self) -> str:
         """A private SQLite file copied from a template that already holds the schema (much faster

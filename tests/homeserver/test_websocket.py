@@ -12,8 +12,7 @@ from twisted.test import iosim
 
 from homeserver.app.feature_websocket import TOKEN_RECHECK_S, filter_loader, token_authenticator
 from homeserver.http.server import JsonResource
-from homeserver.streams.tokens import StreamToken
-from homeserver.sync.websocket import (
+from homeserver.rest.client.sync_websocket import (
     CLOSE_AUTH_FAILED,
     CLOSE_PROTOCOL_ERROR,
     CLOSE_SHUTDOWN,
@@ -26,6 +25,7 @@ from homeserver.sync.websocket import (
     ReactorTimer,
     sync_body_is_empty,
 )
+from homeserver.streams.tokens import StreamToken
 from tests.homeserver.test_sync import SyncTestCase
 from tests.unittest import override_config
 

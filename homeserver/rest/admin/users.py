@@ -32,6 +32,7 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from homeserver.auth.accounts import AccountService
 from homeserver.auth.sessions import SessionService
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.server import JsonDict, JsonResource
@@ -214,7 +215,7 @@ class AdminUserServlets:
         time_msec: Callable[[], int],
         on_deactivated: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._on_deactivated = on_deactivated
+        self._accounts = AccountService(users, sessions, profiles, on_deactivated=on_deactivated)
         self._server_name = server_name
         self._users = users
         self._devices = devices
@@ -362,19 +363,13 @@ class AdminUserServlets:
 
     async def _set_password(self, requester: Requester, target: str, password: str, logout_devices: bool) -> None:
         # Like Synapse, the password policy does not bind admins: they may set any password.
-        await self._users.set_password_hash(target, await self._sessions.hash_password(password))
-        ended: list[str] = []
-        if logout_devices:
-            # An admin changing their own password keeps the session they are using.
-            keep = requester.device_id if target == requester.user_id else None
-            ended = await self._sessions.end_all_sessions(target, except_device_id=keep)
+        # An admin changing their own password keeps the session they are using.
+        keep = requester.device_id if target == requester.user_id else None
+        ended = await self._accounts.change_password(target, password, logout_devices=logout_devices, keep_device_id=keep)
         self._audit("set password", requester, target, sessions_ended=len(ended))
 
     async def _deactivate(self, requester: Requester, target: str) -> None:
-        await self._users.set_deactivated(target, True)
-        ended = await self._sessions.end_all_sessions(target)
-        if self._on_deactivated is not None:
-            await self._on_deactivated(target)
+        ended = await self._accounts.deactivate(target, clear_profile=False)
         self._audit("deactivated user", requester, target, sessions_ended=len(ended))
 
     async def on_deactivate(self, request: Request, user_id: str) -> tuple[int, JsonDict]:

@@ -16,6 +16,7 @@ from collections.abc import Awaitable, Callable
 
 from twisted.web.server import Request
 
+from homeserver.auth.accounts import AccountService
 from homeserver.auth.passwords import PasswordPolicy
 from homeserver.auth.sessions import SessionService
 from homeserver.auth.uia import PASSWORD, InteractiveAuth
@@ -62,7 +63,7 @@ class AccountServlets:
         account_data: AccountDataStore,
         on_deactivated: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._on_deactivated = on_deactivated
+        self._accounts = AccountService(users, sessions, profiles, account_data, on_deactivated)
         self._auth = authenticator
         self._sessions = sessions
         self._uia = uia
@@ -91,11 +92,9 @@ class AccountServlets:
         logout_devices = optional_bool(body, "logout_devices", True)
         self._policy.check(new_password, localpart_of(requester.user_id))
         await self._uia.authenticate("POST /account/password", body, PASSWORD_FLOWS, user_id=requester.user_id)
-        password_hash = await self._sessions.hash_password(new_password)
-        await self._users.set_password_hash(requester.user_id, password_hash)
-        ended: list[str] = []
-        if logout_devices:
-            ended = await self._sessions.end_all_sessions(requester.user_id, except_device_id=requester.device_id)
+        ended = await self._accounts.change_password(
+            requester.user_id, new_password, logout_devices=bool(logout_devices), keep_device_id=requester.device_id
+        )
         logger.info(
             "password changed; %d other session(s) ended", len(ended),
             extra={"user_id": requester.user_id, "device_id": requester.device_id},
@@ -115,15 +114,7 @@ class AccountServlets:
         optional_str(body, "id_server")  # validated only: no third-party identifiers are stored
         await self._uia.authenticate("POST /account/deactivate", body, PASSWORD_FLOWS, user_id=requester.user_id)
         user_id = requester.user_id
-        # Deactivate first: from this commit on the account's tokens are refused even if a later
-        # step fails.
-        await self._users.set_deactivated(user_id, True)
-        await self._sessions.end_all_sessions(user_id)
-        if self._on_deactivated is not None:
-            await self._on_deactivated(user_id)  # leave every room while the profile still exists
-        await self._profiles.clear_profile(user_id)
-        if erase:
-            await self._account_data.delete_all_for_user(user_id)
+        await self._accounts.deactivate(user_id, clear_profile=True, erase_account_data=bool(erase))
         logger.info("account deactivated", extra={"user_id": user_id, "erase": erase})
         # The spec requires "success" when the server holds no third-party identifiers to unbind,
         # which is always the case here (we store none).

@@ -17,7 +17,7 @@ from homeserver.e2ee.device_lists import DeviceListTracker
 from homeserver.e2ee.one_time_keys import OneTimeKeyService
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request, parse_string
+from homeserver.http.servlet import optional_int, parse_json_object_from_request, parse_string
 from homeserver.rest.client.login import client_paths
 from homeserver.streams.tokens import StreamToken
 from homeserver.sync.sources.device_lists import EVENTS, DeviceListsSource
@@ -72,7 +72,8 @@ class KeyServlets:
         body = parse_json_object_from_request(request)
         if "device_keys" not in body:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing device_keys")
-        return 200, await self._device_keys.query(requester.user_id, body["device_keys"])
+        timeout = optional_int(body, "timeout", minimum=0)
+        return 200, await self._device_keys.query(requester.user_id, body["device_keys"], timeout)
 
     async def on_claim(self, request: Request) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/keys/claim"""
@@ -80,7 +81,8 @@ class KeyServlets:
         body = parse_json_object_from_request(request)
         if "one_time_keys" not in body:
             raise MatrixError(400, Codes.MISSING_PARAM, "Missing one_time_keys")
-        return 200, await self._otks.claim(body["one_time_keys"])
+        timeout = optional_int(body, "timeout", minimum=0)
+        return 200, await self._otks.claim(body["one_time_keys"], timeout)
 
     async def on_changes(self, request: Request) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/keys/changes?from=&to="""

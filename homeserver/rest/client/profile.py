@@ -19,9 +19,10 @@ from twisted.web.server import Request
 from homeserver.http.auth import Authenticator
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import parse_json_object_from_request
+from homeserver.profiles import ProfileService
 from homeserver.rest.client.account_data import require_own_user
 from homeserver.rest.client.login import client_paths
-from homeserver.storage.stores.profiles import AVATAR_URL, DISPLAYNAME, ProfileRecord, ProfileStore
+from homeserver.storage.stores.profiles import AVATAR_URL, DISPLAYNAME, ProfileStore
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
 from sc_proto.media.mxc import parse_mxc
@@ -71,9 +72,11 @@ class ProfileServlets:
     """Registers the profile endpoints.
 
     Args:
-        server_name: our server name (profiles of other servers need federation, not built yet).
+        server_name: our server name.
         authenticator: authenticates changes.
-        profiles: the profiles store.
+        profiles: the profiles store (changes).
+        on_profile_changed: called after a change (member events in the user's rooms).
+        lookups: reads local and remote profiles (a local-only one over ``profiles`` when not given).
     """
 
     def __init__(
@@ -82,11 +85,13 @@ class ProfileServlets:
         authenticator: Authenticator,
         profiles: ProfileStore,
         on_profile_changed: Callable[[str], Awaitable[None]] | None = None,
+        lookups: ProfileService | None = None,
     ) -> None:
         self._server_name = server_name
         self._auth = authenticator
         self._profiles = profiles
         self._on_changed = on_profile_changed
+        self._lookups = lookups or ProfileService(server_name, profiles)
 
     async def _changed(self, user_id: str) -> None:
         """Sends the new profile into the user's rooms (spec: servers update m.room.member events)."""
@@ -101,19 +106,9 @@ class ProfileServlets:
             resource.register("PUT", path, self._setter(field))
             resource.register("DELETE", path, self._deleter(field))
 
-    async def _load(self, user_id: str) -> ProfileRecord:
-        parsed = parse_path_user_id(user_id)
-        if parsed.domain != self._server_name:
-            # Remote profiles are queried over federation, which is not built yet.
-            raise MatrixError(404, Codes.NOT_FOUND, "Profile not found")
-        profile = await self._profiles.get_profile(str(parsed))
-        if profile is None or profile.deactivated:
-            raise MatrixError(404, Codes.NOT_FOUND, "Profile not found")
-        return profile
-
     async def on_get_profile(self, request: Request, user_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/profile/{userId}"""
-        return 200, dict((await self._load(user_id)).to_json())
+        return 200, await self._lookups.get_profile(parse_path_user_id(user_id))
 
     def _getter(self, field: str) -> Any:
         async def on_get_field(request: Request, user_id: str) -> tuple[int, JsonDict]:
@@ -121,10 +116,7 @@ class ProfileServlets:
 
             404 when the user is unknown or the field is not set (spec v1.16).
             """
-            value = (await self._load(user_id)).to_json().get(field)
-            if value is None:
-                raise MatrixError(404, Codes.NOT_FOUND, f"No {field} set")
-            return 200, {field: value}
+            return 200, {field: await self._lookups.get_field(parse_path_user_id(user_id), field)}
 
         return on_get_field
 

@@ -20,15 +20,20 @@ from homeserver.events.persister import TxnKey
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import optional_str, parse_json_object_from_request, parse_room_id, require_str
+from homeserver.http.servlet import (
+    optional_str,
+    parse_json_object_from_request,
+    parse_room_id,
+    parse_strings,
+    require_str,
+)
 from homeserver.rest.client.login import client_paths
 from homeserver.rooms.creation import RoomCreationService
-from homeserver.rooms.membership import BAN, INVITE, KNOCK, LEAVE, MembershipService, parse_user_id
+from homeserver.rooms.membership import INVITE, LEAVE, MembershipService, parse_user_id
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.rooms import RoomStore
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
+from sc_proto.errors import Codes, MatrixError
 from sc_proto.events.validation import MAX_PDU_BYTES
-from sc_proto.identifiers import RoomAlias
 from sc_proto.json import encode_canonical_json
 
 # Events are at most 64 KiB; the request body of a send is bounded a little above that.
@@ -42,6 +47,11 @@ def content_for_event(body: dict[str, Any]) -> dict[str, Any]:
     except MatrixError as e:
         raise MatrixError(400, Codes.BAD_JSON, f"Event content is not valid canonical JSON: {e.message}") from None
     return body
+
+
+def _via_servers(request: Request) -> list[str]:
+    """The servers to join or knock through: ``via`` (spec v1.12) then the deprecated ``server_name``."""
+    return [*parse_strings(request, "via"), *parse_strings(request, "server_name")]
 
 
 class RoomServlets:
@@ -163,38 +173,15 @@ class RoomServlets:
             if action == "invite":
                 await self._membership.update_membership(user, room_id, target, INVITE, reason=reason)
             elif action == "kick":
-                await self._require_membership(room_id, target, ("join", "invite", "knock"), "kick")
-                await self._membership.update_membership(user, room_id, target, LEAVE, reason=reason)
+                await self._membership.kick(user, room_id, target, reason)
             elif action == "ban":
-                await self._membership.update_membership(user, room_id, target, BAN, reason=reason)
+                await self._membership.ban(user, room_id, target, reason)
             else:  # unban
-                await self._require_membership(room_id, target, ("ban",), "unban")
-                await self._membership.update_membership(user, room_id, target, LEAVE, reason=reason)
+                await self._membership.unban(user, room_id, target, reason)
             return 200, {}
 
         handler.__doc__ = f"POST /_matrix/client/v3/rooms/{{roomId}}/{action}"
         return handler
-
-    async def _require_membership(self, room_id: str, target: str, allowed: tuple[str, ...], action: str) -> None:
-        head = await self._creator.get_head(room_id)
-        if head is None:
-            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
-        events = await self._creator.get_state_events(head.state, [("m.room.member", target)])
-        current = events.get(("m.room.member", target))
-        if current is None or current.membership not in allowed:
-            raise MatrixError(403, Codes.FORBIDDEN, f"Cannot {action} a user whose membership is not {'/'.join(allowed)}")
-
-    async def _resolve_room(self, room_id_or_alias: str) -> str:
-        if room_id_or_alias.startswith("#"):
-            try:
-                RoomAlias.parse(room_id_or_alias)
-            except InvalidIdentifierError:
-                raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias") from None
-            found = await self._rooms.get_alias(room_id_or_alias)
-            if found is None:
-                raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
-            return found[0]
-        return parse_room_id(room_id_or_alias)
 
     async def on_join_room_id(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/rooms/{roomId}/join"""
@@ -208,9 +195,9 @@ class RoomServlets:
         requester = await self._auth.get_requester(request)
         body = parse_json_object_from_request(request, allow_empty=True)
         reason = optional_str(body, "reason")
-        room_id = await self._resolve_room(target)
+        servers = _via_servers(request)
         self._rate_limit_join(requester)
-        await self._membership.join(requester.user_id, room_id, reason)
+        room_id = await self._membership.join_room(requester.user_id, target, servers=servers, reason=reason)
         return 200, {"room_id": room_id}
 
     async def on_knock(self, request: Request, room_id_or_alias: str) -> tuple[int, JsonDict]:
@@ -218,9 +205,11 @@ class RoomServlets:
         requester = await self._auth.get_requester(request)
         body = parse_json_object_from_request(request, allow_empty=True)
         reason = optional_str(body, "reason")
-        room_id = await self._resolve_room(room_id_or_alias)
+        servers = _via_servers(request)
         self._rate_limit_join(requester)
-        await self._membership.update_membership(requester.user_id, room_id, requester.user_id, KNOCK, reason=reason)
+        room_id = await self._membership.knock_room(
+            requester.user_id, room_id_or_alias, servers=servers, reason=reason
+        )
         return 200, {"room_id": room_id}
 
     async def on_joined_rooms(self, request: Request) -> tuple[int, JsonDict]:

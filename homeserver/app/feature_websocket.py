@@ -7,14 +7,12 @@ before the reactor stops. The endpoint is available as ``hs.websocket`` (None wh
 
 from __future__ import annotations
 
-import json
 from typing import TYPE_CHECKING, Any, cast
 
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
 from homeserver.http.auth import Authenticator
-from homeserver.rest.client.filters import MAX_FILTER_BYTES, validate_filter
 from homeserver.rest.client.sync_websocket import (
     WS_PATH,
     Authenticate,
@@ -22,13 +20,11 @@ from homeserver.rest.client.sync_websocket import (
     ConnectionLimits,
     EndpointOptions,
     FrameSink,
-    LoadFilter,
     PushSession,
     PushSettings,
     SyncPushEndpoint,
 )
-from homeserver.storage.stores.filters import FilterStore
-from homeserver.sync.filters import SyncFilter, parse_sync_filter
+from homeserver.sync.filter_loading import FilterLoader
 from sc_proto.errors import Codes, MatrixError
 
 if TYPE_CHECKING:
@@ -38,7 +34,6 @@ TOKEN_RECHECK_S = 60.0
 """How often an open connection's access token is validated again (a logout closes it within this)."""
 
 MAX_TOKEN_LENGTH = 1024
-_MAX_FILTER_ID_DIGITS = 15
 
 
 class _TokenCarrier:
@@ -79,36 +74,6 @@ def token_authenticator(authenticator: Authenticator) -> Authenticate:
     return authenticate
 
 
-def filter_loader(filters: FilterStore) -> LoadFilter:
-    """Resolves the ``filter`` of an ``auth`` frame like ``/sync``'s ``filter`` parameter.
-
-    An object (or a string holding one) is an inline filter; a string of digits is the ID of a filter
-    the user uploaded.
-    """
-
-    async def load(user_id: str, raw: object) -> tuple[SyncFilter, str]:
-        if raw is None or raw == "":
-            return SyncFilter(), ""
-        if isinstance(raw, str) and raw.startswith("{"):
-            if len(raw.encode("utf-8")) > MAX_FILTER_BYTES:
-                raise MatrixError(413, Codes.TOO_LARGE, "Filter is too large")
-            try:
-                raw = json.loads(raw)
-            except (ValueError, RecursionError):
-                raise MatrixError(400, Codes.NOT_JSON, "The filter is not valid JSON") from None
-        if isinstance(raw, dict):
-            validate_filter(raw)
-            return parse_sync_filter(raw), json.dumps(raw, sort_keys=True, separators=(",", ":"))
-        if not isinstance(raw, str) or not (raw.isascii() and raw.isdigit()) or len(raw) > _MAX_FILTER_ID_DIGITS:
-            raise MatrixError(400, Codes.INVALID_PARAM, "'filter' must be a filter ID or a JSON object")
-        stored = await filters.get_filter(user_id, int(raw))
-        if stored is None:
-            raise MatrixError(404, Codes.NOT_FOUND, "No such filter")
-        return parse_sync_filter(stored), raw
-
-    return load
-
-
 async def wire(hs: Homeserver) -> None:
     """Mounts the endpoint on ``hs.resource`` and sets ``hs.websocket`` (None when disabled)."""
     config = hs.config.websocket
@@ -122,7 +87,7 @@ async def wire(hs: Homeserver) -> None:
         token_recheck_s=TOKEN_RECHECK_S,
     )
     authenticate = token_authenticator(hs.authenticator)
-    load_filter = filter_loader(hs.stores.filters)
+    load_filter = FilterLoader(hs.stores.filters).load
     engine = hs.sync.engine
 
     def make_session(sink: FrameSink, ip: str) -> PushSession:

@@ -111,7 +111,8 @@ class SyncEngine:
         """How many computations started (tests check that identical requests share one)."""
         self.sync_observers: list[SyncObserver] = []
         """Told when a sync request starts and ends (see :data:`SyncObserver`); callers of :meth:`sync`
-        that serve clients (the ``/sync`` servlet) notify them."""
+        that serve clients notify them: the ``/sync`` servlet per request, a WebSocket push session
+        for the whole connection."""
 
     # ------------------------------------------------------------------ tokens
 

@@ -3,7 +3,6 @@ unread counts driven by the rules (both databases; spec client-server-api "Push 
 
 from __future__ import annotations
 
-import time
 import unittest
 import urllib.parse
 from typing import Any
@@ -138,13 +137,14 @@ class GlobAndPathTests(unittest.TestCase):
         self.assertTrue(compile_glob("cake", True)("épcake_x cake"))  # é is a boundary, _ is not
         self.assertFalse(compile_glob("cake", True)("cake_x"))
 
-    def test_matching_does_not_backtrack(self) -> None:
-        """A many-star pattern against a long adversarial body stays fast (linear scans)."""
+    def test_many_star_patterns_on_long_bodies(self) -> None:
+        """Many-star patterns against a long body that nearly matches everywhere give the right answer
+        (their speed, linear in the body, is measured by ``bench/push_rules.py``, not asserted here)."""
         body = "a " * 30_000
-        start = time.perf_counter()
         self.assertFalse(compile_glob("a*a*a*a*a*a*a*b", True)(body))
         self.assertFalse(compile_glob("*a*a*a*b*", False)(body))
-        self.assertLess(time.perf_counter() - start, 1.0)
+        self.assertTrue(compile_glob("a*a*a*a*a*a*a*b", True)(body + "b"))
+        self.assertTrue(compile_glob("*a*a*a*b*", False)(body + "b"))
 
     def test_dot_paths_with_escapes(self) -> None:
         self.assertEqual(split_path("content.m\\.relates_to.rel_type"), ("content", "m.relates_to", "rel_type"))

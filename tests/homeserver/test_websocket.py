@@ -10,7 +10,7 @@ from autobahn.twisted.websocket import WebSocketClientFactory, WebSocketClientPr
 from twisted.internet.address import IPv4Address
 from twisted.test import iosim
 
-from homeserver.app.feature_websocket import TOKEN_RECHECK_S, filter_loader, token_authenticator
+from homeserver.app.feature_websocket import TOKEN_RECHECK_S, token_authenticator
 from homeserver.http.server import JsonResource
 from homeserver.rest.client.sync_websocket import (
     CLOSE_AUTH_FAILED,
@@ -26,6 +26,7 @@ from homeserver.rest.client.sync_websocket import (
     sync_body_is_empty,
 )
 from homeserver.streams.tokens import StreamToken
+from homeserver.sync.filter_loading import FilterLoader
 from tests.homeserver.test_sync import SyncTestCase
 from tests.unittest import override_config
 
@@ -67,7 +68,7 @@ class SessionTestCase(SyncTestCase):
         sink = FakeSink()
         session = PushSession(
             sink, self.hs.sync.engine, token_authenticator(self.hs.authenticator),
-            filter_loader(self.hs.stores.filters), limits or self.limits, self.hs.clock, settings, "10.1.1.1",
+            FilterLoader(self.hs.stores.filters).load, limits or self.limits, self.hs.clock, settings, "10.1.1.1",
         )
         session.opened()
         if token is not None:

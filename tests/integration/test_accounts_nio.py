@@ -228,7 +228,7 @@ class LoginTests:
 
 class DevicesTests:
     def test_devices_lists_the_users_sessions(self, homeserver_any_db: ServerProcess, tmp_path: Path) -> None:
-        """devices() lists the user's sessions with their display names (skipped until GET /devices exists)."""
+        """devices() lists the user's sessions with their display names."""
 
         async def scenario() -> DevicesResponse | DevicesError:
             await register(homeserver_any_db, tmp_path / "r", "alice")
@@ -247,6 +247,4 @@ class DevicesTests:
                 return response
 
         response = run(scenario)
-        if isinstance(response, DevicesError) and response.status_code == "M_UNRECOGNIZED":
-            pytest.skip("GET /_matrix/client/v3/devices is not implemented yet")
         assert isinstance(response, DevicesResponse), response

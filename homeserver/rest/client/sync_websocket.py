@@ -27,6 +27,9 @@ the database, so a slow or reconnecting client catches up and never loses anythi
   RACE-1/2). Identical engine calls (same user, device, token, filter) share one computation.
 * **resume.** A client reconnects with ``since`` = the ``next_batch`` of the last frame it
   processed and acknowledged; the server keeps nothing between connections.
+* **presence.** From ``ready`` until the connection ends the session counts as one open sync for
+  the engine's sync observers (presence), exactly like a long-polling ``/sync`` request: the user
+  stays online while connected and the offline timer starts when the connection closes.
 * **token.** The access token is checked again at least every ``token_recheck_s`` (the long poll is
   cut to that length), so a logged-out device's connections close with 4401.
 
@@ -271,6 +274,7 @@ class PushSession:
         self._ack_waiter: defer.Deferred[None] | None = None
         self._paused = False
         self._writable_waiter: defer.Deferred[None] | None = None
+        self._sync_finished: list[Callable[[], None]] = []
 
     # ------------------------------------------------------------------ transport events
 
@@ -319,6 +323,7 @@ class PushSession:
         if self.user_id is not None:
             self._limits.remove_user(self.user_id, self)
         self._token = None
+        self._end_sync()
 
     def fail(self, code: int, errcode: str, message: str) -> None:
         """Sends an ``error`` frame and closes with ``code`` (the reason is the errcode)."""
@@ -329,6 +334,7 @@ class PushSession:
         task, self._task = self._task, None
         if task is not None and not task.called:
             task.cancel()
+        self._end_sync()
         try:
             self._sink.send_frame({"type": "error", "errcode": errcode, "error": message})
         finally:
@@ -380,10 +386,18 @@ class PushSession:
             raise MatrixError(429, Codes.LIMIT_EXCEEDED, "Too many WebSocket connections for this user")
         self.user_id, self.device_id = who.user_id, who.device_id
         self.state = "streaming"
+        # Like a /sync request, the connection counts as syncing (presence) until it ends.
+        self._sync_finished = [observe(who.user_id, who.device_id, None) for observe in self._engine.sync_observers]
         self._cancel_timer()
         self._sink.send_frame({"type": "ready", "user_id": who.user_id, "device_id": who.device_id})
         logger.info("websocket sync opened", extra={"user_id": who.user_id, "device_id": who.device_id})
         await self._stream(who, since, sync_filter, filter_key)
+
+    def _end_sync(self) -> None:
+        """Tells the sync observers the connection's sync ended (once)."""
+        finished, self._sync_finished = self._sync_finished, []
+        for done in finished:
+            done()
 
     async def _stream(self, who: Authenticated, since: str | None, sync_filter: SyncFilter, key: str) -> None:
         wait_ms = int(self._settings.token_recheck_s * 1000)

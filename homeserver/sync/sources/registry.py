@@ -5,7 +5,9 @@ Every stream that contributes to ``/sync`` is a :class:`SyncSource`: it names it
 reports its current position, and fills its part of a :class:`SyncResult` for an initial sync or for
 the range ``(from, to]`` of an incremental one. Sources run in registration order, so per-room
 sources (account data, typing, receipts) registered after the room-events source see which rooms the
-user is in (:attr:`SyncResult.joined_room_ids`). Adding a stream to sync means writing a source and
+user is in (:attr:`SyncResult.joined_room_ids`) and which were newly joined or left
+(:attr:`SyncResult.newly_joined_room_ids`, :attr:`SyncResult.newly_left_room_ids`): structured facts,
+never the rendered JSON, which filters may have stripped. Adding a stream to sync means writing a source and
 registering it in the composition root; the engine does not change.
 """
 
@@ -56,6 +58,12 @@ class SyncResult:
         extensions: top-level keys added by extension sources (namespaced, e.g. ``io.sc.drive``).
         joined_room_ids: rooms the user is joined to at the end of the sync (all of them, not only
             those with changes); per-room sources use it.
+        newly_joined_room_ids: joined rooms of an incremental sync that the user joined (or left and
+            re-joined) in its range. Set by the room-events source from the membership events
+            themselves, before any filter, so per-room sources never inspect rendered JSON (ADR 0008).
+        newly_left_room_ids: rooms of an incremental sync the user was joined to at ``since`` or
+            within the range and no longer is at its end (left, kicked, banned), whether or not
+            ``rooms.leave`` shows them (forgotten rooms, filters). A rejected invite is not one.
         wait_room_ids: rooms whose activity should wake a long-polling sync of this user.
     """
 
@@ -76,6 +84,8 @@ class SyncResult:
     capped to-device page) lowers its position in ``next_batch`` so the next sync resumes there."""
     extensions: JsonDict = field(default_factory=dict)
     joined_room_ids: set[str] = field(default_factory=set)
+    newly_joined_room_ids: set[str] = field(default_factory=set)
+    newly_left_room_ids: set[str] = field(default_factory=set)
     wait_room_ids: set[str] = field(default_factory=set)
 
     def joined_room(self, room_id: str) -> JsonDict:

@@ -9,7 +9,10 @@ Theory of operation:
    incremental sync also reads the user's membership events in ``(from, to]``: a room whose
    membership at ``from`` was not ``join`` (or that was left and re-joined) is *newly joined* and gets
    full state; a room left, kicked or banned in the range goes to ``leave``; invites and knocks in the
-   range go to ``invite``/``knock``. Joined rooms without events in the range are skipped.
+   range go to ``invite``/``knock``. Joined rooms without events in the range are skipped. The
+   classification is published as structured facts on the result (``joined_room_ids``,
+   ``newly_joined_room_ids``, ``newly_left_room_ids``) before any event filter runs, so per-room
+   sources never read them back from the rendered JSON (ADR 0008).
 2. **Timelines.** Per room one indexed query returns the newest ``limit + 1`` events of its range
    (``(from, to]``, or ``(from, leave]`` for a left room), all rooms in one transaction, events loaded
    in one batch. The timeline filter and history visibility (events after the user's current join
@@ -186,7 +189,7 @@ class RoomEventsSource:
         if since is None:
             plans, invites, knocks = await self._plan_initial(ctx, memberships, records, to)
         else:
-            plans, invites, knocks = await self._plan_incremental(ctx, memberships, records, since, to)
+            plans, invites, knocks = await self._plan_incremental(ctx, result, memberships, records, since, to)
         if plans:
             await self._load_timelines(ctx, plans)
             await self._load_state(ctx, plans)
@@ -243,6 +246,7 @@ class RoomEventsSource:
     async def _plan_incremental(
         self,
         ctx: SyncContext,
+        result: SyncResult,
         memberships: Mapping[int, tuple[str, str, int]],
         records: Mapping[int, RoomRecord],
         since: int,
@@ -263,6 +267,8 @@ class RoomEventsSource:
             prev, saw = before.get(nid, (None, set()))
             if membership == "join":
                 newly = changed and (prev != "join" or saw != {"join"})
+                if newly:
+                    result.newly_joined_room_ids.add(room.room_id)
                 if newly or ctx.full_state or nid in active:
                     plans.append(_RoomPlan(room, "join", since, to, newly or ctx.full_state, join_stream=stream))
             elif not changed:
@@ -272,6 +278,8 @@ class RoomEventsSource:
             elif membership == "knock":
                 knocks.append((room, event_id))
             else:
+                if prev == "join" or "join" in saw:
+                    result.newly_left_room_ids.add(room.room_id)
                 left.append(_RoomPlan(room, "leave", since, stream, prev != "join" or "join" in saw))
         if left:
             forgotten = await self._rooms.get_forgotten_rooms(ctx.user_id)

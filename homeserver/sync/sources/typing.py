@@ -17,23 +17,14 @@ TYPING = "m.typing"
 
 def newly_joined_rooms(ctx: SyncContext, result: SyncResult) -> set[str]:
     """Joined rooms of an incremental sync that the user (re)joined in its range, or every joined room
-    for ``full_state``: per-room ephemeral sources send them what an initial sync would."""
+    for ``full_state``: per-room ephemeral sources send them what an initial sync would.
+
+    Read from the room-events source's :attr:`SyncResult.newly_joined_room_ids`, never from the
+    rendered events (a filter may hide or strip the member events; ADR 0008).
+    """
     if ctx.full_state:
         return set(result.joined_room_ids)
-    rooms: set[str] = set()
-    for room_id, entry in result.join.items():
-        sections = (entry.get("timeline", {}).get("events", []), entry.get("state", {}).get("events", []))
-        for events in sections:
-            for event in events:
-                if (
-                    isinstance(event, dict)
-                    and event.get("type") == "m.room.member"
-                    and event.get("state_key") == ctx.user_id
-                    and isinstance(event.get("content"), dict)
-                    and event["content"].get("membership") == "join"
-                ):
-                    rooms.add(room_id)
-    return rooms & result.joined_room_ids
+    return result.newly_joined_room_ids & result.joined_room_ids
 
 
 def ephemeral_allowed(ctx: SyncContext, room_id: str, event_type: str) -> bool:

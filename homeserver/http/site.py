@@ -9,6 +9,13 @@
 * a request id (also used by :mod:`homeserver.http.server` for logging) and the authenticated
   user, for the access log.
 
+:class:`SCHTTPChannel` answers requests too large to parse with a Matrix error body instead of
+Twisted's bare 400 or a dropped connection: 414 ``M_TOO_LARGE`` for a request line (method, path and
+query) over :data:`MAX_REQUEST_LINE_BYTES`, 431 ``M_TOO_LARGE`` for headers over
+:data:`MAX_HEADER_BYTES` in all, 400 ``M_UNKNOWN`` for anything else Twisted cannot parse. After the
+answer it half-closes and discards (bounded) what the client still sends, so the client reads the
+answer rather than a reset.
+
 The access log never contains query strings (they may hold an ``access_token``).
 """
 
@@ -21,6 +28,7 @@ from collections.abc import Callable
 from typing import Any, Protocol
 
 from twisted.internet import defer
+from twisted.internet import interfaces
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site
@@ -36,6 +44,13 @@ BodyLimitLookup = Callable[[bytes, bytes], int | None]
 
 _request_ids = itertools.count(1)
 _MAX_USER_AGENT = 512
+
+MAX_REQUEST_LINE_BYTES = 16 * 1024
+"""Longest request line (``GET /path?query HTTP/1.1``) accepted; longer ones get 414."""
+MAX_HEADER_BYTES = 64 * 1024
+"""Most bytes of request line plus headers accepted; more gets 431 (a header line alone may be this long)."""
+_MAX_DISCARD_BYTES = 1024 * 1024
+"""After answering an unparseable request, how much more input is read and dropped before aborting."""
 
 
 class ReactorTime(Protocol):
@@ -173,6 +188,96 @@ class SCRequest(Request):
         return text[:_MAX_USER_AGENT]
 
 
+def _error_response(status: int, reason: bytes, errcode: str, message: str) -> bytes:
+    body = json.dumps({"errcode": errcode, "error": message}).encode("utf-8")
+    lines = [
+        b"HTTP/1.1 %d %s" % (status, reason),
+        b"Content-Type: application/json",
+        b"Content-Length: %d" % (len(body),),
+        b"Connection: close",
+        b"Cache-Control: no-cache, no-store, must-revalidate",
+    ]
+    lines.extend(name + b": " + value for name, value in CORS_HEADERS)
+    return b"\r\n".join(lines) + b"\r\n\r\n" + body
+
+
+class SCHTTPChannel(http.HTTPChannel):
+    """An HTTP channel whose parse failures get a Matrix error response (see the module docstring)."""
+
+    MAX_LENGTH = MAX_HEADER_BYTES
+    totalHeadersSize = MAX_HEADER_BYTES
+
+    def __init__(self) -> None:
+        _untyped(super()).__init__()
+        self._sc_answered = False
+        self._sc_discarded = 0
+
+    def _in_request_line(self) -> bool:
+        # Twisted keeps "still reading the request line" in a name-mangled private flag; before the
+        # first request object exists we are in the request line too.
+        return bool(getattr(self, "_HTTPChannel__first_line", 1)) or not self.requests
+
+    def lineReceived(self, line: bytes) -> None:
+        """Refuses an overlong request line with 414 before Twisted parses it."""
+        if self._in_request_line() and len(line) > MAX_REQUEST_LINE_BYTES:
+            self._answer_and_close(414, b"URI Too Long", "Request line too long")
+            return
+        _untyped(super()).lineReceived(line)
+
+    def lineLengthExceeded(self, line: bytes) -> None:
+        """A line longer than ``MAX_LENGTH`` (Twisted would drop the connection silently)."""
+        if self._in_request_line():
+            self._answer_and_close(414, b"URI Too Long", "Request line too long")
+        else:
+            self._answer_and_close(431, b"Request Header Fields Too Large", "Request headers too large")
+
+    def _respondToBadRequestAndDisconnect(self) -> None:  # Twisted's hook for every parse failure
+        if self._receivedHeaderSize > self.totalHeadersSize:
+            if self._in_request_line():
+                self._answer_and_close(414, b"URI Too Long", "Request line too long")
+            else:
+                self._answer_and_close(431, b"Request Header Fields Too Large", "Request headers too large")
+            return
+        self._answer_and_close(400, b"Bad Request", "Malformed HTTP request")
+
+    def _answer_and_close(self, status: int, reason: bytes, message: str) -> None:
+        transport: Any = self.transport
+        if self._sc_answered or transport is None:
+            return
+        self._sc_answered = True
+        errcode = Codes.UNKNOWN.value if status == 400 else Codes.TOO_LARGE.value
+        transport.write(_error_response(status, reason, errcode, message))
+        logger.info("refused an unparseable request with %d: %s", status, message)
+        # Stop parsing; read and drop what the client still sends (bounded), so closing does not
+        # reset the connection before the client has read the answer.
+        self.dataReceived = self._discard  # type: ignore[method-assign]  # replace the parser
+        self.lineReceived = lambda line: None  # type: ignore[method-assign]  # no more lines
+        if interfaces.IHalfCloseableDescriptor.providedBy(transport):
+            transport.loseWriteConnection()
+        else:
+            _untyped(self).loseConnection()
+
+    def _discard(self, data: bytes) -> None:
+        self._sc_discarded += len(data)
+        _untyped(self).resetTimeout()
+        transport: Any = self.transport
+        if self._sc_discarded > _MAX_DISCARD_BYTES and transport is not None:
+            transport.abortConnection()
+
+    def readConnectionLost(self) -> None:
+        """The client finished sending after our error answer: close fully."""
+        transport: Any = self.transport
+        if self._sc_answered and transport is not None:
+            transport.loseConnection()
+            return
+        _untyped(super()).readConnectionLost()
+
+
+def _sc_channel_factory(site: Any) -> Any:
+    """Twisted's generic HTTP protocol (HTTP/1.1 or negotiated HTTP/2) over our channel."""
+    return http._GenericHTTPChannelProtocol(SCHTTPChannel())
+
+
 class SCSite(Site):
     """A ``Site`` building :class:`SCRequest`s, with a body limit and an access log.
 
@@ -187,6 +292,8 @@ class SCSite(Site):
         server_header: value of the ``Server`` response header.
         timeout: idle timeout of connections, in seconds.
     """
+
+    protocol = _sc_channel_factory
 
     def __init__(
         self,

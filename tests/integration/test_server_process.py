@@ -254,6 +254,19 @@ class HttpErrorTests:
         status, _, body = raw_exchange(homeserver, post_head(LOGIN, "Transfer-Encoding: chunked\r\n"), body_bytes)
         assert (status, body["errcode"]) == (413, "M_TOO_LARGE")
 
+    def test_overlong_request_line_is_414(self, homeserver: ServerProcess) -> None:
+        """A 70,000-character path gets 414 M_TOO_LARGE on the real socket, not a dropped connection (issue 12)."""
+        head = b"GET /_matrix/client/v3/rooms/!r:x/state/m.custom/" + b"a" * 70_000 + b" HTTP/1.1\r\nHost: x\r\n\r\n"
+        status, headers, body = raw_exchange(homeserver, head)
+        assert (status, body["errcode"]) == (414, "M_TOO_LARGE")
+        assert headers["connection"].lower() == "close"
+
+    def test_oversized_headers_are_431(self, homeserver: ServerProcess) -> None:
+        """Headers over the limit get 431 M_TOO_LARGE with a Matrix body (issue 12)."""
+        head = b"GET /_matrix/client/versions HTTP/1.1\r\nHost: x\r\nX-Big: " + b"a" * 100_000 + b"\r\n\r\n"
+        status, _, body = raw_exchange(homeserver, head)
+        assert (status, body["errcode"]) == (431, "M_TOO_LARGE")
+
     def test_server_survives_the_errors(self, homeserver: ServerProcess) -> None:
         """After garbage on the socket the server still answers normal requests."""
         port = int(homeserver.base_url.rsplit(":", 1)[1])

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import logging
 from typing import Any
 
@@ -178,3 +179,58 @@ class GracefulCloseTests:
         protocols[1].connectionLost(Failure(ConnectionDone()))
         assert closed.called
         assert site.open_connections == 0
+
+
+class UnparseableRequestTests(HomeserverTestCase):
+    """Requests too large to parse get a Matrix error body, not a bare 400 or a dropped connection (issue 12)."""
+
+    def _exchange(self, raw: bytes) -> tuple[int, dict[str, Any], Any]:
+        from twisted.internet.address import IPv4Address
+        from twisted.internet.testing import StringTransport
+
+        protocol = self.site.buildProtocol(IPv4Address("TCP", "127.0.0.1", 1234))
+        transport = StringTransport()
+        protocol.makeConnection(transport)
+        protocol.dataReceived(raw)
+        head, _, body = transport.value().partition(b"\r\n\r\n")
+        lines = head.split(b"\r\n")
+        status = int(lines[0].split(b" ")[1])
+        headers = {k.decode().lower(): v.decode() for k, _, v in (line.partition(b": ") for line in lines[1:])}
+        return status, headers, json.loads(body)
+
+    def test_overlong_request_line_is_414(self) -> None:
+        """A 70,000-character path (an overlong state key) answers 414 M_TOO_LARGE."""
+        path = b"/_matrix/client/v3/rooms/!r:x/state/m.custom/" + b"a" * 70_000
+        status, headers, body = self._exchange(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((status, body["errcode"]), (414, "M_TOO_LARGE"))
+        self.assertEqual(headers["content-type"], "application/json")
+        self.assertEqual(headers["connection"], "close")
+
+    def test_request_line_over_the_limit_is_414(self) -> None:
+        """A request line just over MAX_REQUEST_LINE_BYTES (shorter than a header line may be) is 414."""
+        from homeserver.http.site import MAX_REQUEST_LINE_BYTES
+
+        path = b"/" + b"a" * MAX_REQUEST_LINE_BYTES
+        status, _, body = self._exchange(b"GET " + path + b" HTTP/1.1\r\nHost: x\r\n\r\n")
+        self.assertEqual((status, body["errcode"]), (414, "M_TOO_LARGE"))
+
+    def test_oversized_header_is_431(self) -> None:
+        """One header line longer than the header limit answers 431 M_TOO_LARGE."""
+        status, _, body = self._exchange(b"GET / HTTP/1.1\r\nX-Big: " + b"a" * 70_000 + b"\r\n\r\n")
+        self.assertEqual((status, body["errcode"]), (431, "M_TOO_LARGE"))
+
+    def test_too_many_header_bytes_is_431(self) -> None:
+        """Many headers that together exceed the limit answer 431 M_TOO_LARGE."""
+        headers = b"".join(b"X-H%d: %s\r\n" % (i, b"v" * 1000) for i in range(80))
+        status, _, body = self._exchange(b"GET / HTTP/1.1\r\nHost: x\r\n" + headers + b"\r\n")
+        self.assertEqual((status, body["errcode"]), (431, "M_TOO_LARGE"))
+
+    def test_garbage_is_400_with_a_matrix_body(self) -> None:
+        """A request line Twisted cannot parse answers 400 M_UNKNOWN with a JSON body."""
+        status, _, body = self._exchange(b"\x00\x01 NOT HTTP AT ALL\r\n\r\n")
+        self.assertEqual((status, body["errcode"]), (400, "M_UNKNOWN"))
+
+    def test_normal_request_still_parses(self) -> None:
+        """A request within the limits reaches the resource (404 M_UNRECOGNIZED for an unknown path)."""
+        status, _, body = self._exchange(b"GET /nope HTTP/1.1\r\nHost: x\r\nConnection: close\r\n\r\n")
+        self.assertEqual((status, body["errcode"]), (404, "M_UNRECOGNIZED"))

@@ -27,8 +27,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Protocol
 
-from twisted.internet import defer
-from twisted.internet import interfaces
+from twisted.internet import defer, interfaces
 from twisted.web import http
 from twisted.web.resource import Resource
 from twisted.web.server import Request, Site

@@ -51,7 +51,12 @@ def parse_relation(content: Mapping[str, Any]) -> Relation | None:
     if not rel_type or not parent_id.startswith("$") or len(rel_type) > MAX_ID_LENGTH or len(parent_id) > MAX_ID_LENGTH:
         return None
     key = raw.get("key") if rel_type == REL_ANNOTATION else None
-    return Relation(rel_type, parent_id, key if isinstance(key, str) else None)
+    key = key if isinstance(key, str) else None
+    if "\x00" in rel_type or "\x00" in parent_id or (key is not None and "\x00" in key):
+        # NOTSPEC: the spec allows NUL in these strings, but PostgreSQL text cannot index it; the
+        # event is stored (its JSON escapes NUL) and simply not aggregated as a relation.
+        return None
+    return Relation(rel_type, parent_id, key)
 
 
 def replacement_shape_ok(event_type: str, state_key: str | None, content: Mapping[str, Any]) -> bool:

@@ -99,6 +99,8 @@ class SearchIndexer:
             txn.call_after(self._encrypted_rooms.add, room_nid)
             return
         key, text = extracted
+        # PostgreSQL text cannot hold NUL; the index is only for matching, so a space stands in for it.
+        text = text.replace("\x00", " ")
         self._store.index_event_txn(txn, stream_ordering, event.event_id, room_nid, key, text)
 
     def on_persisted(self, persisted: PersistedEvent) -> None:

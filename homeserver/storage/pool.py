@@ -34,6 +34,7 @@ from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
 from homeserver.storage.engines.base import Connection, Cursor, DatabaseEngine, check_identifier
+from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
 sql_logger = logging.getLogger("homeserver.storage.sql")
@@ -43,6 +44,26 @@ R = TypeVar("R")
 T = TypeVar("T")
 
 _Callback = tuple[Callable[..., object], tuple[Any, ...], dict[str, Any]]
+
+
+class UnstorableTextError(MatrixError):
+    """A text parameter holds a NUL character, which PostgreSQL text cannot store.
+
+    Raised on both engines alike (SQLite could store it), before the statement runs, so the same
+    hostile input gets the same answer everywhere: 400 ``M_INVALID_PARAM``, and the transaction rolls
+    back (nothing is written). Event JSON is never affected: its encoder escapes NUL as ``\\u0000``.
+    """
+
+    def __init__(self) -> None:
+        super().__init__(400, Codes.INVALID_PARAM, "Strings may not contain NUL characters")
+
+
+def _check_text(args: Sequence[Any]) -> tuple[Any, ...]:
+    values = tuple(args)
+    for value in values:
+        if type(value) is str and "\x00" in value:
+            raise UnstorableTextError()
+    return values
 
 
 class PoolClosedError(RuntimeError):
@@ -75,7 +96,7 @@ class Txn:
         converted = self.engine.convert_param_style(sql)
         start = time.perf_counter()
         try:
-            self._cursor.execute(converted, tuple(args))
+            self._cursor.execute(converted, _check_text(args))
         finally:
             if sql_logger.isEnabledFor(logging.DEBUG):
                 sql_logger.debug("[SQL %s] %.3f ms: %s", self.desc, (time.perf_counter() - start) * 1000, sql)
@@ -85,7 +106,7 @@ class Txn:
         converted = self.engine.convert_param_style(sql)
         start = time.perf_counter()
         try:
-            self.engine.execute_many(self._cursor, converted, (tuple(row) for row in rows))
+            self.engine.execute_many(self._cursor, converted, (_check_text(row) for row in rows))
         finally:
             if sql_logger.isEnabledFor(logging.DEBUG):
                 sql_logger.debug(

@@ -475,11 +475,25 @@ class _MethodNotAllowed(MatrixError):
         self.allow_header = ", ".join(sorted(methods)).encode("ascii")
 
 
+MAX_PATH_PARAM_BYTES = 255
+"""Longest path parameter accepted, decoded (issue 12). The spec bounds the identifiers in paths (user
+IDs, room IDs/aliases, event IDs, event types, state keys, tags) at 255 bytes; client-chosen ones it
+leaves open (transaction IDs, account data types, push rule IDs) get the same bound.
+NOTSPEC: transaction IDs have no length limit in the spec."""
+
+
 def _decode_path_param(raw: str) -> str:
     try:
-        return unquote_to_bytes(raw).decode("utf-8")
+        raw_bytes = unquote_to_bytes(raw)
+        value = raw_bytes.decode("utf-8")
     except UnicodeDecodeError:
         raise MatrixError(400, Codes.INVALID_PARAM, "Path parameter is not valid UTF-8") from None
+    if len(raw_bytes) > MAX_PATH_PARAM_BYTES:
+        raise MatrixError(400, Codes.INVALID_PARAM, f"Path parameter is longer than {MAX_PATH_PARAM_BYTES} bytes")
+    if "\x00" in value:
+        # One rule on both databases: PostgreSQL text cannot hold NUL (see storage.pool).
+        raise MatrixError(400, Codes.INVALID_PARAM, "Path parameter contains a NUL character")
+    return value
 
 
 def _body_length(request: Request) -> int:

@@ -26,9 +26,9 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.e2ee.streams import LocalStream
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.to_device import ToDeviceStore
+from homeserver.streams.writer import StreamWriter
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
 
@@ -73,7 +73,7 @@ class ToDeviceService:
         server_name: str,
         pool: DatabasePool,
         store: ToDeviceStore,
-        stream: LocalStream,
+        stream: StreamWriter,
         time_msec: Callable[[], int],
     ) -> None:
         self._server_name = server_name

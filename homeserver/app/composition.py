@@ -21,7 +21,9 @@ from twisted.python.threadpool import ThreadPool
 from homeserver.api.local import local_only_ports
 from homeserver.api.ports import RemotePorts
 from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, SyncSourceRegistry
+from homeserver.app.features import Feature, FeatureServices, wire_features
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
+from homeserver.app.stream_wiring import StreamWriters, build_stores_and_streams
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
 from homeserver.auth.sessions import SessionService, ThreadRunner
 from homeserver.auth.uia import InteractiveAuth
@@ -60,14 +62,8 @@ from homeserver.rooms.upgrade import RoomUpgradeService
 from homeserver.storage.engines import DatabaseSettings, create_engine
 from homeserver.storage.migrations import prepare_database
 from homeserver.storage.pool import DatabasePool
-from homeserver.storage.stores.account_data import AccountDataStore
-from homeserver.storage.stores.devices import DeviceStore
-from homeserver.storage.stores.filters import FilterStore
-from homeserver.storage.stores.login_tokens import LoginTokenStore
-from homeserver.storage.stores.profiles import ProfileStore
-from homeserver.storage.stores.room_directory import RoomDirectoryStore
-from homeserver.storage.stores.ui_auth import UIAuthStore
-from homeserver.storage.stores.users import UserStore
+from homeserver.storage.stores import Stores
+from homeserver.streams.notifier import Notifier
 from homeserver.sync.assembly import build_sync_services
 from homeserver.util.clock import Clock
 from sc_proto.crypto.keys import SigningKey
@@ -114,18 +110,6 @@ def ratelimit_rules(config: RatelimitsConfig) -> dict[str, RateLimitRule]:
 
 
 @dataclass
-class Stores:
-    """Every store of the process (no mixins: one object per aggregate)."""
-
-    users: UserStore
-    devices: DeviceStore
-    ui_auth: UIAuthStore
-    profiles: ProfileStore
-    account_data: AccountDataStore
-    filters: FilterStore
-
-
-@dataclass
 class AdapterServices:
     """What the core offers adapters (``homeserver.api.services``), typed, for ``federation``/``media``.
 
@@ -149,6 +133,11 @@ class Homeserver:
         run_in_thread: runs blocking CPU work (password hashing) off the reactor.
         room_services: the rooms core.
         ports: the outward ports (``homeserver.api.ports``); local-only (no federation) when not given.
+        stores: every store, built once.
+        streams: the stream writers of this process (features write their streams through them).
+
+    Attributes:
+        features: the services the feature modules provide, by type (``hs.features.get(TypingService)``).
     """
 
     def __init__(
@@ -159,6 +148,8 @@ class Homeserver:
         pool: DatabasePool,
         run_in_thread: ThreadRunner,
         room_services: RoomServices,
+        stores: Stores,
+        streams: StreamWriters,
         ports: RemotePorts | None = None,
     ) -> None:
         self.config = config
@@ -168,14 +159,9 @@ class Homeserver:
         self.clock = clock
         self.pool = pool
         server_name = config.server.server_name
-        self.stores = Stores(
-            users=UserStore(pool),
-            devices=DeviceStore(pool),
-            ui_auth=UIAuthStore(pool),
-            profiles=ProfileStore(pool),
-            account_data=AccountDataStore(pool),
-            filters=FilterStore(pool),
-        )
+        self.stores = stores
+        self.streams = streams
+        self.features = FeatureServices()
         argon = config.auth.argon2
         self.hasher = PasswordHasher(Argon2Parameters(argon.time_cost, argon.memory_cost_kib, argon.parallelism))
         pp = config.registration.password_policy
@@ -227,7 +213,7 @@ class Homeserver:
         """Aliases, membership and profiles (which reach other servers through ``self.ports``)."""
         server_name = self.config.server.server_name
         core = self.rooms
-        self.directory_store = RoomDirectoryStore(self.pool)
+        self.directory_store = self.stores.room_directory
         self.aliases = RoomAliasService(
             server_name, core.creator, core.rooms, self.directory_store, self.clock.time_msec,
             remote=self.ports.directory,
@@ -262,7 +248,7 @@ class Homeserver:
             self.stores.users.find_user_case_insensitive,
             self.authenticator,
             self.ratelimiter,
-            login_tokens=LoginTokenStore(self.pool),
+            login_tokens=self.stores.login_tokens,
             uia=self.uia,
             time_msec=self.clock.time_msec,
         ).register(self.resource)
@@ -436,7 +422,9 @@ async def build_homeserver(
     await prepare_database(pool)
     if signing_key is None:
         signing_key = load_or_create_signing_key(config.server.signing_key_path)
-    room_services = await build_room_services(pool, clock, config.server.server_name, signing_key)
+    notifier = Notifier(clock)
+    stores, streams = await build_stores_and_streams(pool, notifier)
+    room_services = await build_room_services(pool, clock, config.server.server_name, signing_key, stores, notifier)
     if threaded:
         cpu_pool = ThreadPool(minthreads=1, maxthreads=4, name="cpu")
         cpu_pool.start()
@@ -450,24 +438,30 @@ async def build_homeserver(
         async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[misc]  # same shape
             return fn(*args)
 
-    hs = Homeserver(config, reactor, clock, pool, run_in_thread, room_services, ports)
+    hs = Homeserver(config, reactor, clock, pool, run_in_thread, room_services, stores, streams, ports)
     await wire_feature_modules(hs)
     return hs
 
 
-async def wire_feature_modules(hs: Homeserver) -> None:
-    """Lets each feature module ``homeserver/app/feature_*.py`` wire itself into ``hs``.
-
-    A feature module defines ``async def wire(hs: Homeserver) -> None`` that builds its stores and
-    services from ``hs`` and registers its servlets, sync sources and notifier streams. Modules are
-    wired in name order. (Part of the composition root: only ``homeserver/app`` sees every package.)
-    """
+def feature_modules() -> list[Feature]:
+    """The ``FEATURE`` declared by each feature module ``homeserver/app/feature_*.py``."""
     import homeserver.app as app_package
 
     names = sorted(m.name for m in pkgutil.iter_modules(app_package.__path__) if m.name.startswith("feature_"))
+    features: list[Feature] = []
     for name in names:
-        module = importlib.import_module(f"homeserver.app.{name}")
-        await module.wire(hs)
+        feature = importlib.import_module(f"homeserver.app.{name}").FEATURE
+        assert isinstance(feature, Feature), name
+        features.append(feature)
+    return features
+
+
+async def wire_feature_modules(hs: Homeserver) -> None:
+    """Wires every feature module into ``hs`` in the order their declarations require (ADR 0007).
+
+    (Part of the composition root: only ``homeserver/app`` sees every package.)
+    """
+    await wire_features(hs, feature_modules())
 
 
 def run(config: HomeserverConfig) -> int:

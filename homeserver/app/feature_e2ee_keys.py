@@ -2,8 +2,8 @@
 
 Part of the composition root (``homeserver/app/``). Builds, from the core objects on ``hs``:
 
-* the ``device_lists`` and ``to_device`` streams (ids allocated in the writing transaction, wake-ups
-  through ``hs.rooms.notifier``);
+* the services over the ``device_lists`` and ``to_device`` stream writers (``hs.streams``, built
+  from :mod:`homeserver.streams.registry`);
 * the key store and services (``/keys/upload``, ``/keys/query``, ``/keys/claim``, ``/keys/changes``)
   and ``/sendToDevice``;
 * the ``dl`` (device lists, one-time key counts, unused fallback key types) and ``td`` (to-device)
@@ -13,30 +13,27 @@ Part of the composition root (``homeserver/app/``). Builds, from the core object
 * a device-deletion hook on ``hs.stores.devices``: deleting a device deletes its keys and inbox and
   records a device-list change in the same transaction.
 
-Exposed on ``hs`` for tests and the cross-signing feature: ``hs.e2e_keys`` (:class:`E2EKeyStore`),
-``hs.device_lists`` (:class:`DeviceListTracker`), ``hs.device_keys``, ``hs.one_time_keys``,
-``hs.to_device``. ``/keys/query`` runs the hooks in ``hs.keys_query_decorators`` (a list shared with
-the cross-signing feature, whichever is wired first).
+Provides (``hs.features``): :class:`DeviceListTracker`, :class:`DeviceKeysService`,
+:class:`OneTimeKeyService`, :class:`ToDeviceService` and :class:`KeysQueryExtensions`, the typed
+extension point of ``/keys/query`` (the cross-signing feature adds its hook there). The key store is
+``hs.stores.e2e_keys``.
 """
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-from homeserver.e2ee.device_keys import DeviceKeysService
-from homeserver.e2ee.device_lists import STREAM as DEVICE_LISTS_STREAM
+from homeserver.app.features import Feature, FeatureServices, Provided
+from homeserver.e2ee.device_keys import DeviceKeysService, QueryExtension
 from homeserver.e2ee.device_lists import DeviceListTracker
 from homeserver.e2ee.federation_api import LocalDeviceKeys
 from homeserver.e2ee.one_time_keys import OneTimeKeyService
-from homeserver.e2ee.streams import LocalStream
-from homeserver.e2ee.to_device import STREAM as TO_DEVICE_STREAM
 from homeserver.e2ee.to_device import ToDeviceService
 from homeserver.rest.client.keys import KeyServlets
 from homeserver.rest.client.to_device import ToDeviceServlets
-from homeserver.storage.ids import IdAllocator
 from homeserver.storage.pool import Txn
-from homeserver.storage.stores.e2e_keys import DeviceListStore, E2EKeyStore
 from homeserver.storage.stores.to_device import ToDeviceStore
 from homeserver.sync.sources.device_lists import DeviceListsSource
 from homeserver.sync.sources.to_device import ToDeviceSource
@@ -45,26 +42,25 @@ if TYPE_CHECKING:
     from homeserver.app.composition import Homeserver
 
 
-async def wire(hs: Homeserver) -> None:
+@dataclass
+class KeysQueryExtensions:
+    """The ``/keys/query`` extension point: hooks that add to each answer (cross-signing keys)."""
+
+    hooks: list[QueryExtension] = field(default_factory=list)
+
+
+async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
     """Builds and registers E2EE key distribution and to-device messaging on ``hs``."""
-    pool, notifier = hs.pool, hs.rooms.notifier
+    pool = hs.pool
     server_name = hs.config.server.server_name
-    key_store = E2EKeyStore(pool)
-    list_store = DeviceListStore(pool)
-    inbox_store = ToDeviceStore(pool)
-
-    list_ids = IdAllocator(pool.engine, "device_lists_stream", "stream_id", "device_lists_stream_seq")
-    list_stream = LocalStream(DEVICE_LISTS_STREAM, list_ids, await list_store.get_max_stream_id(), notifier)
-    inbox_ids = IdAllocator(pool.engine, "to_device_stream_hwm", "stream_id", "to_device_stream_seq")
-    inbox_stream = LocalStream(TO_DEVICE_STREAM, inbox_ids, await inbox_store.get_max_stream_id(), notifier)
-
-    tracker = DeviceListTracker(pool, list_store, list_stream)
+    key_store = hs.stores.e2e_keys
+    tracker = DeviceListTracker(pool, hs.stores.device_lists, hs.streams.device_lists)
     device_keys = DeviceKeysService(server_name, pool, key_store, tracker, hs.clock.time_msec, remote=hs.ports.keys)
-    decorators: list[Any] = hs.__dict__.setdefault("keys_query_decorators", [])
-    device_keys.query_extensions = decorators
+    extensions = KeysQueryExtensions()
+    device_keys.query_extensions = extensions.hooks
     one_time_keys = OneTimeKeyService(server_name, pool, key_store, remote=hs.ports.keys)
     to_device = ToDeviceService(
-        server_name, pool, inbox_store, inbox_stream, hs.clock.time_msec, sender=hs.ports.sender
+        server_name, pool, hs.stores.to_device, hs.streams.to_device, hs.clock.time_msec, sender=hs.ports.sender
     )
 
     def device_deleted_txn(txn: Txn, user_id: str, device_ids: Sequence[str]) -> None:
@@ -79,10 +75,12 @@ async def wire(hs: Homeserver) -> None:
     ToDeviceServlets(hs.authenticator, to_device).register(hs.resource)
     hs.sync.registry.register(DeviceListsSource(tracker, one_time_keys))
     hs.sync.registry.register(ToDeviceSource(to_device))
-
     hs.api.device_keys = LocalDeviceKeys(server_name, device_keys, one_time_keys, hs.stores.devices, tracker)
-    hs.e2e_keys = key_store  # type: ignore[attr-defined]  # feature services hang off hs
-    hs.device_lists = tracker  # type: ignore[attr-defined]  # feature services hang off hs
-    hs.device_keys = device_keys  # type: ignore[attr-defined]  # feature services hang off hs
-    hs.one_time_keys = one_time_keys  # type: ignore[attr-defined]  # feature services hang off hs
-    hs.to_device = to_device  # type: ignore[attr-defined]  # feature services hang off hs
+    return [tracker, device_keys, one_time_keys, to_device, extensions]
+
+
+FEATURE = Feature(
+    "e2ee_keys",
+    wire,
+    provides=(DeviceListTracker, DeviceKeysService, OneTimeKeyService, ToDeviceService, KeysQueryExtensions),
+)

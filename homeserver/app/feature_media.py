@@ -5,7 +5,8 @@ uploads in progress), the :class:`~media.repository.MediaRepository`, registers 
 on ``hs.resource`` and mounts the streaming download/thumbnail resource by path prefix. Blocking file
 and image work runs on a dedicated thread pool when the reactor has threads (inline under the fake
 test reactor). A periodic job expires reservations, applies retention and removes stale files.
-Remote media downloads go through ``hs.ports.media``. The repository is available as ``hs.media``.
+Remote media downloads go through ``hs.ports.media``. Provides :class:`MediaRepository` and
+:class:`MediaDownloadResource`.
 """
 
 from __future__ import annotations
@@ -20,6 +21,7 @@ from twisted.internet.interfaces import IReactorFromThreads
 from twisted.internet.threads import deferToThreadPool
 from twisted.python.threadpool import ThreadPool
 
+from homeserver.app.features import Feature, FeatureServices, Provided
 from media.blobstore import BlobStore
 from media.download import MediaDownloadResource, mount_paths
 from media.providers import LocalFilesystemProvider
@@ -56,7 +58,7 @@ def thread_runner(reactor: Any) -> ThreadRunner:
     return run_threaded
 
 
-async def wire(hs: Homeserver) -> None:
+async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
     """Builds the media repository, registers its endpoints and starts its cleanup job."""
     config = hs.config.media
     provider = LocalFilesystemProvider(os.path.join(config.media_store_path, "blobs"))
@@ -76,8 +78,6 @@ async def wire(hs: Homeserver) -> None:
             cleanup.stop()
 
     hs.reactor.addSystemEventTrigger("before", "shutdown", stop_cleanup)
-    hs.media = repository  # type: ignore[attr-defined]  # a feature attribute (see composition.py)
-    hs.media_download = download  # type: ignore[attr-defined]
     # Run the first cleanup soon after start (orphans from a crash, stale temporary files).
     def first_cleanup() -> None:
         defer.ensureDeferred(repository.run_cleanup()).addErrback(
@@ -85,3 +85,7 @@ async def wire(hs: Homeserver) -> None:
         )
 
     hs.clock.call_later(60.0, first_cleanup)
+    return [repository, download]
+
+
+FEATURE = Feature("media", wire, provides=(MediaRepository, MediaDownloadResource))

@@ -10,12 +10,12 @@ from __future__ import annotations
 from collections.abc import Callable
 from typing import TYPE_CHECKING
 
+from homeserver.app.features import Feature, FeatureServices, Provided
 from homeserver.events.persister import PersistedEvent
 from homeserver.presence.memberships import JoinedRoomsCache
 from homeserver.presence.service import PresenceService
 from homeserver.presence.state import Timeouts
 from homeserver.rest.client.presence import PresenceServlets
-from homeserver.storage.stores.presence import PresenceStore
 from homeserver.sync.sources.presence import PresenceSource
 
 if TYPE_CHECKING:
@@ -25,8 +25,8 @@ INACTIVE_MEMBERSHIPS = frozenset({"leave", "ban"})
 """Memberships a user's own event for which is not activity (leaving, which deactivation also does)."""
 
 
-async def wire(hs: Homeserver) -> None:
-    """Builds presence from ``hs`` and registers it; sets ``hs.presence`` (None when disabled)."""
+async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
+    """Builds presence from ``hs`` and registers it; provides the service (nothing when disabled)."""
     config = hs.config.presence
     rooms_store = hs.rooms.rooms
 
@@ -43,7 +43,7 @@ async def wire(hs: Homeserver) -> None:
         service = PresenceService(
             hs.config.server.server_name,
             hs.clock,
-            PresenceStore(hs.pool),
+            hs.stores.presence,
             JoinedRoomsCache(load_joined_rooms),
             hs.rooms.notifier,
             Timeouts(idle_ms=config.idle_timeout_s * 1000, offline_ms=config.offline_timeout_s * 1000),
@@ -61,7 +61,7 @@ async def wire(hs: Homeserver) -> None:
         user_exists,
         joined_rooms if service is not None else load_joined_rooms,
     ).register(hs.resource)
-    hs.presence = service  # type: ignore[attr-defined]  # feature modules attach their service to hs
+    return [service] if service is not None else []
 
 
 def _persisted_hook(service: PresenceService) -> Callable[[PersistedEvent], None]:
@@ -75,3 +75,6 @@ def _persisted_hook(service: PresenceService) -> Callable[[PersistedEvent], None
         service.user_active(event.sender)
 
     return on_persisted
+
+
+FEATURE = Feature("presence", wire, provides=(PresenceService,))

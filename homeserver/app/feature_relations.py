@@ -7,27 +7,29 @@
   events) in its room's turn;
 * the serializer bundles aggregations wherever events are served;
 * ``/relations`` and ``/threads`` are registered.
+
+Provides :class:`RelationsService` and :class:`RelationAggregations`.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from homeserver.app.features import Feature, FeatureServices, Provided
 from homeserver.relations.aggregations import RelationAggregations
 from homeserver.relations.service import RelationsService
 from homeserver.rest.client.relations import RelationServlets
 from homeserver.storage.pool import Txn
-from homeserver.storage.stores.relations import RelationStore
 from sc_proto.events.model import Event
 
 if TYPE_CHECKING:
     from homeserver.app.composition import Homeserver
 
 
-async def wire(hs: Homeserver) -> None:
+async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
     """Builds the relations store, aggregations and service, and registers them on ``hs``."""
     core = hs.rooms
-    store = RelationStore(hs.pool)
+    store = hs.stores.relations
     aggregations = RelationAggregations(store, core.events, core.visibility)
     service = RelationsService(store, core.events, core.visibility, hs.room_reader)
 
@@ -40,5 +42,7 @@ async def wire(hs: Homeserver) -> None:
     core.creator.event_checks.append(service.check_event)
     core.serializer.bundler = aggregations
     RelationServlets(hs.authenticator, service, core.serializer).register(hs.resource)
-    hs.relations = service  # type: ignore[attr-defined]  # feature services are attached by their wire()
-    hs.relation_aggregations = aggregations  # type: ignore[attr-defined]  # (tests reach them here)
+    return [service, aggregations]
+
+
+FEATURE = Feature("relations", wire, provides=(RelationsService, RelationAggregations))

@@ -2,25 +2,26 @@
 
 Part of the composition root (``homeserver/app/``): builds the services from the core objects on
 ``hs``, registers the servlets and the ``ty`` (typing) and ``rc`` (receipts + unread counts) sync
-sources, and exposes ``hs.typing``, ``hs.receipts`` and ``hs.unread`` for tests.
+sources, and provides :class:`TypingService`, :class:`ReceiptService` and :class:`UnreadCounter`.
+Uses the push rules' evaluator for unread/highlight counts when ``feature_push_rules`` provides it.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from homeserver.app.features import Feature, FeatureServices, Provided
 from homeserver.ephemeral.access import require_joined
 from homeserver.ephemeral.receipts import ReceiptService, ThreadResolver
 from homeserver.ephemeral.typing import TypingService
 from homeserver.ephemeral.unread import UnreadCounter
 from homeserver.events.persister import PersistedEvent
-from homeserver.http.ratelimit import RateLimiter, RateLimitRule
+from homeserver.http.ratelimit import RateLimitRule
+from homeserver.push.service import PushRulesService
 from homeserver.rest.client.receipts import RATE_LIMIT_ACTION as RECEIPT_ACTION
 from homeserver.rest.client.receipts import ReceiptServlets
 from homeserver.rest.client.typing import RATE_LIMIT_ACTION as TYPING_ACTION
 from homeserver.rest.client.typing import TypingServlets
-from homeserver.storage.ids import IdAllocator, StreamPositionTracker
-from homeserver.storage.stores.receipts import ReceiptStore
 from homeserver.sync.sources.receipts import ReceiptsSource
 from homeserver.sync.sources.typing import TypingSource
 
@@ -33,16 +34,10 @@ RECEIPT_RATE = RateLimitRule(per_second=5.0, burst=30)
 """Receipt and read-marker updates per user (catching up on many rooms sends a burst)."""
 
 
-async def wire(hs: Homeserver) -> None:
+async def wire(hs: Homeserver, services: FeatureServices) -> Provided:
     """Builds and registers typing, receipts, read markers and unread counts on ``hs``."""
     core = hs.rooms
-    ratelimits = hs.config.ratelimits
-    limiter = RateLimiter(
-        hs.clock.time_msec,
-        {TYPING_ACTION: TYPING_RATE, RECEIPT_ACTION: RECEIPT_RATE},
-        enabled=ratelimits.enabled,
-        admins_exempt=ratelimits.admins_exempt,
-    )
+    limiter = hs.ratelimiter
 
     async def joined(room_id: str, user_id: str) -> object:
         return await require_joined(core.creator, room_id, user_id)
@@ -56,16 +51,14 @@ async def wire(hs: Homeserver) -> None:
 
     core.persister.on_persisted.append(stop_typing_on_leave)
 
-    stream_ids = IdAllocator(hs.pool.engine, "receipts", "stream_id", "receipts_stream_seq")
-    tracker = StreamPositionTracker(await ReceiptStore.get_max_stream_id(hs.pool))
-    store = ReceiptStore(hs.pool, stream_ids, tracker)
+    store = hs.stores.receipts
     threads = ThreadResolver(core.events)
     receipts = ReceiptService(
-        store, core.events, core.creator, core.visibility, hs.stores.account_data, core.notifier, threads,
+        store, core.events, core.creator, core.visibility, hs.stores.account_data, store.stream, threads,
         hs.clock.time_msec,
     )
-    # Push rules (feature_push_rules, wired earlier in name order) decide what counts and highlights.
-    push_rules = getattr(hs, "push_rules", None)
+    # Push rules (an optional dependency: wired first when present) decide what counts and highlights.
+    push_rules = services.find(PushRulesService)
     evaluator = push_rules.evaluator if push_rules is not None else None
     unread = UnreadCounter(hs.pool, core.events, core.rooms, store, core.creator, threads, push_rules=evaluator)
 
@@ -73,6 +66,13 @@ async def wire(hs: Homeserver) -> None:
     ReceiptServlets(hs.authenticator, receipts, limiter).register(hs.resource)
     hs.sync.registry.register(TypingSource(typing))
     hs.sync.registry.register(ReceiptsSource(store, unread))
-    hs.typing = typing  # type: ignore[attr-defined]  # feature services hang off the composition root
-    hs.receipts = receipts  # type: ignore[attr-defined]
-    hs.unread = unread  # type: ignore[attr-defined]
+    return [typing, receipts, unread]
+
+
+FEATURE = Feature(
+    "typing_receipts",
+    wire,
+    optional=(PushRulesService,),
+    provides=(TypingService, ReceiptService, UnreadCounter),
+    rate_limits={TYPING_ACTION: TYPING_RATE, RECEIPT_ACTION: RECEIPT_RATE},
+)

@@ -2,7 +2,7 @@
 
 Builds the :class:`~homeserver.rest.client.sync_websocket.SyncPushEndpoint` over the shared sync engine, mounts
 it on the client JSON resource (so every client listener serves it), and closes its connections
-before the reactor stops. The endpoint is available as ``hs.websocket`` (None when disabled).
+before the reactor stops. Provides the :class:`SyncPushEndpoint` (nothing when disabled).
 """
 
 from __future__ import annotations
@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any, cast
 from twisted.web.http_headers import Headers
 from twisted.web.server import Request
 
+from homeserver.app.features import Feature, FeatureServices, Provided
 from homeserver.http.auth import Authenticator
 from homeserver.rest.client.sync_websocket import (
     WS_PATH,
@@ -74,12 +75,11 @@ def token_authenticator(authenticator: Authenticator) -> Authenticate:
     return authenticate
 
 
-async def wire(hs: Homeserver) -> None:
-    """Mounts the endpoint on ``hs.resource`` and sets ``hs.websocket`` (None when disabled)."""
+async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
+    """Mounts the endpoint on ``hs.resource``; provides it (nothing when disabled)."""
     config = hs.config.websocket
-    hs.websocket = None  # type: ignore[attr-defined]  # a feature attribute (see composition.py)
     if not config.enabled:
-        return
+        return []
     limits = ConnectionLimits(config.max_connections_per_user, config.max_connections_per_ip)
     settings = PushSettings(
         auth_timeout_s=config.auth_timeout_s,
@@ -104,5 +104,8 @@ async def wire(hs: Homeserver) -> None:
     )
     endpoint = SyncPushEndpoint(make_session, limits, options, admit, hs.reactor)
     hs.resource.mount(WS_PATH, cast(Any, endpoint))
-    hs.websocket = endpoint  # type: ignore[attr-defined]
     hs.reactor.addSystemEventTrigger("before", "shutdown", endpoint.close_all)
+    return [endpoint]
+
+
+FEATURE = Feature("websocket", wire, provides=(SyncPushEndpoint,))

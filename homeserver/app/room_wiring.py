@@ -16,9 +16,11 @@ from homeserver.rooms.messages import EventCreator
 from homeserver.rooms.visibility import HistoryVisibilityFilter
 from homeserver.storage.ids import IdAllocator, StreamPositionTracker
 from homeserver.storage.pool import DatabasePool
+from homeserver.storage.stores import Stores
 from homeserver.storage.stores.events import EventStore
 from homeserver.storage.stores.rooms import RoomStore
 from homeserver.storage.stores.state_groups import StateGroupStore
+from homeserver.streams import registry
 from homeserver.streams.notifier import Notifier
 from homeserver.util.clock import Clock
 from sc_proto.crypto.keys import SigningKey, generate_signing_key, read_signing_keys, write_signing_keys
@@ -60,17 +62,13 @@ class RoomServices:
 
 
 async def build_room_services(
-    pool: DatabasePool, clock: Clock, server_name: str, signing_key: SigningKey
+    pool: DatabasePool, clock: Clock, server_name: str, signing_key: SigningKey, stores: Stores, notifier: Notifier
 ) -> RoomServices:
-    """Builds the rooms core; reads the events stream's position from the database."""
+    """Builds the rooms core over ``stores``; reads the events stream's position from the database."""
     engine = pool.engine
-    stream_ids = IdAllocator(engine, "events", "stream_ordering", "events_stream_seq")
-    group_ids = IdAllocator(engine, "state_groups", "group_id", "state_group_id_seq")
+    stream_ids = registry.id_allocator(registry.EVENTS, engine)
     room_nids = IdAllocator(engine, "rooms", "room_nid", "room_nid_seq")
-    events = EventStore(pool)
-    rooms = RoomStore(pool)
-    state_groups = StateGroupStore(pool, group_ids)
-    notifier = Notifier(clock)
+    events, rooms, state_groups = stores.events, stores.rooms, stores.state_groups
     tracker = StreamPositionTracker(await events.get_max_stream_ordering())
     notifier.positions["events"] = tracker.current()
     persister = EventPersister(pool, events, state_groups, stream_ids, tracker, notifier, clock.time_msec)

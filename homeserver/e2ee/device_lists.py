@@ -25,9 +25,9 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass
 
-from homeserver.e2ee.streams import LocalStream
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.e2e_keys import DeviceListStore
+from homeserver.streams.writer import StreamWriter
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,7 @@ class DeviceListTracker:
         stream: the ``device_lists`` stream writer.
     """
 
-    def __init__(self, pool: DatabasePool, store: DeviceListStore, stream: LocalStream) -> None:
+    def __init__(self, pool: DatabasePool, store: DeviceListStore, stream: StreamWriter) -> None:
         self._pool = pool
         self._store = store
         self._stream = stream

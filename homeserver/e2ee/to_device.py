@@ -32,9 +32,9 @@ from typing import Any
 
 from homeserver.api.local import LocalOnlySender
 from homeserver.api.ports import FederationSender
-from homeserver.e2ee.streams import LocalStream
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.to_device import ToDeviceStore
+from homeserver.streams.writer import StreamWriter
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
 
@@ -88,7 +88,7 @@ class ToDeviceService:
         server_name: str,
         pool: DatabasePool,
         store: ToDeviceStore,
-        stream: LocalStream,
+        stream: StreamWriter,
         time_msec: Callable[[], int],
         *,
         sender: FederationSender | None = None,

@@ -27,7 +27,7 @@ from homeserver.ephemeral.access import RoomHeads, require_joined
 from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.receipts import READ, READ_PRIVATE, ReceiptStore
-from homeserver.streams.notifier import Notifier
+from homeserver.streams.writer import StreamWriter
 from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
@@ -162,7 +162,7 @@ class ReceiptService:
         heads: room heads (membership checks).
         visibility: history visibility.
         account_data: where ``m.fully_read`` lives.
-        notifier: woken with stream ``receipts``.
+        stream: the ``receipts`` stream writer (the store's; wake-ups are held until caught up).
         threads: finds events' threads.
         time_msec: the clock (receipt ``ts``).
     """
@@ -174,7 +174,7 @@ class ReceiptService:
         heads: RoomHeads,
         visibility: EventVisibility,
         account_data: AccountDataStore,
-        notifier: Notifier,
+        stream: StreamWriter,
         threads: ThreadResolver,
         time_msec: Callable[[], int],
     ) -> None:
@@ -183,10 +183,9 @@ class ReceiptService:
         self._heads = heads
         self._visibility = visibility
         self._account_data = account_data
-        self._notifier = notifier
+        self._stream = stream
         self._threads = threads
         self._now = time_msec
-        self._pending: list[tuple[int, frozenset[str], frozenset[str]]] = []
 
     async def set_receipt(
         self, user_id: str, room_id: str, receipt_type: str, event_id: str, thread_id: object = None
@@ -240,21 +239,17 @@ class ReceiptService:
         if checked.receipt_type == FULLY_READ:
             await self._set_fully_read(user_id, room_id, stored)
             return
-        try:
-            stream_id = await self._store.upsert_receipt(
-                room_id, checked.receipt_type, user_id, checked.thread_id, stored.event_id,
-                stored.stream_ordering, self._now(),
-            )
-        except Exception:
-            self._flush()  # a rolled-back position may release wake-ups held behind it
-            raise
+        # A rolled-back attempt releases wake-ups held behind its id (the writer re-checks them).
+        stream_id = await self._store.upsert_receipt(
+            room_id, checked.receipt_type, user_id, checked.thread_id, stored.event_id,
+            stored.stream_ordering, self._now(),
+        )
         if stream_id is None:
-            self._flush()
             return  # an event before the current receipt: accepted, the receipt stays where it is
         if checked.receipt_type == READ_PRIVATE:
-            self._announce(stream_id, frozenset({user_id}), frozenset())
+            self._stream.announce(stream_id, users=(user_id,))
         else:
-            self._announce(stream_id, frozenset(), frozenset({room_id}))
+            self._stream.announce(stream_id, rooms=(room_id,))
 
     async def _set_fully_read(self, user_id: str, room_id: str, stored: StoredEvent) -> None:
         current = await self._account_data.get_account_data(user_id, room_id, FULLY_READ)
@@ -264,21 +259,6 @@ class ReceiptService:
             if previous is not None and previous.stream_ordering >= stored.stream_ordering:
                 return
         await self._account_data.set_account_data(user_id, room_id, FULLY_READ, {"event_id": stored.event_id})
-
-    def _announce(self, stream_id: int, users: frozenset[str], rooms: frozenset[str]) -> None:
-        self._pending.append((stream_id, users, rooms))
-        self._flush()
-
-    def _flush(self) -> None:
-        """Wakes whoever waits for receipts up to the position every lower write has finished."""
-        current = self._store.current_position()
-        ready = [p for p in self._pending if p[0] <= current]
-        if not ready:
-            return
-        self._pending = [p for p in self._pending if p[0] > current]
-        all_users: frozenset[str] = frozenset().union(*(p[1] for p in ready))
-        all_rooms: frozenset[str] = frozenset().union(*(p[2] for p in ready))
-        self._notifier.on_new(STREAM, current, users=all_users, rooms=all_rooms)
 
 
 def receipt_content(receipts: Sequence[Any]) -> dict[str, Any]:

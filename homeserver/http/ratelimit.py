@@ -101,6 +101,17 @@ class RateLimiter:
         self._buckets: OrderedDict[tuple[str, str], _Bucket] = OrderedDict()
         self._last_sweep_ms = time_msec()
 
+    def add_rules(self, rules: Mapping[str, RateLimitRule]) -> None:
+        """Adds the rules a feature contributes (composition root, before serving).
+
+        Raises:
+            ValueError: an action already has a rule (two owners of one action).
+        """
+        for action in rules:
+            if action in self._rules:
+                raise ValueError(f"rate-limit action {action!r} already has a rule")
+        self._rules.update(rules)
+
     @property
     def bucket_count(self) -> int:
         """Number of buckets currently stored (for metrics and tests)."""

@@ -7,6 +7,7 @@ from typing import Any
 
 import nacl.signing
 
+from homeserver.e2ee.device_lists import DeviceListTracker
 from sc_proto.crypto.keys import encode_base64
 from sc_proto.e2ee.cross_signing import key_id_for_public_key, sign_object
 from tests.homeserver.server_case import FullHomeserverTestCase
@@ -204,7 +205,7 @@ class DeviceSigningUploadTests(CrossSigningTestCase):
         room = self.make_request("POST", f"{V3}/createRoom", {"invite": [self.bob_id]}, access_token=self.alice)
         room_id = room.json_body["room_id"]
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 200)
-        tracker: Any = self.hs.device_lists  # type: ignore[attr-defined]
+        tracker: Any = self.hs.features.get(DeviceListTracker)
         before = tracker.current_position()
         events = self.hs.rooms.stream_tracker.current()
         self.setup_alice()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from homeserver.e2ee.device_lists import DeviceListTracker
 from sc_proto.crypto.keys import generate_signing_key
 from tests.homeserver.test_keys import V3, KeysTestCase, device_keys
 
@@ -78,8 +79,8 @@ class ChangedTests(DeviceListTestCase):
         """``record_change`` (used by cross-signing) is seen like a key upload."""
         self.shared_room(self.bob)
         since = self.sync(self.bob)["next_batch"]
-        position = self.get_success(self.hs.device_lists.record_change("@alice:test"))  # type: ignore[attr-defined]
-        self.assertEqual(position, self.hs.device_lists.current_position())  # type: ignore[attr-defined]
+        position = self.get_success(self.hs.features.get(DeviceListTracker).record_change("@alice:test"))
+        self.assertEqual(position, self.hs.features.get(DeviceListTracker).current_position())
         self.assertEqual(self.lists(self.bob, since)[0]["changed"], ["@alice:test"])
 
     def test_waiting_sync_is_woken_by_a_change(self) -> None:

@@ -9,6 +9,8 @@ from typing import Any
 import pytest
 from twisted.internet import defer
 
+from homeserver.e2ee.device_lists import DeviceListTracker
+from homeserver.e2ee.one_time_keys import OneTimeKeyService
 from homeserver.storage.pool import DatabasePool
 from homeserver.storage.stores.e2e_keys import E2EKeyStore, StoredKey
 from sc_proto.crypto.keys import SigningKey, generate_signing_key
@@ -80,7 +82,7 @@ class KeysTestCase(SyncTestCase):
         }
 
     def stored_device_keys(self) -> Any:
-        return self.get_success(self.hs.e2e_keys.get_device_keys([("@alice:test", None)]))  # type: ignore[attr-defined]
+        return self.get_success(self.hs.stores.e2e_keys.get_device_keys([("@alice:test", None)]))
 
 
 class UploadTests(KeysTestCase):
@@ -119,7 +121,7 @@ class UploadTests(KeysTestCase):
             channel = self.upload(self.alice, {"device_keys": keys, "one_time_keys": self.alice_otks("A")})
             self.assertEqual(channel.code, 400, channel.json_body)
         self.assertEqual(self.stored_device_keys(), {})
-        self.assertEqual(self.get_success(self.hs.one_time_keys.get_counts("@alice:test", self.alice_device)),  # type: ignore[attr-defined]
+        self.assertEqual(self.get_success(self.hs.features.get(OneTimeKeyService).get_counts("@alice:test", self.alice_device)),
                          {"signed_curve25519": 0})
 
     def test_bad_signatures_are_400(self) -> None:
@@ -185,9 +187,9 @@ class UploadTests(KeysTestCase):
     def test_device_keys_reupload_is_idempotent(self) -> None:
         """Re-uploading identical device keys changes nothing (no device-list change)."""
         self.upload_ok(self.alice, {"device_keys": self.alice_keys()})
-        position = self.hs.device_lists.current_position()  # type: ignore[attr-defined]
+        position = self.hs.features.get(DeviceListTracker).current_position()
         self.upload_ok(self.alice, {"device_keys": self.alice_keys()})
-        self.assertEqual(self.hs.device_lists.current_position(), position)  # type: ignore[attr-defined]
+        self.assertEqual(self.hs.features.get(DeviceListTracker).current_position(), position)
 
     def test_device_less_token_and_unauthenticated(self) -> None:
         """Uploads need an access token."""

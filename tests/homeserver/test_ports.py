@@ -280,7 +280,9 @@ class RemoteKeysTests(KeysTestCase):
         """The local-only querier's failure entry is what clients got before federation."""
         from homeserver.api.local import LocalOnlyKeyQuerier
 
-        self.hs.device_keys._remote = LocalOnlyKeyQuerier()  # type: ignore[attr-defined]  # feature attribute
+        from homeserver.e2ee.device_keys import DeviceKeysService
+
+        self.hs.features.get(DeviceKeysService)._remote = LocalOnlyKeyQuerier()
         channel = self.query(self.bob, {CAROL: []})
         self.assertEqual(channel.json_body["failures"], {REMOTE: {"status": 503, "message": "Federation is not available yet"}})
 

@@ -329,7 +329,7 @@ class TransitionTests(PresenceTestCase):
         for token in tokens:
             self.sync(token)
         self.assertEqual(self.timers(), baseline)
-        self.assertEqual(self.hs.presence.online_count(), 6)  # type: ignore[attr-defined]
+        self.assertEqual(self.hs.features.get(PresenceService).online_count(), 6)
 
 
 class SyncDeliveryTests(PresenceTestCase):
@@ -403,7 +403,7 @@ class SyncDeliveryTests(PresenceTestCase):
 class PersistenceTests(PresenceTestCase):
     def test_state_survives_restart_and_positions_continue(self) -> None:
         """Changes are stored by the sweep (not per sync); a new service resumes from them."""
-        service: PresenceService = self.hs.presence  # type: ignore[attr-defined]
+        service: PresenceService = self.hs.features.get(PresenceService)
         self.put_status(self.alice, "@alice:test", {"presence": "unavailable", "status_msg": "away"})
         store = PresenceStore(self.hs.pool)
         self.assertIsNone(self.get_success(store.get_presence("@alice:test")))  # not written per request
@@ -433,7 +433,7 @@ class DisabledTests(PresenceTestCase):
     @override_config({"presence": {"enabled": False}})
     def test_disabled_tracks_nothing(self) -> None:
         """enabled: false: no presence in sync, GET answers offline, PUT is accepted, checks remain."""
-        self.assertIsNone(self.hs.presence)  # type: ignore[attr-defined]
+        self.assertIsNone(self.hs.features.find(PresenceService))
         self.shared_room()
         self.assertEqual(self.put_status(self.alice, "@alice:test", {"presence": "online"}).code, 200)
         self.sync(self.bob)

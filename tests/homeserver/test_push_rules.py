@@ -18,6 +18,7 @@ from homeserver.push.evaluator import (
     summarise_actions,
 )
 from homeserver.push.rules import build_ruleset, default_ruleset
+from homeserver.push.service import PushRulesService
 from tests.homeserver.test_rooms_core import V3
 from tests.homeserver.test_sync import SyncTestCase
 from tests.unittest import override_config
@@ -545,7 +546,7 @@ class UnreadCountRuleTests(PushRulesTestCase):
 
     def test_rules_compiled_once_per_change(self) -> None:
         """Syncs reuse the compiled ruleset; a change recompiles it."""
-        evaluator = self.hs.push_rules.evaluator  # type: ignore[attr-defined]
+        evaluator = self.hs.features.get(PushRulesService).evaluator
         self.say(self.room_id, self.alice, "one")
         self.unread()
         compiled = evaluator.compilations

@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from homeserver.ephemeral.unread import UnreadCounter
 from tests.homeserver.test_rooms_core import V3
 from tests.homeserver.test_sync import SyncTestCase
 from tests.unittest import override_config
@@ -420,7 +421,7 @@ class UnreadCountTests(ReceiptsTestCase):
 
     def test_counts_are_bounded(self) -> None:
         """Counting examines at most max_counted events per room (counts saturate)."""
-        self.hs.unread._max = 3
+        self.hs.features.get(UnreadCounter)._max = 3
         for i in range(5):
             self.say(self.room_id, self.alice, f"m{i}")
         self.assertEqual(self.unread(self.sync(self.bob))["notification_count"], 3)

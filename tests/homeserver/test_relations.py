@@ -6,6 +6,7 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from homeserver.relations.aggregations import RelationAggregations
 from homeserver.storage.stores.events import StoredEvent
 from tests.homeserver.test_rooms_core import V3
 from tests.homeserver.test_sync import SyncTestCase
@@ -427,7 +428,7 @@ class BundleEndpointsTests(RelationsTestCase):
         parents = [self.say(self.room, self.alice, f"m{i}") for i in range(5)]
         for parent in parents:
             self.reference(self.bob, parent)
-        store = self.hs.relation_aggregations._store  # type: ignore[attr-defined]
+        store = self.hs.features.get(RelationAggregations)._store
         calls: list[int] = []
         original = store.get_aggregation_rows
 
@@ -447,7 +448,7 @@ class AggregationCacheTests(RelationsTestCase):
     def test_invalidation_during_a_read_is_not_cached(self) -> None:
         """A summary read that races an invalidation of the same event is returned but not cached."""
         parent = self.say(self.room, self.alice)
-        aggregations = self.hs.relation_aggregations  # type: ignore[attr-defined]
+        aggregations = self.hs.features.get(RelationAggregations)
         stored: StoredEvent = self.get_success(self.hs.rooms.events.get_event(parent))
         store = aggregations._store
         original = store.get_aggregation_rows

@@ -10,7 +10,7 @@ from typing import Any
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from homeserver.search.indexer import extract_search_text
+from homeserver.search.indexer import SearchIndexer, extract_search_text
 from homeserver.search.query import MAX_WORDS, SearchBatch, tokenize
 from homeserver.storage.stores.search import _PostgresDialect, _SqliteDialect
 from sc_proto.events.model import Event
@@ -73,7 +73,7 @@ class SearchTestCase(VisibilityTestCase):
     def indexed(self, room_id: str) -> list[str]:
         head = self.get_success(self.hs.rooms.creator.get_head(room_id))
         assert head is not None
-        return self.get_success(self.hs.search_store.get_indexed_event_ids(head.room.room_nid))  # type: ignore[attr-defined]
+        return self.get_success(self.hs.stores.search.get_indexed_event_ids(head.room.room_nid))
 
 
 class FindTests(SearchTestCase):
@@ -373,7 +373,7 @@ class RedactionTests(SearchTestCase):
         """Redacted events are filtered at query time (events.redacted_by) even while an index row remains."""
         room_id = self.create_room()
         event_id = self.text(room_id, "lingering words")
-        self.hs.rooms.persister.on_persisted.remove(self.hs.search_indexer.on_persisted)  # type: ignore[attr-defined]
+        self.hs.rooms.persister.on_persisted.remove(self.hs.features.get(SearchIndexer).on_persisted)
         self.make_request("PUT", f"{V3}/rooms/{room_id}/redact/{event_id}/r1", {}, access_token=self.alice)
         self.assertIn(event_id, self.indexed(room_id))
         self.assertEqual(self.found("lingering"), [])

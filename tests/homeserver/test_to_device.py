@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 from typing import Any
 
+from homeserver.e2ee.to_device import ToDeviceService
 from tests.homeserver.test_sync import SyncTestCase
 
 V3 = "/_matrix/client/v3"
@@ -144,8 +145,8 @@ class DeliveryTests(ToDeviceTestCase):
         body = self.sync(self.bob, since=since)
         self.sync(self.bob, since=body["next_batch"])
         self.assertEqual(self.count_inbox("@bob:test", self.bob_device), 0)
-        stored = self.get_success(self.hs.to_device._store.get_max_stream_id())  # type: ignore[attr-defined]
-        self.assertEqual(stored, self.hs.to_device.current_position())  # type: ignore[attr-defined]
+        stored = self.get_success(self.hs.features.get(ToDeviceService)._store.get_max_stream_id())
+        self.assertEqual(stored, self.hs.features.get(ToDeviceService).current_position())
         self.assertGreaterEqual(stored, 2)
 
 

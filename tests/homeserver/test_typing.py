@@ -94,7 +94,7 @@ class TypingDeliveryTests(TypingTestCase):
         self.post(self.room_id, "leave", self.bob)
         body = self.sync(self.alice, since=since)
         self.assertEqual(typing_events(body, self.room_id), [[]])
-        self.assertFalse(self.hs.typing.is_typing(self.room_id, "@bob:test"))
+        self.assertFalse(self.hs.features.get(TypingService).is_typing(self.room_id, "@bob:test"))
 
     def test_newly_joined_room_gets_current_typers(self) -> None:
         """Joining a room where someone types delivers the current set in the join's incremental sync."""
@@ -119,33 +119,33 @@ class TypingExpiryTests(TypingTestCase):
     def test_refresh_extends_without_a_change(self) -> None:
         """Re-sending typing=true pushes the expiry back and is not a change (no new position)."""
         self.type_(self.alice, "@alice:test", timeout=10_000)
-        position = self.hs.typing.position
+        position = self.hs.features.get(TypingService).position
         self.reactor.advance(8)
         self.type_(self.alice, "@alice:test", timeout=10_000)
-        self.assertEqual(self.hs.typing.position, position)
+        self.assertEqual(self.hs.features.get(TypingService).position, position)
         self.reactor.advance(8)
-        self.assertTrue(self.hs.typing.is_typing(self.room_id, "@alice:test"))
+        self.assertTrue(self.hs.features.get(TypingService).is_typing(self.room_id, "@alice:test"))
         self.reactor.advance(3)
-        self.assertFalse(self.hs.typing.is_typing(self.room_id, "@alice:test"))
+        self.assertFalse(self.hs.features.get(TypingService).is_typing(self.room_id, "@alice:test"))
 
     def test_timeout_is_capped(self) -> None:
         """A huge timeout is clamped to 120 s; no timeout means 30 s."""
         self.type_(self.alice, "@alice:test", timeout=10**12)
         self.type_(self.bob, "@bob:test", timeout=None)
         self.reactor.advance(31)
-        self.assertEqual(self.hs.typing.get_typing_users(self.room_id), ["@alice:test"])
+        self.assertEqual(self.hs.features.get(TypingService).get_typing_users(self.room_id), ["@alice:test"])
         self.reactor.advance(90)
-        self.assertEqual(self.hs.typing.get_typing_users(self.room_id), [])
+        self.assertEqual(self.hs.features.get(TypingService).get_typing_users(self.room_id), [])
 
     def test_stop_cancels_the_timer(self) -> None:
         """After typing=false no timer is left behind."""
         self.type_(self.alice, "@alice:test")
-        timer = self.hs.typing._typing[self.room_id]["@alice:test"]
+        timer = self.hs.features.get(TypingService)._typing[self.room_id]["@alice:test"]
         self.assertTrue(timer.active())
         self.type_(self.alice, "@alice:test", typing=False)
         self.assertFalse(timer.active())
         self.assertNotIn(timer, self.reactor.getDelayedCalls())
-        self.assertEqual(self.hs.typing._typing, {})
+        self.assertEqual(self.hs.features.get(TypingService)._typing, {})
 
 
 class TypingLongPollTests(TypingTestCase):
@@ -178,7 +178,7 @@ class TypingPermissionTests(TypingTestCase):
         """Setting another user's typing state is 403."""
         channel = self.put_typing(self.alice, "@bob:test", {"typing": True, "timeout": 1000})
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertEqual(self.hs.typing.get_typing_users(self.room_id), [])
+        self.assertEqual(self.hs.features.get(TypingService).get_typing_users(self.room_id), [])
 
     def test_only_joined_members(self) -> None:
         """Non-members, invitees and unknown rooms get 403; nothing is recorded."""
@@ -190,8 +190,8 @@ class TypingPermissionTests(TypingTestCase):
         self.assertEqual(channel.code, 403)
         channel = self.put_typing(self.alice, "@alice:test", {"typing": True}, room_id="!nope:test")
         self.assertEqual(channel.code, 403)
-        self.assertEqual(self.hs.typing.get_typing_users(self.room_id), [])
-        self.assertEqual(self.hs.typing.get_typing_users(private), [])
+        self.assertEqual(self.hs.features.get(TypingService).get_typing_users(self.room_id), [])
+        self.assertEqual(self.hs.features.get(TypingService).get_typing_users(private), [])
 
     def test_requires_auth(self) -> None:
         channel = self.make_request("PUT", f"{V3}/rooms/{self.room_id}/typing/@alice:test", {"typing": True})
@@ -205,7 +205,7 @@ class TypingPermissionTests(TypingTestCase):
             self.assertEqual(channel.code, 400, (body, channel.json_body))
         channel = self.put_typing(self.alice, "@alice:test", {"typing": True}, room_id="not-a-room")
         self.assertEqual(channel.code, 400)
-        self.assertEqual(self.hs.typing.get_typing_users(self.room_id), [])
+        self.assertEqual(self.hs.features.get(TypingService).get_typing_users(self.room_id), [])
 
     @override_config({"ratelimits": {"enabled": True, "admins_exempt": False}})
     def test_rate_limited(self) -> None:
@@ -218,7 +218,7 @@ class TypingPermissionTests(TypingTestCase):
 class TypingServiceTests(TypingTestCase):
     def test_old_token_beyond_change_log_sends_every_room(self) -> None:
         """When the change log no longer reaches back to the token, every joined room's set is sent."""
-        service: TypingService = self.hs.typing
+        service: TypingService = self.hs.features.get(TypingService)
         service._max_changes = 1
         other = self.create_room(preset="public_chat")
         self.join(other, self.bob)

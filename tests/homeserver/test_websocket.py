@@ -23,6 +23,7 @@ from homeserver.rest.client.sync_websocket import (
     PushSession,
     PushSettings,
     ReactorTimer,
+    SyncPushEndpoint,
     sync_body_is_empty,
 )
 from homeserver.streams.tokens import StreamToken
@@ -352,7 +353,7 @@ class EndpointTests(SyncTestCase):
         client, pump = self.connect()
         # Once upgraded, the HTTP site forgets the connection (its channel and request are freed).
         self.assertEqual(self.hs.site.open_connections, before)
-        self.assertEqual(len(self.hs.websocket.connections), 1)
+        self.assertEqual(len(self.hs.features.get(SyncPushEndpoint).connections), 1)
         client.send_json({"type": "auth", "access_token": self.alice})
         pump.flush()
         self.assertEqual([f["type"] for f in client.frames], ["ready", "sync"])
@@ -361,14 +362,14 @@ class EndpointTests(SyncTestCase):
         self.say(room, self.alice, "pushed")
         pump.flush()
         self.assertEqual(_bodies(client.frames[-1], room), ["pushed"])
-        self.assertEqual(self.hs.websocket.limits.ip_count("10.2.2.2"), 1)
+        self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.ip_count("10.2.2.2"), 1)
         client.sendClose(1000)
         pump.flush()
         self.assertEqual(client.close_code, 1000)
         self.assertEqual(self.hs.rooms.notifier.waiter_count(), 0)
-        self.assertEqual(self.hs.websocket.limits.ip_count("10.2.2.2"), 0)
-        self.assertEqual(self.hs.websocket.limits.user_count("@alice:test"), 0)
-        self.assertEqual(len(self.hs.websocket.connections), 0)
+        self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.ip_count("10.2.2.2"), 0)
+        self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.user_count("@alice:test"), 0)
+        self.assertEqual(len(self.hs.features.get(SyncPushEndpoint).connections), 0)
 
     def test_dropped_tcp_connection_cleans_up(self) -> None:
         """A connection lost without a closing handshake unregisters its waiter and frees its slots."""
@@ -381,8 +382,8 @@ class EndpointTests(SyncTestCase):
         client.transport.loseConnection()
         pump.flush()
         self.assertEqual(self.hs.rooms.notifier.waiter_count(), 0)
-        self.assertEqual(self.hs.websocket.limits.ip_count("10.2.2.2"), 0)
-        self.assertEqual(len(self.hs.websocket.connections), 0)
+        self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.ip_count("10.2.2.2"), 0)
+        self.assertEqual(len(self.hs.features.get(SyncPushEndpoint).connections), 0)
 
     def test_oversized_client_message_closes_1009(self) -> None:
         """A client message above max_frame_size closes the connection with 1009."""
@@ -396,7 +397,7 @@ class EndpointTests(SyncTestCase):
         client, pump = self.connect()
         client.send_json({"type": "auth", "access_token": self.alice})
         pump.flush()
-        done = self.hs.websocket.close_all()
+        done = self.hs.features.get(SyncPushEndpoint).close_all()
         pump.flush()
         self.assertEqual(client.close_code, CLOSE_SHUTDOWN)
         self.assertTrue(done.called)
@@ -426,7 +427,7 @@ class EndpointTests(SyncTestCase):
         """With websocket.enabled false the path is an unknown endpoint."""
         channel = self.make_request("GET", WS_PATH, headers=_UPGRADE)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_UNRECOGNIZED"))
-        self.assertIsNone(self.hs.websocket)
+        self.assertIsNone(self.hs.features.find(SyncPushEndpoint))
 
 
 _UPGRADE = [("Upgrade", "websocket"), ("Connection", "Upgrade"), ("Sec-WebSocket-Version", "13"),

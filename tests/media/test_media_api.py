@@ -9,6 +9,7 @@ from typing import Any
 from urllib.parse import quote
 
 from homeserver.config.media import DEFAULT_THUMBNAIL_SIZES
+from media.repository import MediaRepository
 from tests.homeserver.server_case import FullHomeserverTestCase
 from tests.media import samples
 from tests.unittest import FakeChannel, override_config
@@ -303,8 +304,8 @@ class AsyncUploadTests(MediaTestCase):
         self.reactor.advance(24 * 3600 + 1)
         channel = self.put(mxc, samples.TEXT)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_NOT_FOUND"))
-        self.get_success(self.hs.media.run_cleanup())  # type: ignore[attr-defined]  # (also runs periodically)
-        self.assertIsNone(self.get_success(self.hs.media.store.get_media(mxc.split("/")[1])))  # type: ignore[attr-defined]
+        self.get_success(self.hs.features.get(MediaRepository).run_cleanup())
+        self.assertIsNone(self.get_success(self.hs.features.find(MediaRepository).store.get_media(mxc.split("/")[1])))
 
     @override_config({"media": {"max_pending_uploads": 2}})
     def test_pending_reservations_limited(self) -> None:
@@ -340,7 +341,7 @@ class ThumbnailTests(MediaTestCase):
         """Every configured size is generated at upload and stored as a blob; requests reuse them."""
         mxc = self.upload_ok(samples.image_bytes("JPEG", (1600, 1200)), "image/jpeg")
         media_id = mxc.split("/")[1]
-        stored = self.get_success(self.hs.media.store.get_thumbnails(media_id))  # type: ignore[attr-defined]
+        stored = self.get_success(self.hs.features.get(MediaRepository).store.get_thumbnails(media_id))
         self.assertEqual(len(stored), len(DEFAULT_THUMBNAIL_SIZES))
         self.assertEqual(len(self.blob_files()), 1 + len(DEFAULT_THUMBNAIL_SIZES))
         channel = self.thumbnail(mxc, "width=600&height=400&method=scale")
@@ -450,7 +451,7 @@ class DeletionAndQuarantineTests(MediaTestCase):
         self.reactor.advance(3000)
         self.download(kept)
         self.reactor.advance(1000)
-        stats = self.get_success(self.hs.media.run_cleanup())  # type: ignore[attr-defined]
+        stats = self.get_success(self.hs.features.get(MediaRepository).run_cleanup())
         self.assertEqual(stats["retention"], 1)
         self.assertEqual(self.download(kept).code, 200)
         self.assertEqual(self.download(dropped).code, 404)

@@ -9,12 +9,10 @@ Theory of operation:
   (``event_stream`` strictly greater). The upsert's ``WHERE`` clause decides inside the database, so
   two concurrent writes cannot move a receipt backwards (on PostgreSQL the loser of a race on the
   same row fails its ``REPEATABLE READ`` snapshot and is retried by the pool).
-* **Stream positions.** A write that moves a receipt takes the next stream id from the
-  :class:`~homeserver.storage.ids.IdAllocator` (a PostgreSQL sequence, an in-process counter on
-  SQLite) in the same transaction and marks it in flight on the
-  :class:`~homeserver.storage.ids.StreamPositionTracker` until commit or rollback, so the stream's
-  current position never passes a receipt that is still being written. A write that does not move
-  the receipt allocates nothing.
+* **Stream positions.** A write that moves a receipt takes the next id of the ``receipts`` stream's
+  :class:`~homeserver.streams.writer.StreamWriter` in the same transaction; the writer keeps it in
+  flight until commit or rollback, so the stream's current position never passes a receipt that is
+  still being written. A write that does not move the receipt allocates nothing.
 """
 
 from __future__ import annotations
@@ -23,8 +21,8 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from homeserver.storage.ids import IdAllocator, StreamPositionTracker
 from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.streams.writer import StreamWriter
 
 READ = "m.read"
 READ_PRIVATE = "m.read.private"
@@ -78,14 +76,12 @@ class ReceiptStore:
 
     Args:
         pool: the database pool.
-        stream_ids: allocates ``receipts.stream_id`` (sequence ``receipts_stream_seq`` on PostgreSQL).
-        tracker: the ``receipts`` stream's position tracker.
+        stream: the ``receipts`` stream writer (allocates ``receipts.stream_id``).
     """
 
-    def __init__(self, pool: DatabasePool, stream_ids: IdAllocator, tracker: StreamPositionTracker) -> None:
+    def __init__(self, pool: DatabasePool, stream: StreamWriter) -> None:
         self._pool = pool
-        self._stream_ids = stream_ids
-        self.tracker = tracker
+        self.stream = stream
 
     @staticmethod
     async def get_max_stream_id(pool: DatabasePool) -> int:
@@ -100,7 +96,7 @@ class ReceiptStore:
 
     def current_position(self) -> int:
         """The position below which every receipt write has finished."""
-        return self.tracker.current()
+        return self.stream.current()
 
     async def upsert_receipt(
         self,
@@ -129,9 +125,7 @@ class ReceiptStore:
             row = txn.fetchone()
             if row is not None and int(row[0]) >= event_stream:
                 return None
-            stream_id = self._stream_ids.next_tracked_id_txn(txn, self.tracker)
-            txn.call_after(self.tracker.finished, stream_id)
-            txn.call_on_exception(self.tracker.finished, stream_id)
+            stream_id = self.stream.next_id_txn(txn)
             txn.execute(
                 f"INSERT INTO receipts ({_COLUMNS}) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"  # noqa: S608 - constant
                 " ON CONFLICT (room_id, receipt_type, user_id, thread_id) DO UPDATE SET"

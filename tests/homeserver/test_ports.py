@@ -279,7 +279,6 @@ class RemoteKeysTests(KeysTestCase):
     def test_local_only_failures_are_unchanged(self) -> None:
         """The local-only querier's failure entry is what clients got before federation."""
         from homeserver.api.local import LocalOnlyKeyQuerier
-
         from homeserver.e2ee.device_keys import DeviceKeysService
 
         self.hs.features.get(DeviceKeysService)._remote = LocalOnlyKeyQuerier()

@@ -145,13 +145,16 @@ def test_vector_counts() -> None:
 
 
 def test_copy_matches_shared_vectors() -> None:
-    """The in-repo copy equals ``../shared/conformance/vectors`` byte for byte, when that is present."""
+    """The in-repo copy (vectors and checker) equals ``../shared/conformance`` byte for byte, when present."""
     if not SHARED_VECTORS_DIR.is_dir():
         pytest.skip(f"no shared vectors at {SHARED_VECTORS_DIR} (a clone alone): nothing to compare")
     shared = {p.name: p.read_bytes() for p in SHARED_VECTORS_DIR.glob("*.json")}
     copy_ = {p.name: p.read_bytes() for p in DEFAULT_VECTORS_DIR.glob("*.json")}
     assert sorted(copy_) == sorted(shared), "refresh: see tests/sc_proto/conformance/README.md"
     stale = [name for name in shared if shared[name] != copy_[name]]
+    checker = SHARED_VECTORS_DIR.parent / "check_vectors.py"
+    if (DEFAULT_VECTORS_DIR / "check_vectors.py").read_bytes() != checker.read_bytes():
+        stale.append("check_vectors.py")
     assert not stale, f"stale copies {stale}; refresh: see tests/sc_proto/conformance/README.md"
 
 

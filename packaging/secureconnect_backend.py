@@ -22,8 +22,8 @@ from setuptools import build_meta
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _staging import ROOT, absolute, copy_package, read_version, staged  # noqa: E402
-from rewrite_imports import PACKAGES, TOP, rewrite_tree  # noqa: E402
+from _staging import ROOT, absolute, copy_package, read_version, staged
+from rewrite_imports import PACKAGES, TOP, rewrite_tree
 
 # Editable installs: setuptools, unchanged.
 build_editable = build_meta.build_editable

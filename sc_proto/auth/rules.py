@@ -232,6 +232,42 @@ def build_auth_state(
     return state
 
 
+def auth_state_from_state_map(
+    event_or_fields: Event | Mapping[str, Any],
+    state_map: Mapping[StateKey, Event],
+    room_version: RoomVersion,
+) -> dict[StateKey, Event]:
+    """Selects from a room's state the ``auth_state`` :func:`check_auth` needs for an event.
+
+    Args:
+        event_or_fields: the event, or a mapping with ``type``, ``sender``, ``content`` and
+            ``state_key`` (as a builder has before the event exists).
+        state_map: the room state the event is built on (or received against), by
+            ``(type, state_key)``; keys it lacks are simply absent from the result.
+        room_version: the room version.
+
+    Returns:
+        The entries of ``state_map`` under :func:`auth_types_for_event`, plus the create event
+        (also in room version 12, where it is not an auth event but the rules read it).
+    """
+    keys = [CREATE_KEY, *auth_types_for_event(event_or_fields, room_version)]
+    return {key: state_map[key] for key in dict.fromkeys(keys) if key in state_map}
+
+
+def auth_event_ids_from_state_map(
+    event_or_fields: Event | Mapping[str, Any],
+    state_map: Mapping[StateKey, Event],
+    room_version: RoomVersion,
+) -> list[str]:
+    """Returns the ``auth_events`` an event built on ``state_map`` lists (for :func:`build_event`).
+
+    The IDs of the state events :func:`auth_types_for_event` selects, in selection order; in
+    room version 12 the create event is not among them.
+    """
+    selected = auth_types_for_event(event_or_fields, room_version)
+    return [state_map[key].event_id for key in selected if key in state_map]
+
+
 # --- the rules ---------------------------------------------------------------------------------
 
 

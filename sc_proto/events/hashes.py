@@ -120,7 +120,15 @@ def compute_content_hash(pdu: Mapping[str, Any], room_version: RoomVersion | Non
 
 
 def content_hash_b64(pdu: Mapping[str, Any], room_version: RoomVersion | None = None) -> str:
-    """Returns the content hash as unpadded standard Base64 (the ``hashes.sha256`` value)."""
+    """Returns the content hash as unpadded standard Base64 (the ``hashes.sha256`` value).
+
+    Args:
+        pdu: the event.
+        room_version: optional; when given and strict (v6+), non-canonical values raise.
+
+    Raises:
+        InvalidEventError: ``pdu`` is not an object or not encodable.
+    """
     return encode_base64(compute_content_hash(pdu, room_version))
 
 
@@ -160,9 +168,19 @@ def compute_reference_hash(pdu: Mapping[str, Any], room_version: RoomVersion) ->
     return hashlib.sha256(encode_event_json(stripped, room_version)).digest()
 
 
-def reference_hash_b64(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:
-    """Returns the reference hash as unpadded standard Base64."""
-    return encode_base64(compute_reference_hash(pdu, room_version))
+def reference_hash_b64(pdu: Mapping[str, Any], room_version: RoomVersion, *, urlsafe: bool = False) -> str:
+    """Returns the reference hash as unpadded Base64.
+
+    Args:
+        pdu: the event.
+        room_version: its room version (the hash covers the version's redacted form).
+        urlsafe: the URL-safe alphabet (as in event IDs from room version 4 on) instead of the
+            standard one.
+
+    Raises:
+        InvalidEventError: ``pdu`` is not an object or not encodable.
+    """
+    return encode_base64(compute_reference_hash(pdu, room_version), urlsafe=urlsafe)
 
 
 def compute_event_id(pdu: Mapping[str, Any], room_version: RoomVersion) -> str:

@@ -99,6 +99,7 @@ class Event:
 
     @property
     def type(self) -> str:
+        """The event type, e.g. ``m.room.message``."""
         return str(self.pdu["type"])
 
     @property
@@ -108,6 +109,7 @@ class Event:
         return sk if isinstance(sk, str) else None
 
     def is_state(self) -> bool:
+        """Whether the event is a state event (it has a ``state_key``)."""
         return self.state_key is not None
 
     @property
@@ -124,33 +126,40 @@ class Event:
 
     @property
     def sender(self) -> str:
+        """The sender's user ID."""
         return str(self.pdu["sender"])
 
     @property
     def room_id(self) -> str:
+        """The room ID (in room version 12 derived from the create event for the create event itself)."""
         return self._room_id
 
     @property
     def content(self) -> Mapping[str, Any]:
+        """``content``; an empty mapping when it is missing or not an object."""
         c = self.pdu.get("content", {})
         return c if isinstance(c, Mapping) else {}
 
     @property
     def depth(self) -> int:
+        """``depth``; 0 when it is missing or not an integer."""
         d = self.pdu.get("depth", 0)
         return d if isinstance(d, int) and not isinstance(d, bool) else 0
 
     @property
     def origin_server_ts(self) -> int:
+        """``origin_server_ts`` in milliseconds; 0 when it is missing or not an integer."""
         ts = self.pdu.get("origin_server_ts", 0)
         return ts if isinstance(ts, int) and not isinstance(ts, bool) else 0
 
     @property
     def prev_event_ids(self) -> Sequence[str]:
+        """The IDs of ``prev_events`` (in rooms v1/v2 taken from the ``[id, hashes]`` pairs)."""
         return self._prev_event_ids
 
     @property
     def auth_event_ids(self) -> Sequence[str]:
+        """The IDs of ``auth_events`` (in rooms v1/v2 taken from the ``[id, hashes]`` pairs)."""
         return self._auth_event_ids
 
     @property
@@ -175,6 +184,7 @@ class Event:
 
     @property
     def unsigned(self) -> Mapping[str, Any]:
+        """``unsigned`` (not covered by hashes or signatures); empty when missing or not an object."""
         u = self.pdu.get("unsigned", {})
         return u if isinstance(u, Mapping) else {}
 

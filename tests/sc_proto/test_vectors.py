@@ -1,7 +1,8 @@
 """Every shared conformance vector, one pytest case each.
 
-The vectors live in ``../shared/conformance/vectors`` relative to the repository root (located by
-:mod:`tests.sc_proto.vectors`). Each file's semantics follow ``check_vectors.py``, run here
+The vectors are the in-repository copy in ``tests/sc_proto/conformance/`` (located by
+:mod:`tests.sc_proto.vectors`); ``../shared/conformance/vectors`` is their source, and
+:func:`test_copy_matches_shared_vectors` catches drift between the two. Each file's semantics follow ``check_vectors.py``, run here
 through :mod:`tests.sc_proto.conformance_adapter`. When the directory is missing the cases skip
 locally but fail when ``CI=true``.
 """
@@ -18,7 +19,7 @@ from typing import Any
 import pytest
 
 from tests.sc_proto import conformance_adapter as adapter
-from tests.sc_proto.vectors import load_vectors, vectors_dir
+from tests.sc_proto.vectors import DEFAULT_VECTORS_DIR, SHARED_VECTORS_DIR, load_vectors, vectors_dir
 
 VECTOR_FILES = {
     "canonical_json.json": 36,
@@ -141,3 +142,23 @@ def test_vector_counts() -> None:
     for name in VECTOR_FILES:
         with open(directory / name, encoding="utf-8") as f:
             assert json.load(f)["count"] == VECTOR_FILES[name]
+
+
+def test_copy_matches_shared_vectors() -> None:
+    """The in-repo copy (vectors and checker) equals ``../shared/conformance`` byte for byte, when present."""
+    if not SHARED_VECTORS_DIR.is_dir():
+        pytest.skip(f"no shared vectors at {SHARED_VECTORS_DIR} (a clone alone): nothing to compare")
+    shared = {p.name: p.read_bytes() for p in SHARED_VECTORS_DIR.glob("*.json")}
+    copy_ = {p.name: p.read_bytes() for p in DEFAULT_VECTORS_DIR.glob("*.json")}
+    assert sorted(copy_) == sorted(shared), "refresh: see tests/sc_proto/conformance/README.md"
+    stale = [name for name in shared if shared[name] != copy_[name]]
+    checker = SHARED_VECTORS_DIR.parent / "check_vectors.py"
+    if (DEFAULT_VECTORS_DIR / "check_vectors.py").read_bytes() != checker.read_bytes():
+        stale.append("check_vectors.py")
+    assert not stale, f"stale copies {stale}; refresh: see tests/sc_proto/conformance/README.md"
+
+
+def test_repository_copy_is_used() -> None:
+    """The tests read the in-repo copy (not ``../shared``), so a clone alone runs every vector."""
+    assert vectors_dir() == DEFAULT_VECTORS_DIR
+    assert (DEFAULT_VECTORS_DIR / "README.md").is_file()

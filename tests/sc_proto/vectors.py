@@ -1,9 +1,11 @@
 """Locates and loads the shared protocol conformance vectors (``conformance/vectors/*.json``).
 
-The vectors live outside the repository, in ``../shared/conformance/vectors`` relative to the repo
-root; the ``SC_CONFORMANCE_DIR`` environment variable names another location when that one is
-missing. Without either, tests that need vectors are skipped, except in CI (``CI=true``), where a
-missing vectors directory is a failure.
+The repository keeps a copy of the vectors in ``tests/sc_proto/conformance/`` (their source and how
+to refresh them: ``tests/sc_proto/conformance/README.md``), so a clone alone runs them. The
+``SC_CONFORMANCE_DIR`` environment variable names another location when the copy is missing.
+Without either, tests that need vectors are skipped, except in CI (``CI=true``), where a missing
+vectors directory is a failure. The upstream source, ``../shared/conformance/vectors`` relative to
+the repository root, is only read by the drift check (``tests/sc_proto/test_vectors.py``).
 """
 
 from __future__ import annotations
@@ -16,7 +18,8 @@ from typing import Any
 import pytest
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
-DEFAULT_VECTORS_DIR = REPO_ROOT.parent / "shared" / "conformance" / "vectors"
+DEFAULT_VECTORS_DIR = Path(__file__).resolve().parent / "conformance"
+SHARED_VECTORS_DIR = REPO_ROOT.parent / "shared" / "conformance" / "vectors"
 ENV_VAR = "SC_CONFORMANCE_DIR"
 
 

@@ -16,6 +16,7 @@ from typing import Any
 from homeserver.storage.pool import DatabasePool, Txn
 from sc_proto.events.model import Event
 from sc_proto.room_versions import get_room_version
+from sc_proto.json import encode_json
 
 
 @dataclass(frozen=True)
@@ -324,3 +325,63 @@ class EventStore:
             return int(row[0]) if row and row[0] is not None else 0
 
         return await self._pool.run_read("get_max_stream_ordering", max_txn)
+
+    # ------------------------------------------------------------------ writes (inside the persist transaction)
+
+    def insert_event_txn(
+        self,
+        txn: Txn,
+        stored: StoredEvent,
+        *,
+        soft_failed: bool = False,
+    ) -> None:
+        """Inserts the event row and its graph edges (prev and auth events) of ``stored``."""
+        event = stored.event
+        txn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_nid, type, state_key, sender, depth,"
+            " origin_server_ts, received_ts, outlier, rejected_reason, soft_failed, state_group_before,"
+            " state_group_after, membership, txn_id, device_id, json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stored.stream_ordering, event.event_id, stored.room_nid, event.type, event.state_key, event.sender,
+                event.depth, event.origin_server_ts, stored.received_ts, stored.outlier, stored.rejected_reason,
+                soft_failed, stored.state_group_before, stored.state_group_after, event.membership,
+                stored.txn_id, stored.device_id, encode_json(dict(event.pdu)).decode("utf-8"),
+            ),
+        )
+        if event.prev_event_ids:
+            txn.execute_many(
+                "INSERT INTO event_edges (event_nid, prev_event_id) VALUES (?, ?)",
+                [(stored.stream_ordering, p) for p in dict.fromkeys(event.prev_event_ids)],
+            )
+        if event.auth_event_ids:
+            txn.execute_many(
+                "INSERT INTO event_auth_edges (event_nid, auth_event_id) VALUES (?, ?)",
+                [(stored.stream_ordering, a) for a in dict.fromkeys(event.auth_event_ids)],
+            )
+
+    def advance_extremities_txn(self, txn: Txn, room_nid: int, event: Event) -> None:
+        """Makes ``event`` a forward extremity of its room in place of its prev events."""
+        for fragment, args in self._pool.engine.in_list_batches("event_id", list(event.prev_event_ids)):
+            txn.execute(f"DELETE FROM forward_extremities WHERE room_nid = ? AND {fragment}", [room_nid, *args])  # noqa: S608
+        txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room_nid, event.event_id))
+
+    @staticmethod
+    def insert_txn_id_txn(
+        txn: Txn, user_id: str, device_id: str, room_id: str, txn_id: str, event_id: str, now: int
+    ) -> None:
+        """Records which event a client transaction ID produced."""
+        txn.execute(
+            "INSERT INTO event_txn_ids (user_id, device_id, room_id, txn_id, event_id, created_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (user_id, device_id, room_id, txn_id, event_id, now),
+        )
+
+    @staticmethod
+    def apply_redaction_txn(txn: Txn, room_nid: int, redacts: str, redaction_id: str) -> None:
+        """Records that ``redaction_id`` redacts ``redacts`` (the target row is marked once)."""
+        txn.execute("INSERT INTO redactions (redacts, event_id) VALUES (?, ?)", (redacts, redaction_id))
+        txn.execute(
+            "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
+            (redaction_id, redacts, room_nid),
+        )

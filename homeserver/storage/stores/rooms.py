@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from homeserver.storage.pool import DatabasePool, Txn
@@ -110,6 +110,40 @@ class RoomStore:
             return {(str(r[0]), str(r[1])): str(r[2]) for r in txn.fetchall()}
 
         return await self._pool.run_read("get_current_state_ids", state_txn)
+
+    @staticmethod
+    def update_current_state_txn(
+        txn: Txn,
+        room_nid: int,
+        stream_id: int,
+        old: Mapping[StateKey, str],
+        new: Mapping[StateKey, str],
+        memberships: Mapping[str, str | None],
+    ) -> None:
+        """Moves a room's ``current_state`` from ``old`` to ``new`` as a diff.
+
+        Removed keys are deleted, added and changed keys upserted, and every changed key gets one
+        ``current_state_deltas`` row at ``stream_id`` with its previous event (NULL event for a removal).
+
+        Args:
+            memberships: the ``membership`` of each new ``m.room.member`` event, by event ID.
+        """
+        changed = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+        for key in changed:
+            txn.execute(
+                "DELETE FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?", (room_nid, key[0], key[1])
+            )
+            event_id = new.get(key)
+            if event_id is not None:
+                txn.execute(
+                    "INSERT INTO current_state (room_nid, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
+                    (room_nid, key[0], key[1], event_id, memberships.get(event_id)),
+                )
+            txn.execute(
+                "INSERT INTO current_state_deltas (stream_id, room_nid, type, state_key, event_id, prev_event_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (stream_id, room_nid, key[0], key[1], event_id, old.get(key)),
+            )
 
     async def get_forward_extremities(self, room_nid: int) -> list[str]:
         def fwd_txn(txn: Txn) -> list[str]:

@@ -10,6 +10,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from homeserver.api.ports import RemoteEventFetcher
+from homeserver.events.input_queue import RoomInput
 from homeserver.events.persister import EventPersister
 from homeserver.events.serialize import EventSerializer
 from homeserver.rooms.messages import EventCreator
@@ -58,11 +60,24 @@ class RoomServices:
     visibility: HistoryVisibilityFilter
     """History visibility: ``filter_events_for_client`` and room-state access (``/sync``, ``/messages``)."""
 
+    @property
+    def room_input(self) -> RoomInput:
+        """The room input (:class:`homeserver.api.services.RoomEventsAPI` for the federation adapter)."""
+        return self.creator.input
+
 
 async def build_room_services(
-    pool: DatabasePool, clock: Clock, server_name: str, signing_key: SigningKey
+    pool: DatabasePool,
+    clock: Clock,
+    server_name: str,
+    signing_key: SigningKey,
+    fetcher: RemoteEventFetcher | None = None,
 ) -> RoomServices:
-    """Builds the rooms core; reads the events stream's position from the database."""
+    """Builds the rooms core; reads the events stream's position from the database.
+
+    Args:
+        fetcher: how the room input asks other servers for missing events (default: local only).
+    """
     engine = pool.engine
     stream_ids = IdAllocator(engine, "events", "stream_ordering", "events_stream_seq")
     group_ids = IdAllocator(engine, "state_groups", "group_id", "state_group_id_seq")
@@ -75,7 +90,8 @@ async def build_room_services(
     notifier.positions["events"] = tracker.current()
     persister = EventPersister(pool, events, state_groups, stream_ids, tracker, notifier, clock.time_msec)
     creator = EventCreator(
-        server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec
+        server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec,
+        fetcher=fetcher,
     )
     serializer = EventSerializer(events, state_groups, clock.time_msec)
     visibility = HistoryVisibilityFilter(events, rooms, state_groups, creator)

@@ -307,8 +307,7 @@ class RoomInput:
         """Asks ``origin`` for the events between our extremities and ``event``; receives them oldest first."""
         try:
             found = await self._fetcher.get_missing_events(
-                origin, event.room_id, list(head.extremities), [event.event_id], MAX_MISSING_EVENTS,
-                max(0, head.max_depth - MAX_MISSING_EVENTS),
+                origin, event.room_id, list(head.extremities), [event.event_id], MAX_MISSING_EVENTS
             )
         except MatrixError as e:
             logger.info("get_missing_events from %s failed: %s", origin, e.errcode, extra={"room_id": event.room_id})

@@ -15,8 +15,8 @@ from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
 from sc_proto.events.model import Event
-from sc_proto.room_versions import get_room_version
 from sc_proto.json import encode_json
+from sc_proto.room_versions import get_room_version
 
 
 @dataclass(frozen=True)

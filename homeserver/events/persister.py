@@ -202,7 +202,7 @@ class EventPersister:
         self._events.insert_event_txn(txn, stored, soft_failed=ctx.soft_failed)
         if ctx.hidden:
             return stored
-        self._events.advance_extremities_txn(txn, room.room_nid, event)
+        RoomStore.advance_extremities_txn(txn, self._pool.engine, room.room_nid, event)
         self._update_current_state_txn(txn, room, event, ctx, state_after, stream)
         if ctx.txn is not None:
             t = ctx.txn

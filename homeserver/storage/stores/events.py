@@ -13,6 +13,7 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from homeserver.storage.engines.base import DatabaseEngine
 from homeserver.storage.pool import DatabasePool, Txn
 from sc_proto.events.model import Event
 from sc_proto.json import encode_json
@@ -360,12 +361,6 @@ class EventStore:
                 [(stored.stream_ordering, a) for a in dict.fromkeys(event.auth_event_ids)],
             )
 
-    def advance_extremities_txn(self, txn: Txn, room_nid: int, event: Event) -> None:
-        """Makes ``event`` a forward extremity of its room in place of its prev events."""
-        for fragment, args in self._pool.engine.in_list_batches("event_id", list(event.prev_event_ids)):
-            txn.execute(f"DELETE FROM forward_extremities WHERE room_nid = ? AND {fragment}", [room_nid, *args])  # noqa: S608
-        txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room_nid, event.event_id))
-
     @staticmethod
     def insert_txn_id_txn(
         txn: Txn, user_id: str, device_id: str, room_id: str, txn_id: str, event_id: str, now: int
@@ -385,3 +380,43 @@ class EventStore:
             "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
             (redaction_id, redacts, room_nid),
         )
+
+    # ------------------------------------------------------------------ reads for other stores (inside their transactions)
+
+    @staticmethod
+    def event_room_nid_txn(txn: Txn, event_id: str) -> int | None:
+        """The room of a stored event, or None."""
+        txn.execute("SELECT room_nid FROM events WHERE event_id = ?", (event_id,))
+        row = txn.fetchone()
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    def is_redacted_txn(txn: Txn, event_id: str) -> bool:
+        """Whether an authorised redaction applies to the event (``events.redacted_by``)."""
+        txn.execute("SELECT 1 FROM events WHERE event_id = ? AND redacted_by IS NOT NULL", (event_id,))
+        return txn.fetchone() is not None
+
+    @staticmethod
+    def membership_events_for_user_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> list[tuple[int, str, int]]:
+        """The user's timeline membership events in ``(after, upto]``: ``(room_nid, event_id, stream)`` in order."""
+        txn.execute(
+            "SELECT room_nid, event_id, stream_ordering FROM events WHERE type = 'm.room.member' AND state_key = ?"
+            " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+            " ORDER BY stream_ordering",
+            (user_id, after_stream, upto_stream, False),
+        )
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in txn.fetchall()]
+
+    @staticmethod
+    def latest_join_streams_txn(txn: Txn, engine: DatabaseEngine, user_id: str, room_nids: Sequence[int]) -> dict[int, int]:
+        """Per room, the stream ordering of ``user_id``'s latest timeline join event (never joined: absent)."""
+        found: dict[int, int] = {}
+        for fragment, args in engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"  # noqa: S608
+                " AND state_key = ? AND membership = 'join' AND outlier = ? AND rejected_reason IS NULL"
+                f" AND {fragment} GROUP BY room_nid",
+                [user_id, False, *args],
+            )
+            found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
+        return found

@@ -5,8 +5,10 @@ from __future__ import annotations
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
+from homeserver.storage.engines.base import DatabaseEngine
 from homeserver.storage.pool import DatabasePool, Txn
-from sc_proto.events.model import StateKey
+from homeserver.storage.stores.events import EventStore
+from sc_proto.events.model import Event, StateKey
 
 
 @dataclass(frozen=True)
@@ -145,6 +147,39 @@ class RoomStore:
                 (stream_id, room_nid, key[0], key[1], event_id, old.get(key)),
             )
 
+    @staticmethod
+    def advance_extremities_txn(txn: Txn, engine: DatabaseEngine, room_nid: int, event: Event) -> None:
+        """Makes ``event`` a forward extremity of its room in place of its prev events."""
+        for fragment, args in engine.in_list_batches("event_id", list(event.prev_event_ids)):
+            txn.execute(f"DELETE FROM forward_extremities WHERE room_nid = ? AND {fragment}", [room_nid, *args])  # noqa: S608
+        txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room_nid, event.event_id))
+
+    @staticmethod
+    def has_current_state_txn(txn: Txn, room_nid: int, event_type: str, state_key: str) -> bool:
+        """Whether the room's current state (as written so far in ``txn``) has ``(event_type, state_key)``."""
+        txn.execute(
+            "SELECT 1 FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?",
+            (room_nid, event_type, state_key),
+        )
+        return txn.fetchone() is not None
+
+    @staticmethod
+    def current_state_of_types_txn(
+        txn: Txn, engine: DatabaseEngine, room_nids: Sequence[int], types: Sequence[str]
+    ) -> dict[int, dict[str, str]]:
+        """Per room, ``type -> event_id`` of the current state events of ``types`` with an empty state key."""
+        found: dict[int, dict[str, str]] = {nid: {} for nid in room_nids}
+        marks = ", ".join("?" for _ in types)
+        for fragment, args in engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, type, event_id FROM current_state"  # noqa: S608 - placeholders only
+                f" WHERE state_key = '' AND type IN ({marks}) AND {fragment}",
+                [*types, *args],
+            )
+            for nid, etype, event_id in txn.fetchall():
+                found[int(nid)][str(etype)] = str(event_id)
+        return found
+
     async def get_forward_extremities(self, room_nid: int) -> list[str]:
         def fwd_txn(txn: Txn) -> list[str]:
             txn.execute("SELECT event_id FROM forward_extremities WHERE room_nid = ? ORDER BY event_id", (room_nid,))
@@ -185,36 +220,19 @@ class RoomStore:
     async def get_membership_events_for_user(self, user_id: str, after_stream: int, upto_stream: int) -> list[tuple[int, str, int]]:
         """The user's membership events in ``(after, upto]``: ``(room_nid, event_id, stream)`` in order."""
 
-        def changes_txn(txn: Txn) -> list[tuple[int, str, int]]:
-            txn.execute(
-                "SELECT room_nid, event_id, stream_ordering FROM events WHERE type = 'm.room.member' AND state_key = ?"
-                " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
-                " ORDER BY stream_ordering",
-                (user_id, after_stream, upto_stream, False),
-            )
-            return [(int(r[0]), str(r[1]), int(r[2])) for r in txn.fetchall()]
-
-        return await self._pool.run_read("get_membership_events_for_user", changes_txn)
+        return await self._pool.run_read(
+            "get_membership_events_for_user", EventStore.membership_events_for_user_txn, user_id, after_stream, upto_stream
+        )
 
     async def get_latest_join_streams(self, user_id: str, room_nids: Sequence[int]) -> dict[int, int]:
         """Per room, the stream ordering of ``user_id``'s latest join event (rooms never joined are
         left out). History visibility ``shared`` and "was ever a member" checks use it."""
 
-        def joins_txn(txn: Txn) -> dict[int, int]:
-            found: dict[int, int] = {}
-            for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
-                txn.execute(
-                    "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"  # noqa: S608
-                    " AND state_key = ? AND membership = 'join' AND outlier = ? AND rejected_reason IS NULL"
-                    f" AND {fragment} GROUP BY room_nid",
-                    [user_id, False, *args],
-                )
-                found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
-            return found
-
         if not room_nids:
             return {}
-        return await self._pool.run_read("get_latest_join_streams", joins_txn)
+        return await self._pool.run_read(
+            "get_latest_join_streams", EventStore.latest_join_streams_txn, self._pool.engine, user_id, room_nids
+        )
 
     async def get_user_memberships(self, user_id: str) -> dict[int, tuple[str, str, int]]:
         """Every room where ``user_id`` has a current membership: ``room_nid -> (membership, event_id,

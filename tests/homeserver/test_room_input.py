@@ -290,3 +290,16 @@ class OneQueueTests(RoomInputTestCase):
         assert outcome.stream_ordering is not None
         self.assertLess(local_stored.stream_ordering, outcome.stream_ordering)
         self.assertEqual(self.db_extremities(), {local_stored.event_id, remote.event_id})
+
+
+class CurrentMembershipTests(RoomInputTestCase):
+    def test_membership_follows_received_and_local_events(self) -> None:
+        """The one current-membership helper reads the head: None before, join after the PDU, ban after a ban."""
+        reader = self.hs.rooms.creator.state
+        self.assertIsNone(self.get_success(reader.get_membership(self.room_id, RITA)))
+        self.join_rita()
+        self.assertEqual(self.get_success(reader.get_membership(self.room_id, RITA)), "join")
+        ban = self.make_request("POST", f"{V3}/rooms/{self.room_id}/ban", {"user_id": RITA}, access_token=self.alice)
+        self.assertEqual(ban.code, 200, ban.json_body)
+        self.assertEqual(self.get_success(reader.get_membership(self.room_id, RITA)), "ban")
+        self.assertIsNone(self.get_success(reader.get_membership(f"!unknown:{TEST_SERVER_NAME}", RITA)))

@@ -46,7 +46,7 @@ from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
 from homeserver.util.linearizer import Linearizer
 from sc_proto.auth.power_levels import get_named_level, get_user_power_level
 from sc_proto.auth.rules import check_auth, check_auth_events_match
-from sc_proto.errors import AuthError, Codes, MatrixError
+from sc_proto.errors import AuthError, Codes, InvalidEventError, MatrixError
 from sc_proto.events.model import Event, StateKey
 from sc_proto.room_versions import RoomVersion, get_room_version
 from sc_proto.state import MissingEventsError, prepare
@@ -312,7 +312,12 @@ class RoomInput:
         except MatrixError as e:
             logger.info("get_missing_events from %s failed: %s", origin, e.errcode, extra={"room_id": event.room_id})
             return
-        parsed = [Event.from_pdu(pdu, head.version) for pdu in found]
+        parsed: list[Event] = []
+        for pdu in found:
+            try:
+                parsed.append(Event.from_pdu(pdu, head.version))
+            except InvalidEventError:
+                logger.info("ignoring a malformed missing event from %s", origin, extra={"room_id": event.room_id})
         for missing in sorted(parsed, key=lambda e: (e.depth, e.event_id)):
             if missing.room_id != event.room_id:
                 continue

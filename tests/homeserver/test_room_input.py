@@ -303,3 +303,32 @@ class CurrentMembershipTests(RoomInputTestCase):
         self.assertEqual(ban.code, 200, ban.json_body)
         self.assertEqual(self.get_success(reader.get_membership(self.room_id, RITA)), "ban")
         self.assertIsNone(self.get_success(reader.get_membership(f"!unknown:{TEST_SERVER_NAME}", RITA)))
+
+
+class _FakeFetcher:
+    """The remote server's answer to ``/get_missing_events``: the PDUs it was given."""
+
+    def __init__(self, pdus: list[dict[str, Any]]) -> None:
+        self.pdus = pdus
+        self.asked: list[tuple[str, list[str]]] = []
+
+    async def get_missing_events(
+        self, destination: str, room_id: str, earliest: Any, latest: Any, limit: int
+    ) -> list[dict[str, Any]]:
+        self.asked.append((destination, list(latest)))
+        return self.pdus
+
+
+class MissingPrevEventsTests(RoomInputTestCase):
+    def test_missing_prev_is_fetched_from_the_origin(self) -> None:
+        """A PDU whose prev event we lack triggers get_missing_events; both are then accepted in order."""
+        self.join_rita()
+        first = self.remote_event("m.room.message", {"msgtype": "m.text", "body": "one"})
+        second = self.remote_event("m.room.message", {"msgtype": "m.text", "body": "two"}, prevs=[first.event_id])
+        fetcher = _FakeFetcher([dict(first.pdu)])
+        self.input._fetcher = fetcher
+        self.assertEqual(self.receive(second).status, PDUStatus.ACCEPTED)
+        self.assertEqual(fetcher.asked, [(REMOTE, [second.event_id])])
+        self.assertEqual(self.db_extremities(), {second.event_id})
+        ids = self.message_ids()
+        self.assertLess(ids.index(second.event_id), ids.index(first.event_id))  # newest first

@@ -24,13 +24,7 @@ OWNERS: dict[str, str] = {
 }
 """Table -> the one module whose SQL may name it (joins live with the store of the main table)."""
 
-LEGACY: set[tuple[str, str]] = {
-    # TODO(#10): move into EventStore/RoomStore *_txn methods (device-list membership context, unread counts).
-    ("homeserver/storage/stores/e2e_keys.py", "current_state"),
-    ("homeserver/storage/stores/e2e_keys.py", "events"),
-    ("homeserver/ephemeral/unread.py", "current_state"),
-    ("homeserver/ephemeral/unread.py", "events"),
-}
+LEGACY: set[tuple[str, str]] = set()
 """``(module, table)`` pairs not moved yet; must only shrink."""
 
 _SQL = re.compile(r"\b(?:FROM|INTO|UPDATE|TABLE)\s+(\w+)", re.IGNORECASE)

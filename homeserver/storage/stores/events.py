@@ -420,3 +420,45 @@ class EventStore:
             )
             found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
         return found
+
+    @staticmethod
+    def rooms_with_member_events_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> set[int]:
+        """Rooms where ``user_id``'s membership changed in ``(after, upto]`` (timeline events only)."""
+        txn.execute(
+            "SELECT DISTINCT room_nid FROM events WHERE type = 'm.room.member' AND state_key = ?"
+            " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL",
+            (user_id, after_stream, upto_stream, False),
+        )
+        return {int(r[0]) for r in txn.fetchall()}
+
+    @staticmethod
+    def membership_changes_txn(
+        txn: Txn, engine: DatabaseEngine, room_nids: Iterable[int], after_stream: int, upto_stream: int
+    ) -> list[tuple[int, int, str, str]]:
+        """Timeline membership events of ``room_nids`` in ``(after, upto]``:
+        ``(stream_ordering, room_nid, state_key, membership)`` in stream order."""
+        found: list[tuple[int, int, str, str]] = []
+        for fragment, args in engine.in_list_batches("room_nid", sorted(room_nids)):
+            txn.execute(
+                "SELECT stream_ordering, room_nid, state_key, membership FROM events"  # noqa: S608 - fragment is built
+                " WHERE type = 'm.room.member' AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ?"
+                f" AND rejected_reason IS NULL AND {fragment}",
+                [after_stream, upto_stream, False, *args],
+            )
+            found.extend((int(r[0]), int(r[1]), str(r[2]), str(r[3] or "")) for r in txn.fetchall())
+        found.sort(key=lambda item: item[0])
+        return found
+
+    @staticmethod
+    def recent_event_ids_of_types_txn(
+        txn: Txn, room_nid: int, after_stream: int, types: Sequence[str], limit: int
+    ) -> list[str]:
+        """The newest unredacted timeline events of ``types`` after ``after_stream``, newest first."""
+        marks = ", ".join("?" for _ in types)
+        txn.execute(
+            f"SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering > ? AND type IN ({marks})"  # noqa: S608
+            " AND outlier = ? AND rejected_reason IS NULL AND redacted_by IS NULL"
+            " ORDER BY stream_ordering DESC LIMIT ?",
+            (room_nid, after_stream, *types, False, limit),
+        )
+        return [str(r[0]) for r in txn.fetchall()]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 from homeserver.storage.engines.base import DatabaseEngine
@@ -179,6 +179,54 @@ class RoomStore:
             for nid, etype, event_id in txn.fetchall():
                 found[int(nid)][str(etype)] = str(event_id)
         return found
+
+    @staticmethod
+    def users_sharing_room_txn(txn: Txn, user_id: str) -> set[str]:
+        """Users joined to a room ``user_id`` is joined to (``user_id`` included if joined anywhere)."""
+        txn.execute(
+            "SELECT DISTINCT b.state_key FROM current_state AS a JOIN current_state AS b"
+            " ON b.room_nid = a.room_nid AND b.type = 'm.room.member' AND b.membership = 'join'"
+            " WHERE a.type = 'm.room.member' AND a.state_key = ? AND a.membership = 'join'",
+            (user_id,),
+        )
+        return {str(r[0]) for r in txn.fetchall()}
+
+    @staticmethod
+    def joined_room_nids_txn(txn: Txn, user_id: str) -> set[int]:
+        """The rooms ``user_id`` is joined to now."""
+        txn.execute(
+            "SELECT room_nid FROM current_state WHERE type = 'm.room.member' AND state_key = ?"
+            " AND membership = 'join'",
+            (user_id,),
+        )
+        return {int(r[0]) for r in txn.fetchall()}
+
+    @staticmethod
+    def joined_members_txn(txn: Txn, engine: DatabaseEngine, room_nids: Iterable[int]) -> dict[int, set[str]]:
+        """Per room, its joined members now (rooms without any are absent)."""
+        members: dict[int, set[str]] = {}
+        for fragment, args in engine.in_list_batches("room_nid", sorted(room_nids)):
+            txn.execute(
+                "SELECT room_nid, state_key FROM current_state WHERE type = 'm.room.member'"  # noqa: S608
+                f" AND membership = 'join' AND {fragment}",
+                args,
+            )
+            for room_nid, member in txn.fetchall():
+                members.setdefault(int(room_nid), set()).add(str(member))
+        return members
+
+    @staticmethod
+    def joined_counts_txn(txn: Txn, engine: DatabaseEngine, room_nids: Sequence[int]) -> dict[int, int]:
+        """Room nid -> joined member count now."""
+        counts: dict[int, int] = {}
+        for fragment, args in engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, COUNT(*) FROM current_state"  # noqa: S608
+                f" WHERE type = 'm.room.member' AND membership = 'join' AND {fragment} GROUP BY room_nid",
+                args,
+            )
+            counts.update({int(nid): int(count) for nid, count in txn.fetchall()})
+        return counts
 
     async def get_forward_extremities(self, room_nid: int) -> list[str]:
         def fwd_txn(txn: Txn) -> list[str]:

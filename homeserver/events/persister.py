@@ -8,6 +8,12 @@ stream of deltas, the client transaction ID and any redaction it applies; the st
 allocated in the same transaction. Only after the commit are caches updated and listeners woken, so an
 accepted event is durable before anyone hears of it.
 
+The current state moves as a diff from ``PersistContext.current_state_before`` to ``current_state_after``
+(one delta row per changed key), so a resolved state in a forked room is written whole. Outliers,
+rejected and soft-failed events (``PersistContext.hidden``) are stored with their graph edges but never
+become forward extremities, never change the current state, run no hooks and wake no client
+(docs/adr/0006-room-input.md).
+
 Stream positions can commit out of order on PostgreSQL; listeners are woken only once every lower
 position has finished (see :class:`~homeserver.storage.ids.StreamPositionTracker`), so a client never
 receives a token that skips an event still being written.

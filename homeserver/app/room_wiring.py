@@ -10,6 +10,8 @@ import logging
 import os
 from dataclasses import dataclass
 
+from homeserver.api.ports import RemoteEventFetcher
+from homeserver.events.input_queue import RoomInput
 from homeserver.events.persister import EventPersister
 from homeserver.events.serialize import EventSerializer
 from homeserver.rooms.messages import EventCreator
@@ -22,6 +24,7 @@ from homeserver.storage.stores.rooms import RoomStore
 from homeserver.storage.stores.state_groups import StateGroupStore
 from homeserver.streams import registry
 from homeserver.streams.notifier import Notifier
+from homeserver.streams.writer import StreamWriter
 from homeserver.util.clock import Clock
 from sc_proto.crypto.keys import SigningKey, generate_signing_key, read_signing_keys, write_signing_keys
 
@@ -60,20 +63,36 @@ class RoomServices:
     visibility: HistoryVisibilityFilter
     """History visibility: ``filter_events_for_client`` and room-state access (``/sync``, ``/messages``)."""
 
+    @property
+    def room_input(self) -> RoomInput:
+        """The room input (:class:`homeserver.api.services.RoomEventsAPI` for the federation adapter)."""
+        return self.creator.input
+
 
 async def build_room_services(
-    pool: DatabasePool, clock: Clock, server_name: str, signing_key: SigningKey, stores: Stores, notifier: Notifier
+    pool: DatabasePool,
+    clock: Clock,
+    server_name: str,
+    signing_key: SigningKey,
+    stores: Stores,
+    notifier: Notifier,
+    fetcher: RemoteEventFetcher | None = None,
 ) -> RoomServices:
-    """Builds the rooms core over ``stores``; reads the events stream's position from the database."""
+    """Builds the rooms core over ``stores``; reads the events stream's position from the database.
+
+    Args:
+        fetcher: how the room input asks other servers for missing events (default: local only).
+    """
     engine = pool.engine
     stream_ids = registry.id_allocator(registry.EVENTS, engine)
     room_nids = IdAllocator(engine, "rooms", "room_nid", "room_nid_seq")
     events, rooms, state_groups = stores.events, stores.rooms, stores.state_groups
-    tracker = StreamPositionTracker(await events.get_max_stream_ordering())
-    notifier.positions["events"] = tracker.current()
-    persister = EventPersister(pool, events, state_groups, stream_ids, tracker, notifier, clock.time_msec)
+    stream = StreamWriter(registry.EVENTS.name, stream_ids, await events.get_max_stream_ordering(), notifier)
+    tracker = stream.tracker
+    persister = EventPersister(pool, events, state_groups, stream, clock.time_msec)
     creator = EventCreator(
-        server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec
+        server_name, signing_key, pool, events, rooms, state_groups, persister, room_nids, clock.time_msec,
+        fetcher=fetcher,
     )
     serializer = EventSerializer(events, state_groups, clock.time_msec)
     visibility = HistoryVisibilityFilter(events, rooms, state_groups, creator)

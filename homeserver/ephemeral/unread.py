@@ -198,17 +198,10 @@ class UnreadCounter:
         self, txn: Txn, nids: Mapping[str, int], lower: Mapping[str, int], types: Sequence[str]
     ) -> dict[str, list[str]]:
         """Per room, the newest candidate event IDs after its lower bound, newest first."""
-        found: dict[str, list[str]] = {}
-        placeholders = ", ".join("?" for _ in types)
-        for room_id, nid in nids.items():
-            txn.execute(
-                f"SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering > ? AND type IN ({placeholders})"  # noqa: S608
-                " AND outlier = ? AND rejected_reason IS NULL AND redacted_by IS NULL"
-                " ORDER BY stream_ordering DESC LIMIT ?",
-                (nid, lower[room_id], *types, False, self._max),
-            )
-            found[room_id] = [str(r[0]) for r in txn.fetchall()]
-        return found
+        return {
+            room_id: EventStore.recent_event_ids_of_types_txn(txn, nid, lower[room_id], types, self._max)
+            for room_id, nid in nids.items()
+        }
 
     async def _classifiers(self, user_id: str, room_ids: Sequence[str], nids: Mapping[str, int]) -> dict[str, Classifier]:
         """Per room with candidates, how to tell whether an event notifies and highlights."""
@@ -239,15 +232,7 @@ class UnreadCounter:
 
     def _joined_counts_txn(self, txn: Txn, room_nids: Sequence[int]) -> dict[int, int]:
         """Room nid -> joined member count now (``room_member_count`` of the push rules)."""
-        counts: dict[int, int] = {}
-        for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
-            txn.execute(
-                "SELECT room_nid, COUNT(*) FROM current_state"  # noqa: S608
-                f" WHERE type = 'm.room.member' AND membership = 'join' AND {fragment} GROUP BY room_nid",
-                args,
-            )
-            counts.update({int(nid): int(count) for nid, count in txn.fetchall()})
-        return counts
+        return RoomStore.joined_counts_txn(txn, self._pool.engine, room_nids)
 
     async def _room_states(self, user_id: str, room_ids: Sequence[str]) -> dict[str, _RoomState]:
         """The user's display name (from their current member event) and the power levels, per room."""

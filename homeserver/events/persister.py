@@ -8,6 +8,12 @@ stream of deltas, the client transaction ID and any redaction it applies; the st
 allocated in the same transaction. Only after the commit are caches updated and listeners woken, so an
 accepted event is durable before anyone hears of it.
 
+The current state moves as a diff from ``PersistContext.current_state_before`` to ``current_state_after``
+(one delta row per changed key), so a resolved state in a forked room is written whole. Outliers,
+rejected and soft-failed events (``PersistContext.hidden``) are stored with their graph edges but never
+become forward extremities, never change the current state, run no hooks and wake no client
+(docs/adr/0006-room-input.md).
+
 Stream positions can commit out of order on PostgreSQL; listeners are woken only once every lower
 position has finished (see :class:`~homeserver.storage.ids.StreamPositionTracker`), so a client never
 receives a token that skips an event still being written.
@@ -16,18 +22,16 @@ receives a token that skips an event still being written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
-from homeserver.storage.ids import IdAllocator, StreamPositionTracker
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.events import EventStore, StoredEvent
-from homeserver.storage.stores.rooms import RoomRecord
+from homeserver.storage.stores.rooms import RoomRecord, RoomStore
 from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
-from homeserver.streams.notifier import Notifier
+from homeserver.streams.writer import StreamWriter
 from sc_proto.events.model import Event
-from sc_proto.json import encode_json
 
 logger = logging.getLogger(__name__)
 
@@ -64,6 +68,23 @@ class PersistContext:
     extra_users: frozenset[str] = field(default_factory=frozenset)
     new_room: tuple[int, str] | None = None
     """For a create event: ``(room_nid, creator)`` of the room row to insert in the same transaction."""
+    outlier: bool = False
+    """Store without state: no state group, no forward extremity, no current-state change, hidden."""
+    rejected_reason: str | None = None
+    """The auth rule that rejected the event: stored, never in current state, timeline or extremities."""
+    soft_failed: bool = False
+    """Authorised against ``state_before`` but not the current state: stored with its state group but
+    outside the timeline (``outlier`` row flag) and not a forward extremity."""
+    current_state_before: StateMap | None = None
+    """The room's current state before the event; None means ``state_before`` (a linear room)."""
+    current_state_after: StateMap | None = None
+    """The room's current state after the event; None means the state after the event (its prev events
+    covered every forward extremity)."""
+
+    @property
+    def hidden(self) -> bool:
+        """Whether the event stays outside the room's timeline (never in /sync, /messages, search)."""
+        return self.outlier or self.rejected_reason is not None or self.soft_failed
 
 
 @dataclass(frozen=True)
@@ -79,9 +100,8 @@ class EventPersister:
         pool: the database pool.
         events: the event store (cache updated after commit).
         state_groups: the state-group store.
-        stream_ids: allocator of stream orderings.
-        tracker: tracks finished stream positions.
-        notifier: woken after commits.
+        stream: the ``events`` stream writer: allocates stream orderings in the transaction and wakes
+            listeners once every lower ordering has finished.
         time_msec: the clock.
     """
 
@@ -90,19 +110,14 @@ class EventPersister:
         pool: DatabasePool,
         events: EventStore,
         state_groups: StateGroupStore,
-        stream_ids: IdAllocator,
-        tracker: StreamPositionTracker,
-        notifier: Notifier,
+        stream: StreamWriter,
         time_msec: Callable[[], int],
     ) -> None:
         self._pool = pool
         self._events = events
         self._state_groups = state_groups
-        self._stream_ids = stream_ids
-        self._tracker = tracker
-        self._notifier = notifier
+        self._stream = stream
         self._now = time_msec
-        self._pending_wakeups: list[tuple[int, frozenset[str], frozenset[str]]] = []
         self.on_persisted: list[Callable[[PersistedEvent], None]] = []
         """Called on the reactor after each commit (caches, notifications). Must not raise."""
         self.in_txn_hooks: list[Callable[[Txn, Event, int, int], None]] = []
@@ -117,7 +132,7 @@ class EventPersister:
             Exception: the transaction failed; nothing was written and nobody was told.
         """
         state_after: dict[tuple[str, str], str] = dict(ctx.state_before)
-        if event.state_key is not None:
+        if event.state_key is not None and ctx.rejected_reason is None and not ctx.outlier:
             state_after[(event.type, event.state_key)] = event.event_id
         received = self._now()
         try:
@@ -127,10 +142,15 @@ class EventPersister:
         except BaseException:
             # Our position finished (rolled back): events committed above it and held back behind it
             # are now readable, and their waiters must hear of it now, not at the next persist.
-            self._announce_ready()
+            self._stream.flush()
             raise
         persisted = PersistedEvent(stored, MappingProxyType(state_after))
         self._events.cache_event(stored)
+        if ctx.hidden:
+            # Outliers, rejected and soft-failed events: no client hears of them (no hooks, no
+            # wake-up), but held-back positions below ours may now be readable.
+            self._stream.flush()
+            return persisted
         if ctx.applies_redaction is not None:
             self._events.mark_redacted(ctx.applies_redaction, event.event_id)
         for hook in self.on_persisted:
@@ -141,23 +161,8 @@ class EventPersister:
         users = set(ctx.extra_users)
         if event.type == "m.room.member" and event.state_key is not None:
             users.add(event.state_key)
-        self._announce(stored.stream_ordering, frozenset(users), frozenset({event.room_id}))
+        self._stream.announce(stored.stream_ordering, users, {event.room_id})
         return persisted
-
-    def _announce(self, stream: int, users: frozenset[str], rooms: frozenset[str]) -> None:
-        self._pending_wakeups.append((stream, users, rooms))
-        self._announce_ready()
-
-    def _announce_ready(self) -> None:
-        """Wakes the waiters of every held-back event whose position the tracker has now reached."""
-        current = self._tracker.current()
-        ready = [p for p in self._pending_wakeups if p[0] <= current]
-        if not ready:
-            return
-        self._pending_wakeups = [p for p in self._pending_wakeups if p[0] > current]
-        all_users = frozenset().union(*(p[1] for p in ready))
-        all_rooms = frozenset().union(*(p[2] for p in ready))
-        self._notifier.on_new("events", current, all_users, all_rooms)
 
     def _persist_txn(
         self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap, received: int
@@ -168,81 +173,55 @@ class EventPersister:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (room.room_nid, room.room_id, room.room_version, ctx.new_room[1], False, received),
             )
-        stream = self._stream_ids.next_tracked_id_txn(txn, self._tracker)
-        txn.call_after(self._tracker.finished, stream)
-        txn.call_on_exception(self._tracker.finished, stream)
-        group_before = ctx.state_group_before
-        if event.state_key is not None:
-            group_after: int | None = self._state_groups.store_state_txn(
-                txn, room.room_nid, group_before, ctx.state_before if group_before is not None else None, state_after
-            )
-        else:
-            group_after = group_before
-        txn.execute(
-            "INSERT INTO events (stream_ordering, event_id, room_nid, type, state_key, sender, depth,"
-            " origin_server_ts, received_ts, outlier, state_group_before, state_group_after, membership,"
-            " txn_id, device_id, json) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-            (
-                stream, event.event_id, room.room_nid, event.type, event.state_key, event.sender, event.depth,
-                event.origin_server_ts, received, False, group_before, group_after, event.membership,
-                ctx.txn.txn_id if ctx.txn else None, ctx.txn.device_id if ctx.txn else None,
-                encode_json(dict(event.pdu)).decode("utf-8"),
-            ),
+        stream = self._stream.next_id_txn(txn)
+        group_before, group_after = self._state_groups_txn(txn, room, event, ctx, state_after)
+        stored = StoredEvent(
+            event=event, stream_ordering=stream, room_nid=room.room_nid, outlier=ctx.outlier or ctx.soft_failed,
+            rejected_reason=ctx.rejected_reason, state_group_before=group_before, state_group_after=group_after,
+            redacted_by=None, txn_id=ctx.txn.txn_id if ctx.txn else None,
+            device_id=ctx.txn.device_id if ctx.txn else None, received_ts=received,
         )
-        if event.prev_event_ids:
-            txn.execute_many(
-                "INSERT INTO event_edges (event_nid, prev_event_id) VALUES (?, ?)",
-                [(stream, p) for p in dict.fromkeys(event.prev_event_ids)],
-            )
-            for fragment, args in self._pool.engine.in_list_batches("event_id", list(event.prev_event_ids)):
-                txn.execute(f"DELETE FROM forward_extremities WHERE room_nid = ? AND {fragment}", [room.room_nid, *args])  # noqa: S608
-        if event.auth_event_ids:
-            txn.execute_many(
-                "INSERT INTO event_auth_edges (event_nid, auth_event_id) VALUES (?, ?)",
-                [(stream, a) for a in dict.fromkeys(event.auth_event_ids)],
-            )
-        txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room.room_nid, event.event_id))
-        if event.state_key is not None:
-            self._update_current_state_txn(txn, room, event, stream, ctx.state_before)
+        self._events.insert_event_txn(txn, stored, soft_failed=ctx.soft_failed)
+        if ctx.hidden:
+            return stored
+        RoomStore.advance_extremities_txn(txn, self._pool.engine, room.room_nid, event)
+        self._update_current_state_txn(txn, room, event, ctx, state_after, stream)
         if ctx.txn is not None:
             t = ctx.txn
-            txn.execute(
-                "INSERT INTO event_txn_ids (user_id, device_id, room_id, txn_id, event_id, created_ts)"
-                " VALUES (?, ?, ?, ?, ?, ?)",
-                (t.user_id, t.device_id, t.room_id, t.txn_id, event.event_id, received),
-            )
+            EventStore.insert_txn_id_txn(txn, t.user_id, t.device_id, t.room_id, t.txn_id, event.event_id, received)
         for hook in self.in_txn_hooks:
             hook(txn, event, stream, room.room_nid)
         if ctx.applies_redaction is not None:
-            txn.execute("INSERT INTO redactions (redacts, event_id) VALUES (?, ?)", (ctx.applies_redaction, event.event_id))
-            txn.execute(
-                "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
-                (event.event_id, ctx.applies_redaction, room.room_nid),
-            )
-        return StoredEvent(
-            event=event, stream_ordering=stream, room_nid=room.room_nid, outlier=False, rejected_reason=None,
-            state_group_before=group_before, state_group_after=group_after, redacted_by=None,
-            txn_id=ctx.txn.txn_id if ctx.txn else None, device_id=ctx.txn.device_id if ctx.txn else None,
-            received_ts=received,
-        )
+            EventStore.apply_redaction_txn(txn, room.room_nid, ctx.applies_redaction, event.event_id)
+        return stored
 
-    @staticmethod
+    def _state_groups_txn(
+        self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap
+    ) -> tuple[int | None, int | None]:
+        """The state groups before and after the event, storing the latter when it is new.
+
+        Outliers have none; a rejected event keeps the group before (it changes nothing). A group is
+        stored when the event changes state, or when the state before has no group yet (the
+        resolution of several extremities).
+        """
+        if ctx.outlier:
+            return None, None
+        group_before = ctx.state_group_before
+        if group_before is None and ctx.state_before:
+            group_before = self._state_groups.store_state_txn(txn, room.room_nid, None, None, ctx.state_before)
+        if event.state_key is None or ctx.rejected_reason is not None:
+            return group_before, group_before
+        prev_state = ctx.state_before if group_before is not None else None
+        return group_before, self._state_groups.store_state_txn(txn, room.room_nid, group_before, prev_state, state_after)
+
     def _update_current_state_txn(
-        txn: Txn, room: RoomRecord, event: Event, stream: int, state_before: Mapping[tuple[str, str], str]
+        self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap, stream: int
     ) -> None:
-        key = (event.type, event.state_key or "")
-        prev = state_before.get(key)
-        txn.execute(
-            "DELETE FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?", (room.room_nid, key[0], key[1])
-        )
-        txn.execute(
-            "INSERT INTO current_state (room_nid, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
-            (room.room_nid, key[0], key[1], event.event_id, event.membership),
-        )
-        txn.execute(
-            "INSERT INTO current_state_deltas (stream_id, room_nid, type, state_key, event_id, prev_event_id)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (stream, room.room_nid, key[0], key[1], event.event_id, prev),
-        )
-
-
+        """Moves the room's current state to the state after the event (or ``ctx.current_state_after``)."""
+        old = ctx.current_state_before if ctx.current_state_before is not None else ctx.state_before
+        new = ctx.current_state_after if ctx.current_state_after is not None else state_after
+        added = [e for k, e in new.items() if k[0] == "m.room.member" and old.get(k) != e and e != event.event_id]
+        stored = self._events.get_events_txn(txn, added) if added else {}
+        memberships = {e: s.event.membership for e, s in stored.items()}
+        memberships[event.event_id] = event.membership
+        RoomStore.update_current_state_txn(txn, room.room_nid, stream, old, new, memberships)

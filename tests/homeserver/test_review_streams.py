@@ -30,7 +30,7 @@ class LostWakeupTests(SyncTestCase):
 
         persister = self.hs.rooms.persister
         tracker = self.hs.rooms.stream_tracker
-        allocator = persister._stream_ids
+        allocator = persister._stream._allocator
         # Another persist (e.g. in another room) has allocated a position and is still writing.
         held = self.get_success(self.hs.pool.run_txn("reserve", allocator.next_id_txn))
         tracker.started(held)
@@ -121,7 +121,7 @@ class AllocationOrderTests(SyncTestCase):
         room_id = self.create_room()
         tracker = self.hs.rooms.stream_tracker
         persister = self.hs.rooms.persister
-        allocator = persister._stream_ids
+        allocator = persister._stream._allocator
         drawn: list[int] = []
         original = allocator.next_tracked_id_txn
 

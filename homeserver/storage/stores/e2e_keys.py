@@ -27,6 +27,8 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.events import EventStore
+from homeserver.storage.stores.rooms import RoomStore
 
 JsonDict = dict[str, Any]
 
@@ -293,16 +295,8 @@ class DeviceListStore:
             return set()
         return await self._pool.run_read("device_lists_users_changed", changed_txn)
 
-    @staticmethod
-    def users_sharing_room_txn(txn: Txn, user_id: str) -> set[str]:
-        """Users joined to a room ``user_id`` is joined to (``user_id`` included if joined anywhere)."""
-        txn.execute(
-            "SELECT DISTINCT b.state_key FROM current_state AS a JOIN current_state AS b"
-            " ON b.room_nid = a.room_nid AND b.type = 'm.room.member' AND b.membership = 'join'"
-            " WHERE a.type = 'm.room.member' AND a.state_key = ? AND a.membership = 'join'",
-            (user_id,),
-        )
-        return {str(r[0]) for r in txn.fetchall()}
+    users_sharing_room_txn = staticmethod(RoomStore.users_sharing_room_txn)
+    """Users joined to a room ``user_id`` is joined to (owned by :class:`RoomStore`)."""
 
     async def get_users_sharing_room(self, user_id: str) -> set[str]:
         """Users joined to a room ``user_id`` is joined to (``user_id`` included if joined anywhere)."""
@@ -321,51 +315,18 @@ class DeviceListStore:
         """
 
         def context_txn(txn: Txn) -> tuple[set[int], list[MembershipChange], dict[int, set[str]]]:
-            txn.execute(
-                "SELECT room_nid FROM current_state WHERE type = 'm.room.member' AND state_key = ?"
-                " AND membership = 'join'",
-                (user_id,),
-            )
-            joined_now = {int(r[0]) for r in txn.fetchall()}
+            joined_now = RoomStore.joined_room_nids_txn(txn, user_id)
             if from_stream >= to_stream:
                 return joined_now, [], {}
-            txn.execute(
-                "SELECT DISTINCT room_nid FROM events WHERE type = 'm.room.member' AND state_key = ?"
-                " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL",
-                (user_id, from_stream, to_stream, False),
-            )
-            rooms = joined_now | {int(r[0]) for r in txn.fetchall()}
-            changes = _membership_events_txn(txn, rooms, from_stream, to_stream)
+            rooms = joined_now | EventStore.rooms_with_member_events_txn(txn, user_id, from_stream, to_stream)
+            changes = [
+                MembershipChange(room_nid, member, membership)
+                for _, room_nid, member, membership in EventStore.membership_changes_txn(
+                    txn, txn.engine, rooms, from_stream, to_stream
+                )
+            ]
             touched = {c.room_nid for c in changes}
-            return joined_now, changes, _joined_members_txn(txn, touched)
+            return joined_now, changes, RoomStore.joined_members_txn(txn, txn.engine, touched)
 
         return await self._pool.run_read("device_lists_membership_context", context_txn)
 
-
-def _membership_events_txn(txn: Txn, room_nids: Iterable[int], from_stream: int, to_stream: int) -> list[MembershipChange]:
-    found: list[tuple[int, MembershipChange]] = []
-    for fragment, args in txn.engine.in_list_batches("room_nid", sorted(room_nids)):
-        txn.execute(
-            "SELECT stream_ordering, room_nid, state_key, membership FROM events"  # noqa: S608 - fragment is built
-            " WHERE type = 'm.room.member' AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ?"
-            f" AND rejected_reason IS NULL AND {fragment}",
-            [from_stream, to_stream, False, *args],
-        )
-        found.extend(
-            (int(r[0]), MembershipChange(int(r[1]), str(r[2]), str(r[3] or ""))) for r in txn.fetchall()
-        )
-    found.sort(key=lambda item: item[0])
-    return [change for _, change in found]
-
-
-def _joined_members_txn(txn: Txn, room_nids: Iterable[int]) -> dict[int, set[str]]:
-    members: dict[int, set[str]] = {}
-    for fragment, args in txn.engine.in_list_batches("room_nid", sorted(room_nids)):
-        txn.execute(
-            "SELECT room_nid, state_key FROM current_state WHERE type = 'm.room.member'"  # noqa: S608
-            f" AND membership = 'join' AND {fragment}",
-            args,
-        )
-        for room_nid, member in txn.fetchall():
-            members.setdefault(int(room_nid), set()).add(str(member))
-    return members

@@ -13,8 +13,10 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, replace
 from typing import Any
 
+from homeserver.storage.engines.base import DatabaseEngine
 from homeserver.storage.pool import DatabasePool, Txn
 from sc_proto.events.model import Event
+from sc_proto.json import encode_json
 from sc_proto.room_versions import get_room_version
 
 
@@ -324,3 +326,139 @@ class EventStore:
             return int(row[0]) if row and row[0] is not None else 0
 
         return await self._pool.run_read("get_max_stream_ordering", max_txn)
+
+    # ------------------------------------------------------------------ writes (inside the persist transaction)
+
+    def insert_event_txn(
+        self,
+        txn: Txn,
+        stored: StoredEvent,
+        *,
+        soft_failed: bool = False,
+    ) -> None:
+        """Inserts the event row and its graph edges (prev and auth events) of ``stored``."""
+        event = stored.event
+        txn.execute(
+            "INSERT INTO events (stream_ordering, event_id, room_nid, type, state_key, sender, depth,"
+            " origin_server_ts, received_ts, outlier, rejected_reason, soft_failed, state_group_before,"
+            " state_group_after, membership, txn_id, device_id, json)"
+            " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (
+                stored.stream_ordering, event.event_id, stored.room_nid, event.type, event.state_key, event.sender,
+                event.depth, event.origin_server_ts, stored.received_ts, stored.outlier, stored.rejected_reason,
+                soft_failed, stored.state_group_before, stored.state_group_after, event.membership,
+                stored.txn_id, stored.device_id, encode_json(dict(event.pdu)).decode("utf-8"),
+            ),
+        )
+        if event.prev_event_ids:
+            txn.execute_many(
+                "INSERT INTO event_edges (event_nid, prev_event_id) VALUES (?, ?)",
+                [(stored.stream_ordering, p) for p in dict.fromkeys(event.prev_event_ids)],
+            )
+        if event.auth_event_ids:
+            txn.execute_many(
+                "INSERT INTO event_auth_edges (event_nid, auth_event_id) VALUES (?, ?)",
+                [(stored.stream_ordering, a) for a in dict.fromkeys(event.auth_event_ids)],
+            )
+
+    @staticmethod
+    def insert_txn_id_txn(
+        txn: Txn, user_id: str, device_id: str, room_id: str, txn_id: str, event_id: str, now: int
+    ) -> None:
+        """Records which event a client transaction ID produced."""
+        txn.execute(
+            "INSERT INTO event_txn_ids (user_id, device_id, room_id, txn_id, event_id, created_ts)"
+            " VALUES (?, ?, ?, ?, ?, ?)",
+            (user_id, device_id, room_id, txn_id, event_id, now),
+        )
+
+    @staticmethod
+    def apply_redaction_txn(txn: Txn, room_nid: int, redacts: str, redaction_id: str) -> None:
+        """Records that ``redaction_id`` redacts ``redacts`` (the target row is marked once)."""
+        txn.execute("INSERT INTO redactions (redacts, event_id) VALUES (?, ?)", (redacts, redaction_id))
+        txn.execute(
+            "UPDATE events SET redacted_by = ? WHERE event_id = ? AND room_nid = ? AND redacted_by IS NULL",
+            (redaction_id, redacts, room_nid),
+        )
+
+    # ------------------------------------------------------------------ reads for other stores (inside their transactions)
+
+    @staticmethod
+    def event_room_nid_txn(txn: Txn, event_id: str) -> int | None:
+        """The room of a stored event, or None."""
+        txn.execute("SELECT room_nid FROM events WHERE event_id = ?", (event_id,))
+        row = txn.fetchone()
+        return None if row is None else int(row[0])
+
+    @staticmethod
+    def is_redacted_txn(txn: Txn, event_id: str) -> bool:
+        """Whether an authorised redaction applies to the event (``events.redacted_by``)."""
+        txn.execute("SELECT 1 FROM events WHERE event_id = ? AND redacted_by IS NOT NULL", (event_id,))
+        return txn.fetchone() is not None
+
+    @staticmethod
+    def membership_events_for_user_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> list[tuple[int, str, int]]:
+        """The user's timeline membership events in ``(after, upto]``: ``(room_nid, event_id, stream)`` in order."""
+        txn.execute(
+            "SELECT room_nid, event_id, stream_ordering FROM events WHERE type = 'm.room.member' AND state_key = ?"
+            " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+            " ORDER BY stream_ordering",
+            (user_id, after_stream, upto_stream, False),
+        )
+        return [(int(r[0]), str(r[1]), int(r[2])) for r in txn.fetchall()]
+
+    @staticmethod
+    def latest_join_streams_txn(txn: Txn, engine: DatabaseEngine, user_id: str, room_nids: Sequence[int]) -> dict[int, int]:
+        """Per room, the stream ordering of ``user_id``'s latest timeline join event (never joined: absent)."""
+        found: dict[int, int] = {}
+        for fragment, args in engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"  # noqa: S608
+                " AND state_key = ? AND membership = 'join' AND outlier = ? AND rejected_reason IS NULL"
+                f" AND {fragment} GROUP BY room_nid",
+                [user_id, False, *args],
+            )
+            found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
+        return found
+
+    @staticmethod
+    def rooms_with_member_events_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> set[int]:
+        """Rooms where ``user_id``'s membership changed in ``(after, upto]`` (timeline events only)."""
+        txn.execute(
+            "SELECT DISTINCT room_nid FROM events WHERE type = 'm.room.member' AND state_key = ?"
+            " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL",
+            (user_id, after_stream, upto_stream, False),
+        )
+        return {int(r[0]) for r in txn.fetchall()}
+
+    @staticmethod
+    def membership_changes_txn(
+        txn: Txn, engine: DatabaseEngine, room_nids: Iterable[int], after_stream: int, upto_stream: int
+    ) -> list[tuple[int, int, str, str]]:
+        """Timeline membership events of ``room_nids`` in ``(after, upto]``:
+        ``(stream_ordering, room_nid, state_key, membership)`` in stream order."""
+        found: list[tuple[int, int, str, str]] = []
+        for fragment, args in engine.in_list_batches("room_nid", sorted(room_nids)):
+            txn.execute(
+                "SELECT stream_ordering, room_nid, state_key, membership FROM events"  # noqa: S608 - fragment is built
+                " WHERE type = 'm.room.member' AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ?"
+                f" AND rejected_reason IS NULL AND {fragment}",
+                [after_stream, upto_stream, False, *args],
+            )
+            found.extend((int(r[0]), int(r[1]), str(r[2]), str(r[3] or "")) for r in txn.fetchall())
+        found.sort(key=lambda item: item[0])
+        return found
+
+    @staticmethod
+    def recent_event_ids_of_types_txn(
+        txn: Txn, room_nid: int, after_stream: int, types: Sequence[str], limit: int
+    ) -> list[str]:
+        """The newest unredacted timeline events of ``types`` after ``after_stream``, newest first."""
+        marks = ", ".join("?" for _ in types)
+        txn.execute(
+            f"SELECT event_id FROM events WHERE room_nid = ? AND stream_ordering > ? AND type IN ({marks})"  # noqa: S608
+            " AND outlier = ? AND rejected_reason IS NULL AND redacted_by IS NULL"
+            " ORDER BY stream_ordering DESC LIMIT ?",
+            (room_nid, after_stream, *types, False, limit),
+        )
+        return [str(r[0]) for r in txn.fetchall()]

@@ -25,6 +25,7 @@ from homeserver.relations.model import (
     replacement_shape_ok,
 )
 from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.events import EventStore
 from sc_proto.events.model import Event
 
 MAX_RECURSION_DEPTH = 3
@@ -85,9 +86,8 @@ class RelationStore:
         relation = parse_relation(event.content)
         if relation is None or relation.parent_id == event.event_id:
             return changed
-        txn.execute("SELECT room_nid FROM events WHERE event_id = ?", (relation.parent_id,))
-        parent = txn.fetchone()
-        if parent is not None and int(parent[0]) != room_nid:
+        parent_room = EventStore.event_room_nid_txn(txn, relation.parent_id)
+        if parent_room is not None and parent_room != room_nid:
             return changed  # relationships across rooms are ignored (spec)
         txn.execute(
             "INSERT INTO event_relations (event_nid, event_id, relates_to_id, rel_type, room_nid, sender, type,"

@@ -8,9 +8,9 @@ the order and one for the state event IDs of the page (the events themselves com
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.rooms import RoomStore
 
 # The state a directory entry is built from (all with state_key "").
 DIRECTORY_STATE_TYPES = (
@@ -49,23 +49,12 @@ class RoomDirectoryStore:
     async def get_directory_state_ids(self, room_nids: Sequence[int]) -> dict[int, dict[str, str]]:
         """Per room, ``type -> event_id`` of the current :data:`DIRECTORY_STATE_TYPES` events."""
 
-        def state_txn(txn: Txn) -> dict[int, dict[str, str]]:
-            found: dict[int, dict[str, str]] = {nid: {} for nid in room_nids}
-            types = ", ".join("?" for _ in DIRECTORY_STATE_TYPES)
-            for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
-                params: list[Any] = [*DIRECTORY_STATE_TYPES, *args]
-                txn.execute(
-                    "SELECT room_nid, type, event_id FROM current_state"  # noqa: S608 - placeholders only
-                    f" WHERE state_key = '' AND type IN ({types}) AND {fragment}",
-                    params,
-                )
-                for nid, etype, event_id in txn.fetchall():
-                    found[int(nid)][str(etype)] = str(event_id)
-            return found
-
         if not room_nids:
             return {}
-        return await self._pool.run_read("get_directory_state_ids", state_txn)
+        return await self._pool.run_read(
+            "get_directory_state_ids", RoomStore.current_state_of_types_txn, self._pool.engine, room_nids,
+            DIRECTORY_STATE_TYPES,
+        )
 
     async def move_aliases(self, old_room_id: str, new_room_id: str) -> list[str]:
         """Points every alias of ``old_room_id`` at ``new_room_id``; returns the moved aliases."""

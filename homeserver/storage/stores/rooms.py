@@ -2,11 +2,13 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
+from homeserver.storage.engines.base import DatabaseEngine
 from homeserver.storage.pool import DatabasePool, Txn
-from sc_proto.events.model import StateKey
+from homeserver.storage.stores.events import EventStore
+from sc_proto.events.model import Event, StateKey
 
 
 @dataclass(frozen=True)
@@ -111,6 +113,121 @@ class RoomStore:
 
         return await self._pool.run_read("get_current_state_ids", state_txn)
 
+    @staticmethod
+    def update_current_state_txn(
+        txn: Txn,
+        room_nid: int,
+        stream_id: int,
+        old: Mapping[StateKey, str],
+        new: Mapping[StateKey, str],
+        memberships: Mapping[str, str | None],
+    ) -> None:
+        """Moves a room's ``current_state`` from ``old`` to ``new`` as a diff.
+
+        Removed keys are deleted, added and changed keys upserted, and every changed key gets one
+        ``current_state_deltas`` row at ``stream_id`` with its previous event (NULL event for a removal).
+
+        Args:
+            memberships: the ``membership`` of each new ``m.room.member`` event, by event ID.
+        """
+        changed = [k for k in dict.fromkeys([*old, *new]) if old.get(k) != new.get(k)]
+        for key in changed:
+            txn.execute(
+                "DELETE FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?", (room_nid, key[0], key[1])
+            )
+            event_id = new.get(key)
+            if event_id is not None:
+                txn.execute(
+                    "INSERT INTO current_state (room_nid, type, state_key, event_id, membership) VALUES (?, ?, ?, ?, ?)",
+                    (room_nid, key[0], key[1], event_id, memberships.get(event_id)),
+                )
+            txn.execute(
+                "INSERT INTO current_state_deltas (stream_id, room_nid, type, state_key, event_id, prev_event_id)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (stream_id, room_nid, key[0], key[1], event_id, old.get(key)),
+            )
+
+    @staticmethod
+    def advance_extremities_txn(txn: Txn, engine: DatabaseEngine, room_nid: int, event: Event) -> None:
+        """Makes ``event`` a forward extremity of its room in place of its prev events."""
+        for fragment, args in engine.in_list_batches("event_id", list(event.prev_event_ids)):
+            txn.execute(f"DELETE FROM forward_extremities WHERE room_nid = ? AND {fragment}", [room_nid, *args])  # noqa: S608
+        txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room_nid, event.event_id))
+
+    @staticmethod
+    def has_current_state_txn(txn: Txn, room_nid: int, event_type: str, state_key: str) -> bool:
+        """Whether the room's current state (as written so far in ``txn``) has ``(event_type, state_key)``."""
+        txn.execute(
+            "SELECT 1 FROM current_state WHERE room_nid = ? AND type = ? AND state_key = ?",
+            (room_nid, event_type, state_key),
+        )
+        return txn.fetchone() is not None
+
+    @staticmethod
+    def current_state_of_types_txn(
+        txn: Txn, engine: DatabaseEngine, room_nids: Sequence[int], types: Sequence[str]
+    ) -> dict[int, dict[str, str]]:
+        """Per room, ``type -> event_id`` of the current state events of ``types`` with an empty state key."""
+        found: dict[int, dict[str, str]] = {nid: {} for nid in room_nids}
+        marks = ", ".join("?" for _ in types)
+        for fragment, args in engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, type, event_id FROM current_state"  # noqa: S608 - placeholders only
+                f" WHERE state_key = '' AND type IN ({marks}) AND {fragment}",
+                [*types, *args],
+            )
+            for nid, etype, event_id in txn.fetchall():
+                found[int(nid)][str(etype)] = str(event_id)
+        return found
+
+    @staticmethod
+    def users_sharing_room_txn(txn: Txn, user_id: str) -> set[str]:
+        """Users joined to a room ``user_id`` is joined to (``user_id`` included if joined anywhere)."""
+        txn.execute(
+            "SELECT DISTINCT b.state_key FROM current_state AS a JOIN current_state AS b"
+            " ON b.room_nid = a.room_nid AND b.type = 'm.room.member' AND b.membership = 'join'"
+            " WHERE a.type = 'm.room.member' AND a.state_key = ? AND a.membership = 'join'",
+            (user_id,),
+        )
+        return {str(r[0]) for r in txn.fetchall()}
+
+    @staticmethod
+    def joined_room_nids_txn(txn: Txn, user_id: str) -> set[int]:
+        """The rooms ``user_id`` is joined to now."""
+        txn.execute(
+            "SELECT room_nid FROM current_state WHERE type = 'm.room.member' AND state_key = ?"
+            " AND membership = 'join'",
+            (user_id,),
+        )
+        return {int(r[0]) for r in txn.fetchall()}
+
+    @staticmethod
+    def joined_members_txn(txn: Txn, engine: DatabaseEngine, room_nids: Iterable[int]) -> dict[int, set[str]]:
+        """Per room, its joined members now (rooms without any are absent)."""
+        members: dict[int, set[str]] = {}
+        for fragment, args in engine.in_list_batches("room_nid", sorted(room_nids)):
+            txn.execute(
+                "SELECT room_nid, state_key FROM current_state WHERE type = 'm.room.member'"  # noqa: S608
+                f" AND membership = 'join' AND {fragment}",
+                args,
+            )
+            for room_nid, member in txn.fetchall():
+                members.setdefault(int(room_nid), set()).add(str(member))
+        return members
+
+    @staticmethod
+    def joined_counts_txn(txn: Txn, engine: DatabaseEngine, room_nids: Sequence[int]) -> dict[int, int]:
+        """Room nid -> joined member count now."""
+        counts: dict[int, int] = {}
+        for fragment, args in engine.in_list_batches("room_nid", list(room_nids)):
+            txn.execute(
+                "SELECT room_nid, COUNT(*) FROM current_state"  # noqa: S608
+                f" WHERE type = 'm.room.member' AND membership = 'join' AND {fragment} GROUP BY room_nid",
+                args,
+            )
+            counts.update({int(nid): int(count) for nid, count in txn.fetchall()})
+        return counts
+
     async def get_forward_extremities(self, room_nid: int) -> list[str]:
         def fwd_txn(txn: Txn) -> list[str]:
             txn.execute("SELECT event_id FROM forward_extremities WHERE room_nid = ? ORDER BY event_id", (room_nid,))
@@ -151,36 +268,19 @@ class RoomStore:
     async def get_membership_events_for_user(self, user_id: str, after_stream: int, upto_stream: int) -> list[tuple[int, str, int]]:
         """The user's membership events in ``(after, upto]``: ``(room_nid, event_id, stream)`` in order."""
 
-        def changes_txn(txn: Txn) -> list[tuple[int, str, int]]:
-            txn.execute(
-                "SELECT room_nid, event_id, stream_ordering FROM events WHERE type = 'm.room.member' AND state_key = ?"
-                " AND stream_ordering > ? AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
-                " ORDER BY stream_ordering",
-                (user_id, after_stream, upto_stream, False),
-            )
-            return [(int(r[0]), str(r[1]), int(r[2])) for r in txn.fetchall()]
-
-        return await self._pool.run_read("get_membership_events_for_user", changes_txn)
+        return await self._pool.run_read(
+            "get_membership_events_for_user", EventStore.membership_events_for_user_txn, user_id, after_stream, upto_stream
+        )
 
     async def get_latest_join_streams(self, user_id: str, room_nids: Sequence[int]) -> dict[int, int]:
         """Per room, the stream ordering of ``user_id``'s latest join event (rooms never joined are
         left out). History visibility ``shared`` and "was ever a member" checks use it."""
 
-        def joins_txn(txn: Txn) -> dict[int, int]:
-            found: dict[int, int] = {}
-            for fragment, args in self._pool.engine.in_list_batches("room_nid", list(room_nids)):
-                txn.execute(
-                    "SELECT room_nid, MAX(stream_ordering) FROM events WHERE type = 'm.room.member'"  # noqa: S608
-                    " AND state_key = ? AND membership = 'join' AND outlier = ? AND rejected_reason IS NULL"
-                    f" AND {fragment} GROUP BY room_nid",
-                    [user_id, False, *args],
-                )
-                found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
-            return found
-
         if not room_nids:
             return {}
-        return await self._pool.run_read("get_latest_join_streams", joins_txn)
+        return await self._pool.run_read(
+            "get_latest_join_streams", EventStore.latest_join_streams_txn, self._pool.engine, user_id, room_nids
+        )
 
     async def get_user_memberships(self, user_id: str) -> dict[int, tuple[str, str, int]]:
         """Every room where ``user_id`` has a current membership: ``room_nid -> (membership, event_id,

@@ -27,6 +27,8 @@ from typing import Any
 
 from homeserver.storage.engines.base import DatabaseEngine
 from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.events import EventStore
+from homeserver.storage.stores.rooms import RoomStore
 
 SEARCH_KEYS = ("content.body", "content.name", "content.topic")
 """The keys that can be searched (spec ``room_events`` ``keys``)."""
@@ -185,11 +187,7 @@ class SearchStore:
     @staticmethod
     def is_room_encrypted_txn(txn: Txn, room_nid: int) -> bool:
         """Whether the room's current state has ``m.room.encryption`` (as written so far in ``txn``)."""
-        txn.execute(
-            "SELECT 1 FROM current_state WHERE room_nid = ? AND type = 'm.room.encryption' AND state_key = ''",
-            (room_nid,),
-        )
-        return txn.fetchone() is not None
+        return RoomStore.has_current_state_txn(txn, room_nid, "m.room.encryption", "")
 
     async def remove_if_redacted(self, event_id: str) -> bool:
         """Drops a redacted event's index row; returns whether one was dropped.
@@ -199,8 +197,7 @@ class SearchStore:
         """
 
         def remove_txn(txn: Txn) -> bool:
-            txn.execute("SELECT 1 FROM events WHERE event_id = ? AND redacted_by IS NOT NULL", (event_id,))
-            if txn.fetchone() is None:
+            if not EventStore.is_redacted_txn(txn, event_id):
                 return False
             txn.execute("SELECT 1 FROM event_search WHERE event_id = ?", (event_id,))
             if txn.fetchone() is None:

@@ -1,0 +1,430 @@
+"""The room input: one ordered queue per room for local events and received PDUs (DESIGN.md 2.4).
+
+Theory of operation: every event that enters a room — built here (:meth:`RoomInput.send_local`,
+:meth:`RoomInput.create_room`) or received from another server (:meth:`RoomInput.receive_pdu`) —
+is handled inside the room's turn of one :class:`~homeserver.util.linearizer.Linearizer`, so local and
+remote events are ordered by one mechanism. In its turn an event is authorised against the state
+before it, persisted in one transaction (:class:`~homeserver.events.persister.EventPersister`) and the
+room's head advanced (:class:`~homeserver.rooms.state_reader.RoomStateReader`).
+
+Received PDUs (Server-Server API, "Checks performed on receipt of a PDU"). The caller (the federation
+adapter) has already checked the PDU's format, signatures and content hash (steps 1-3); this module does
+the rest:
+
+* a known event is a DUPLICATE; a PDU for an unknown room that is not its create event is a 404;
+* step 4: auth against the event's own auth events; failure stores it REJECTED (``rejected_reason``;
+  never in current state, timeline or extremities);
+* ``outlier=True``, or prev events still missing after asking the ``RemoteEventFetcher`` port
+  (``get_missing_events``): stored as an OUTLIER (no state, hidden from clients);
+* step 5: the state before = the state after its prev events (one prev: its state group; several:
+  state resolution with ``sc_proto.state``, room-version aware); failure -> REJECTED;
+* step 6: auth against the room's current state; failure -> SOFT_FAILED (stored with its state, not a
+  forward extremity, never sent to clients);
+* otherwise ACCEPTED: it replaces its prev events among the forward extremities, and the current state
+  becomes the state after it when its prevs covered every extremity, else the resolution of the old
+  current state and the state after it.
+
+Invariant: only code holding the room's turn changes the room's head or its rows.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Callable, Mapping, Sequence
+from typing import Any
+
+from homeserver.api.ports import RemoteEventFetcher
+from homeserver.api.services import PDUOutcome, PDUStatus
+from homeserver.events.persister import EventPersister, PersistContext, PersistedEvent, TxnKey
+from homeserver.rooms.event_builder import LocalEventBuilder
+from homeserver.rooms.state_reader import RoomHead, RoomStateReader
+from homeserver.storage.ids import IdAllocator
+from homeserver.storage.pool import DatabasePool
+from homeserver.storage.stores.events import EventStore, StoredEvent
+from homeserver.storage.stores.rooms import RoomRecord, RoomStore
+from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
+from homeserver.util.linearizer import Linearizer
+from sc_proto.auth.power_levels import get_named_level, get_user_power_level
+from sc_proto.auth.rules import check_auth, check_auth_events_match
+from sc_proto.errors import AuthError, Codes, InvalidEventError, MatrixError
+from sc_proto.events.model import Event, StateKey
+from sc_proto.room_versions import RoomVersion, get_room_version
+from sc_proto.state import MissingEventsError, prepare
+
+logger = logging.getLogger(__name__)
+
+MAX_MISSING_EVENTS = 20
+"""How many missing prev events to ask the origin for (``/get_missing_events`` limit)."""
+
+EventCheck = Callable[[RoomHead, Event], Awaitable[None]]
+"""A check run on each local event in the room's turn; raises :class:`MatrixError` to refuse it."""
+
+
+class RoomInput:
+    """The per-room ordered input of events; implements :class:`homeserver.api.services.RoomEventsAPI`.
+
+    Args:
+        pool: the database pool (room id allocation).
+        events: the event store.
+        rooms: the room store.
+        state_groups: the state-group store.
+        state: the room-state reader (head cache).
+        builder: the local event builder.
+        persister: writes events.
+        room_nids: allocator of room ids.
+        time_msec: the clock.
+        fetcher: asks other servers for missing events (default: none).
+    """
+
+    def __init__(
+        self,
+        pool: DatabasePool,
+        events: EventStore,
+        rooms: RoomStore,
+        state_groups: StateGroupStore,
+        state: RoomStateReader,
+        builder: LocalEventBuilder,
+        persister: EventPersister,
+        room_nids: IdAllocator,
+        time_msec: Callable[[], int],
+        fetcher: RemoteEventFetcher | None = None,
+    ) -> None:
+        from homeserver.api.local import LocalOnlyEventFetcher
+
+        self._pool = pool
+        self._events = events
+        self._rooms = rooms
+        self._state_groups = state_groups
+        self._state = state
+        self._builder = builder
+        self._persister = persister
+        self._room_nids = room_nids
+        self._now = time_msec
+        self._fetcher: RemoteEventFetcher = fetcher if fetcher is not None else LocalOnlyEventFetcher()
+        self.queue = Linearizer("room_input")
+        self._rooms_being_created: set[str] = set()
+        self.event_checks: list[EventCheck] = []
+        """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
+        duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
+
+    # ------------------------------------------------------------------ local events
+
+    async def send_local(
+        self,
+        room_id: str,
+        sender: str,
+        event_type: str,
+        content: Mapping[str, Any],
+        *,
+        state_key: str | None = None,
+        txn: TxnKey | None = None,
+        redacts: str | None = None,
+        extra_users: frozenset[str] = frozenset(),
+        check: Callable[[RoomHead, dict[StateKey, Event]], Any] | None = None,
+        before_persist: Callable[[Event], Awaitable[Event]] | None = None,
+    ) -> StoredEvent:
+        """Creates, authorises and persists one local event in ``room_id`` in the room's turn.
+
+        Args:
+            check: an extra check with the head and the auth state (raise to refuse).
+            before_persist: awaited with the authorised event; returns the event to persist instead
+                (same event ID), e.g. an invite countersigned by the invitee's server. Raise to refuse.
+
+        Raises:
+            MatrixError: 404 when the room is unknown, 403 when the auth rules refuse the event,
+                413 when it is too large.
+        """
+        async with self.queue.queue(room_id):
+            if txn is not None:
+                existing = await self._events.get_txn_event_id(txn.user_id, txn.device_id, txn.room_id, txn.txn_id)
+                if existing is not None:
+                    stored = await self._events.get_event(existing)
+                    if stored is not None:
+                        return stored
+            head = await self._state.get_head(room_id)
+            if head is None:
+                raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+            event, state_events = await self._builder.build(head, sender, event_type, content, state_key, redacts)
+            try:
+                check_auth(event, state_events, head.version)
+            except AuthError as e:
+                raise MatrixError(403, Codes.FORBIDDEN, e.reason) from None
+            if check is not None:
+                await _maybe_await(check(head, state_events))
+            for event_check in self.event_checks:
+                await event_check(head, event)
+            if before_persist is not None:
+                event = await before_persist(event)
+            applies = None
+            if event.type == "m.room.redaction" and event.redacts is not None:
+                applies = await self._redaction_target(head, event, state_events)
+            persisted = await self._persister.persist(
+                head.room, event, PersistContext(head.state_group, head.state, txn, applies, extra_users)
+            )
+            self._advance_linear(head, persisted)
+            return persisted.stored
+
+    def _advance_linear(self, head: RoomHead, persisted: PersistedEvent) -> None:
+        """Installs the head after an event whose prevs were all the room's extremities."""
+        stored = persisted.stored
+        self._state.install_head(
+            RoomHead(
+                head.room, head.version, stored.state_group_after, persisted.state_after, (stored.event_id,),
+                max(head.max_depth, stored.depth),
+            )
+        )
+
+    async def _redaction_target(self, head: RoomHead, redaction: Event, state: dict[StateKey, Event]) -> str | None:
+        """The event a redaction takes effect on, or None when it must not (not the sender's own
+        event and the sender lacks the ``redact`` power level, or the target is in another room)."""
+        target_id = redaction.redacts
+        assert target_id is not None
+        target = await self._events.get_event(target_id)
+        if target is None or target.event.room_id != head.room.room_id:
+            return None
+        if target.event.sender == redaction.sender:
+            return target_id
+        pl = state.get(("m.room.power_levels", ""))
+        create = state.get(("m.room.create", ""))
+        level = get_user_power_level(redaction.sender, pl, create, head.version)
+        if level >= get_named_level(pl, "redact", 50, head.version):
+            return target_id
+        raise MatrixError(403, Codes.FORBIDDEN, "You may only redact your own events")
+
+    async def create_room(
+        self, creator: str, room_version: RoomVersion, create_content: Mapping[str, Any], legacy_room_id: str | None
+    ) -> StoredEvent:
+        """Creates a room with its ``m.room.create`` event and returns that event.
+
+        Args:
+            legacy_room_id: the room ID for versions before 12 (``!opaque:server``); v12 derives it.
+        """
+        content = dict(create_content)
+        content["room_version"] = room_version.identifier
+        if not room_version.implicit_room_creator:
+            content["creator"] = creator
+        # In v12 the room ID is the create event's hash: two rooms created by the same user with the
+        # same content in the same millisecond would collide, so the timestamp moves on until unique.
+        ts = self._now()
+        for _ in range(100):
+            room_id = None if room_version.room_id_from_create_event else legacy_room_id
+            event = self._builder.build_create(creator, room_version, content, room_id, ts)
+            ts += 1
+            # Claim the ID before any await, so a concurrent identical request moves on to the next
+            # timestamp instead of racing us to the same room (and the database's unique key).
+            if event.room_id in self._rooms_being_created:
+                continue
+            self._rooms_being_created.add(event.room_id)
+            if await self._rooms.get_room(event.room_id) is None:
+                break
+            self._rooms_being_created.discard(event.room_id)
+        else:
+            raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a room ID")
+        try:
+            try:
+                check_auth(event, {}, room_version)
+            except AuthError as e:
+                raise MatrixError(400, Codes.BAD_JSON, e.reason) from None
+            async with self.queue.queue(event.room_id):
+                return await self._persist_create(event, room_version, creator)
+        finally:
+            self._rooms_being_created.discard(event.room_id)
+
+    async def _persist_create(self, event: Event, room_version: RoomVersion, creator: str) -> StoredEvent:
+        """Persists a room's create event with the room row (in the room's turn)."""
+        room_nid: int = await self._pool.run_txn("allocate_room_nid", self._room_nids.next_id_txn)
+        room = RoomRecord(room_nid, event.room_id, room_version.identifier, creator, False, self._now())
+        persisted = await self._persister.persist(room, event, PersistContext(None, {}, new_room=(room_nid, creator)))
+        self._advance_linear(RoomHead(room, room_version, None, {}, (), 0), persisted)
+        return persisted.stored
+
+    # ------------------------------------------------------------------ received PDUs
+
+    async def receive_pdu(self, origin: str, event: Event, *, outlier: bool = False) -> PDUOutcome:
+        """Authorises and persists a PDU from ``origin`` in its room's turn (see the module docstring).
+
+        The caller has verified the PDU's signatures and content hash. A PDU whose prev events are
+        still missing after asking ``origin`` is stored as an outlier.
+
+        Raises:
+            MatrixError: 404 for a room we do not know when the PDU is not its create event.
+        """
+        async with self.queue.queue(event.room_id):
+            return await self._receive_in_turn(origin, event, outlier, fetch_missing=True)
+
+    async def _receive_in_turn(self, origin: str, event: Event, outlier: bool, *, fetch_missing: bool) -> PDUOutcome:
+        if await self._events.get_event(event.event_id) is not None:
+            return PDUOutcome(event.event_id, PDUStatus.DUPLICATE)
+        head = await self._state.get_head(event.room_id)
+        if head is None:
+            if event.type == "m.room.create" and event.state_key == "" and not event.prev_event_ids:
+                return await self._receive_create(event)
+            raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
+        rv = head.version
+        reason = await self._check_own_auth_events(event, head)
+        if reason is not None:
+            return await self._store_hidden(head, event, None, {}, rejected_reason=reason)
+        if outlier:
+            return await self._store_hidden(head, event, None, {}, outlier=True)
+        prevs = await self._events.get_events(event.prev_event_ids)
+        if len(prevs) < len(set(event.prev_event_ids)) and fetch_missing:
+            await self._fetch_missing(origin, event, head)
+            prevs = await self._events.get_events(event.prev_event_ids)
+        usable = [p for p in prevs.values() if p.state_group_after is not None and p.rejected_reason is None]
+        if len(usable) < len(set(event.prev_event_ids)):
+            logger.info("storing %s as an outlier: prev events missing", event.event_id, extra={"room_id": event.room_id})
+            return await self._store_hidden(head, event, None, {}, outlier=True)
+        groups = [p.state_group_after for p in usable if p.state_group_after is not None]
+        state_before = await self._state_after_prevs(rv, groups)
+        if state_before is None:
+            return await self._store_hidden(head, event, None, {}, outlier=True)
+        group_before = groups[0] if len(set(groups)) == 1 else None
+        try:
+            check_auth(event, await self._state.get_state_events(state_before), rv)
+        except AuthError as e:
+            return await self._store_hidden(head, event, group_before, state_before, rejected_reason=e.reason)
+        try:
+            check_auth(event, await self._state.get_state_events(head.state), rv)
+        except AuthError as e:
+            outcome = await self._store_hidden(head, event, group_before, state_before, soft_failed=True)
+            return PDUOutcome(event.event_id, PDUStatus.SOFT_FAILED, e.reason, outcome.stream_ordering)
+        return await self._accept(head, event, group_before, state_before)
+
+    async def _check_own_auth_events(self, event: Event, head: RoomHead) -> str | None:
+        """Step 4: the reason the event fails against its own auth events, or None when it passes."""
+        stored = await self._events.get_events(event.auth_event_ids)
+        if len(stored) < len(set(event.auth_event_ids)):
+            return "missing auth events"
+        by_id = {e: s.event for e, s in stored.items()}
+        rejected = {e for e, s in stored.items() if s.rejected_reason is not None}
+        auth_state: dict[StateKey, Event] = {}
+        for s in stored.values():
+            if s.rejected_reason is None and s.event.state_key is not None:
+                auth_state[(s.event.type, s.event.state_key)] = s.event
+        if head.version.room_id_from_create_event:
+            create = await self._state.get_state_events(head.state, [("m.room.create", "")])
+            auth_state.update(create)
+        try:
+            check_auth_events_match(event, by_id, head.version, rejected)
+            check_auth(event, auth_state, head.version)
+        except AuthError as e:
+            return e.reason
+        return None
+
+    async def _fetch_missing(self, origin: str, event: Event, head: RoomHead) -> None:
+        """Asks ``origin`` for the events between our extremities and ``event``; receives them oldest first."""
+        try:
+            found = await self._fetcher.get_missing_events(
+                origin, event.room_id, list(head.extremities), [event.event_id], MAX_MISSING_EVENTS
+            )
+        except MatrixError as e:
+            logger.info("get_missing_events from %s failed: %s", origin, e.errcode, extra={"room_id": event.room_id})
+            return
+        parsed: list[Event] = []
+        for pdu in found:
+            try:
+                parsed.append(Event.from_pdu(pdu, head.version))
+            except InvalidEventError:
+                logger.info("ignoring a malformed missing event from %s", origin, extra={"room_id": event.room_id})
+        for missing in sorted(parsed, key=lambda e: (e.depth, e.event_id)):
+            if missing.room_id != event.room_id:
+                continue
+            # NOTSPEC: the fetched events' signatures are the fetcher's to verify (the federation adapter).
+            await self._receive_in_turn(origin, missing, False, fetch_missing=False)
+            head = await self._state.get_head(event.room_id) or head
+
+    async def _state_after_prevs(self, rv: RoomVersion, groups: Sequence[int]) -> StateMap | None:
+        """The state before an event: its prev events' state, resolved when they differ (None if unresolvable)."""
+        states = [await self._state_groups.get_state(g) for g in dict.fromkeys(groups)]
+        if len(states) == 1:
+            return states[0]
+        return await self.resolve(rv, states)
+
+    async def resolve(self, rv: RoomVersion, states: Sequence[StateMap]) -> StateMap | None:
+        """Resolves room states with ``sc_proto.state`` (prepare -> load -> resolve); None when
+        events it needs are missing."""
+        prep = prepare(states)
+        rejected: set[str] = set()
+        while needed := prep.needed_event_ids():
+            loaded = await self._events.get_events(needed)
+            if not loaded:
+                break
+            rejected.update(e for e, s in loaded.items() if s.rejected_reason is not None)
+            prep.add_events(s.event for s in loaded.values())
+        try:
+            # TODO(#19): run resolution off the reactor (the CPU thread runner is built after the rooms core).
+            return prep.resolve(rv, rejected_event_ids=rejected)
+        except MissingEventsError:
+            logger.warning("state resolution is missing events")
+            return None
+
+    async def _accept(self, head: RoomHead, event: Event, group_before: int | None, state_before: StateMap) -> PDUOutcome:
+        state_after = dict(state_before)
+        if event.state_key is not None:
+            state_after[(event.type, event.state_key)] = event.event_id
+        remaining = tuple(e for e in head.extremities if e not in set(event.prev_event_ids))
+        current_after: StateMap = state_after
+        if remaining:
+            resolved = await self.resolve(head.version, [head.state, state_after])
+            current_after = resolved if resolved is not None else head.state
+        ctx = PersistContext(
+            group_before, state_before, current_state_before=head.state, current_state_after=current_after
+        )
+        persisted = await self._persister.persist(head.room, event, ctx)
+        stored = persisted.stored
+        extremities = (*remaining, stored.event_id)
+        group = stored.state_group_after if not remaining else None
+        self._state.install_head(
+            RoomHead(head.room, head.version, group, current_after, extremities, max(head.max_depth, stored.depth))
+        )
+        return PDUOutcome(event.event_id, PDUStatus.ACCEPTED, None, stored.stream_ordering)
+
+    async def _store_hidden(
+        self,
+        head: RoomHead,
+        event: Event,
+        group_before: int | None,
+        state_before: StateMap,
+        *,
+        outlier: bool = False,
+        rejected_reason: str | None = None,
+        soft_failed: bool = False,
+    ) -> PDUOutcome:
+        """Stores an outlier, rejected or soft-failed event: the room's head does not move."""
+        ctx = PersistContext(
+            group_before, state_before, outlier=outlier, rejected_reason=rejected_reason, soft_failed=soft_failed
+        )
+        persisted = await self._persister.persist(head.room, event, ctx)
+        if outlier:
+            return PDUOutcome(event.event_id, PDUStatus.OUTLIER)
+        if rejected_reason is not None:
+            return PDUOutcome(event.event_id, PDUStatus.REJECTED, rejected_reason)
+        return PDUOutcome(event.event_id, PDUStatus.SOFT_FAILED, None, persisted.stored.stream_ordering)
+
+    async def _receive_create(self, event: Event) -> PDUOutcome:
+        """A remote room's create event: the room row and its first event."""
+        version_id = event.content.get("room_version", "1")
+        try:
+            rv = get_room_version(str(version_id))
+            check_auth(event, {}, rv)
+        except (AuthError, MatrixError):
+            raise MatrixError(400, Codes.BAD_JSON, "Invalid create event") from None
+        stored = await self._persist_create(event, rv, event.sender)
+        return PDUOutcome(event.event_id, PDUStatus.ACCEPTED, None, stored.stream_ordering)
+
+    async def get_pdu(self, event_id: str) -> Event | None:
+        """A stored event (outliers and rejected ones included), or None."""
+        stored = await self._events.get_event(event_id)
+        return stored.event if stored is not None else None
+
+    async def get_state_ids_at(self, room_id: str, event_id: str) -> list[str] | None:
+        """The state event IDs after ``event_id``, or None when we hold no state for it."""
+        stored = await self._events.get_event(event_id)
+        if stored is None or stored.event.room_id != room_id or stored.state_group_after is None:
+            return None
+        return sorted((await self._state_groups.get_state(stored.state_group_after)).values())
+
+
+async def _maybe_await(value: Any) -> None:
+    if hasattr(value, "__await__"):
+        await value

@@ -15,9 +15,18 @@ import secrets
 from dataclasses import dataclass
 
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import RoomAlias, RoomID, ServerName, UserID
+from sc_proto.identifiers import MAX_IDENTIFIER_BYTES, EventID, RoomAlias, RoomID, ServerName, UserID
+from sc_proto.room_versions import RoomVersion
 
-__all__ = ["LocalServer", "domain_of"]
+__all__ = [
+    "LocalServer",
+    "domain_of",
+    "is_event_id",
+    "require_event_id",
+    "require_room_alias",
+    "require_room_id",
+    "require_user_id",
+]
 
 
 def domain_of(identifier: str) -> str | None:
@@ -34,12 +43,84 @@ def domain_of(identifier: str) -> str | None:
         if identifier.startswith("!"):
             return RoomID.parse(identifier).domain
         if identifier.startswith("$"):
-            from sc_proto.identifiers import EventID
-
             return EventID.parse(identifier).domain
     except InvalidIdentifierError:
         return None
     return None
+
+
+def _invalid(what: str, kind: str) -> MatrixError:
+    return MatrixError(400, Codes.INVALID_PARAM, f"'{what}' is not a valid {kind}")
+
+
+def require_user_id(value: object, what: str = "user_id") -> UserID:
+    """Parses a user ID from a request (historical localparts allowed: such users exist in rooms).
+
+    Raises:
+        MatrixError: 400 ``M_INVALID_PARAM`` when malformed.
+    """
+    try:
+        return UserID.parse(value, historical=True)
+    except InvalidIdentifierError:
+        raise _invalid(what, "user ID") from None
+
+
+def require_room_id(value: object, what: str = "room_id") -> RoomID:
+    """Parses a room ID (either form) from a request.
+
+    Raises:
+        MatrixError: 400 ``M_INVALID_PARAM`` when malformed.
+    """
+    try:
+        return RoomID.parse(value)
+    except InvalidIdentifierError:
+        raise _invalid(what, "room ID") from None
+
+
+def require_room_alias(value: object, what: str = "room_alias") -> RoomAlias:
+    """Parses a room alias from a request.
+
+    Raises:
+        MatrixError: 400 ``M_INVALID_PARAM`` when malformed.
+    """
+    try:
+        return RoomAlias.parse(value)
+    except InvalidIdentifierError:
+        raise _invalid(what, "room alias") from None
+
+
+def is_event_id(value: object, room_version: RoomVersion | None = None) -> bool:
+    """The one event-ID rule.
+
+    With the room's version, the ID must have that version's form (:meth:`EventID.parse`: a
+    ``$opaque:server`` ID in v1-2, a 43-character reference hash in v3+). Without it (a path
+    segment or a relation naming an event we may not have), an event ID is opaque to us as to
+    clients: ``$`` and at most 255 bytes, so an unknown event is a 404, not a 400.
+    """
+    if room_version is not None:
+        try:
+            EventID.parse(value, room_version=room_version)
+        except InvalidIdentifierError:
+            return False
+        return True
+    return (
+        isinstance(value, str)
+        and len(value) > 1
+        and value.startswith("$")
+        and len(value.encode("utf-8", "surrogatepass")) <= MAX_IDENTIFIER_BYTES
+    )
+
+
+def require_event_id(value: object, what: str = "event_id", room_version: RoomVersion | None = None) -> str:
+    """An event ID from a request, checked by :func:`is_event_id`.
+
+    Raises:
+        MatrixError: 400 ``M_INVALID_PARAM`` when malformed.
+    """
+    if not is_event_id(value, room_version):
+        raise _invalid(what, "event ID")
+    assert isinstance(value, str)
+    return value
 
 
 @dataclass(frozen=True)
@@ -102,6 +183,10 @@ class LocalServer:
 
     # ------------------------------------------------------------------ request helpers
 
+    def qualify(self, user: str) -> str:
+        """A bare localpart as ``@localpart:ourname``; anything starting with ``@`` unchanged (not validated)."""
+        return user if user.startswith("@") else f"@{user}:{self.name}"
+
     def local_user(self, value: object, what: str = "user_id") -> UserID:
         """Parses a user ID from a request or the CLI and requires it to be ours.
 
@@ -111,8 +196,8 @@ class LocalServer:
             MatrixError: 400 ``M_INVALID_PARAM`` when malformed, 400 ``M_INVALID_PARAM`` when the
                 user belongs to another server.
         """
-        if isinstance(value, str) and not value.startswith("@"):
-            value = f"@{value}:{self.name}"
+        if isinstance(value, str):
+            value = self.qualify(value)
         try:
             user = UserID.parse(value, historical=True)
         except InvalidIdentifierError:

@@ -11,6 +11,7 @@ from typing import Any
 
 from homeserver.api.local import LocalOnlyProfileQuerier
 from homeserver.api.ports import RemoteProfileQuerier
+from homeserver.identity import LocalServer
 from homeserver.storage.stores.profiles import ProfileStore
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.identifiers import UserID
@@ -28,7 +29,7 @@ class ProfileService:
     """
 
     def __init__(self, server_name: str, profiles: ProfileStore, remote: RemoteProfileQuerier | None = None) -> None:
-        self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._profiles = profiles
         self._remote: RemoteProfileQuerier = remote or LocalOnlyProfileQuerier()
 
@@ -38,7 +39,7 @@ class ProfileService:
         Raises:
             MatrixError: 404 ``M_NOT_FOUND`` for an unknown or deactivated user; a remote server's error.
         """
-        if user_id.domain != self._server_name:
+        if not self._local.is_mine(user_id):
             return dict(await self._remote.get_profile(str(user_id)))
         profile = await self._profiles.get_profile(str(user_id))
         if profile is None or profile.deactivated:
@@ -51,7 +52,7 @@ class ProfileService:
         Raises:
             MatrixError: 404 ``M_NOT_FOUND`` when the user is unknown or the field is not set.
         """
-        if user_id.domain != self._server_name:
+        if not self._local.is_mine(user_id):
             value = (await self._remote.get_profile(str(user_id), field)).get(field)
         else:
             value = (await self.get_profile(user_id)).get(field)

@@ -26,6 +26,7 @@ from twisted.web.server import Request
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.server import JsonBody, JsonResource
 from homeserver.http.servlet import parse_json_object_from_request, parse_string
+from homeserver.identity import LocalServer
 from media.repository import MediaRepository
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
@@ -175,7 +176,7 @@ class MediaServlets:
             parsed = UserID.parse(user_id)
         except InvalidIdentifierError:
             raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user ID") from None
-        if parsed.domain != self._repo.server_name:
+        if not LocalServer(self._repo.server_name).is_mine(parsed):
             raise MatrixError(400, Codes.INVALID_PARAM, "Can only manage local users")
         return user_id
 

@@ -350,7 +350,7 @@ class HomeserverTestCase(SynchronousTestCase):
 
     def default_config(self) -> dict[str, Any]:
         """Returns the base config dict for this test case."""
-        return {"server_name": "test"}
+        return {"server_name": "test:8448"}
 
     def make_homeserver(self, reactor: MemoryReactorClock, clock: Any) -> Any:
         """Builds the object under test (the full homeserver once it is wired); None by default."""

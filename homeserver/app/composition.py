@@ -36,6 +36,7 @@ from homeserver.http.auth_api import ClientAuthAPI
 from homeserver.http.ratelimit import RateLimiter, RateLimitRule
 from homeserver.http.server import JsonResource
 from homeserver.http.site import SCSite
+from homeserver.identity import LocalServer
 from homeserver.profiles import ProfileService
 from homeserver.rest.admin.registration_tokens import RegistrationTokenServlets
 from homeserver.rest.admin.users import AdminUserServlets
@@ -67,6 +68,7 @@ from homeserver.streams.notifier import Notifier
 from homeserver.sync.assembly import build_sync_services
 from homeserver.util.clock import Clock
 from sc_proto.crypto.keys import SigningKey
+from sc_proto.errors import MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -162,6 +164,7 @@ class Homeserver:
         self.stores = stores
         self.streams = streams
         self.features = FeatureServices()
+        self.local_server = LocalServer(server_name)
         argon = config.auth.argon2
         self.hasher = PasswordHasher(Argon2Parameters(argon.time_cost, argon.memory_cost_kib, argon.parallelism))
         pp = config.registration.password_policy
@@ -346,10 +349,12 @@ class Homeserver:
         """Creates an account directly (CLI and admin API); returns its user ID.
 
         Raises:
-            ValueError: the user ID is invalid or taken.
+            ValueError: the user ID is invalid, another server's or taken.
         """
-        server_name = self.config.server.server_name
-        user_id = localpart_or_id if localpart_or_id.startswith("@") else f"@{localpart_or_id}:{server_name}"
+        try:
+            user_id = str(self.local_server.local_user(localpart_or_id, localpart_or_id))
+        except MatrixError as e:
+            raise ValueError(f"{e.message} ({self.local_server.name})") from None
         password_hash = await self.sessions.hash_password(password) if password is not None else None
         if not await self.stores.users.create_user(user_id, password_hash, self.clock.time_msec(), is_admin=admin):
             raise ValueError(f"{user_id} already exists")
@@ -498,7 +503,7 @@ def register_user(config: HomeserverConfig, user: str, password: str, admin: boo
     async def main(reactor: Any) -> None:
         hs = await build_homeserver(config, reactor)
         try:
-            hs.password_policy.check(password, user.lstrip("@").split(":")[0])
+            hs.password_policy.check(password, hs.local_server.local_user(user, user).localpart)
             user_id = await hs.create_user(user, password, admin=admin)
             print(f"created {user_id}{' (admin)' if admin else ''}")
         except Exception as e:

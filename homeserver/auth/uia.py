@@ -17,6 +17,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.auth.sessions import SessionService
+from homeserver.identity import LocalServer
 from homeserver.storage.stores.ui_auth import UIAuthStore
 from sc_proto.errors import Codes, MatrixError
 
@@ -52,10 +53,6 @@ class UIAResult:
     user_id: str | None
 
 
-def _qualify(user: str, server_name: str) -> str:
-    return user if user.startswith("@") else f"@{user}:{server_name}"
-
-
 class InteractiveAuth:
     """Runs UIA sessions.
 
@@ -78,6 +75,7 @@ class InteractiveAuth:
         self._store = store
         self._sessions = sessions
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._now = time_msec
         self._config_tokens = frozenset(config_tokens)
 
@@ -171,7 +169,7 @@ class InteractiveAuth:
             password = auth.get("password")
             if claimed is None or not isinstance(password, str):
                 raise fail("'identifier' and 'password' are required", Codes.MISSING_PARAM)
-            claimed = _qualify(claimed, self._server_name)
+            claimed = self._local.qualify(claimed)
             if user_id is not None and claimed.lower() != user_id.lower():
                 raise fail("You can only authenticate as yourself")
             target = user_id or claimed

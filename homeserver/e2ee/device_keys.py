@@ -25,6 +25,7 @@ from homeserver.api.local import LocalOnlyKeyQuerier
 from homeserver.api.ports import RemoteKeyQuerier
 from homeserver.e2ee.device_lists import DeviceListTracker
 from homeserver.e2ee.remote_keys import ask_each_server, clamp_timeout, users_of
+from homeserver.identity import LocalServer, require_user_id
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.e2e_keys import E2EKeyStore, OneTimeKeyConflictError, StoredKey
 from sc_proto.e2ee.keys import (
@@ -35,8 +36,7 @@ from sc_proto.e2ee.keys import (
     parse_one_time_keys,
     verify_device_keys,
 )
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import UserID
+from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -63,16 +63,6 @@ def _stored(keys: Sequence[OneTimeKey]) -> list[StoredKey]:
     return [StoredKey(k.algorithm, k.key_id, canonical_key_json(k.value).decode("utf-8")) for k in keys]
 
 
-def parse_user_id(user_id: object, what: str) -> UserID:
-    """Parses a user ID from a request body.
-
-    Raises:
-        MatrixError: 400 ``M_INVALID_PARAM``.
-    """
-    try:
-        return UserID.parse(user_id, historical=True)
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, f"Invalid user ID in {what}") from None
 
 
 class DeviceKeysService:
@@ -99,6 +89,7 @@ class DeviceKeysService:
     ) -> None:
         self._remote: RemoteKeyQuerier = remote or LocalOnlyKeyQuerier()
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._pool = pool
         self._store = store
         self._device_lists = device_lists
@@ -161,10 +152,10 @@ class DeviceKeysService:
         local: dict[str, list[str]] = {}
         remote: dict[str, dict[str, list[str]]] = {}
         for user_id, device_ids in device_keys.items():
-            parsed = parse_user_id(user_id, "device_keys")
+            parsed = require_user_id(user_id, "device_keys")
             if not isinstance(device_ids, list) or not all(isinstance(d, str) for d in device_ids):
                 raise MatrixError(400, Codes.BAD_JSON, "device_keys values must be lists of device IDs")
-            if parsed.domain != self._server_name:
+            if not self._local.is_mine(parsed):
                 remote.setdefault(parsed.domain, {})[user_id] = list(device_ids)
                 continue
             local[user_id] = list(device_ids)

@@ -13,9 +13,8 @@ from typing import Any
 from homeserver.e2ee.device_keys import DeviceKeysService
 from homeserver.e2ee.device_lists import DeviceListTracker
 from homeserver.e2ee.one_time_keys import OneTimeKeyService
+from homeserver.identity import LocalServer
 from homeserver.storage.stores.devices import DeviceStore
-from sc_proto.errors import InvalidIdentifierError
-from sc_proto.identifiers import UserID
 
 JsonDict = dict[str, Any]
 
@@ -43,16 +42,14 @@ class LocalDeviceKeys:
         device_lists: DeviceListTracker,
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._device_keys = device_keys
         self._one_time_keys = one_time_keys
         self._devices = devices
         self._device_lists = device_lists
 
     def _is_local(self, user_id: object) -> bool:
-        try:
-            return UserID.parse(user_id, historical=True).domain == self._server_name
-        except InvalidIdentifierError:
-            return False
+        return isinstance(user_id, str) and self._local.is_mine(user_id)
 
     async def query_local_keys(self, device_keys: Mapping[str, Sequence[str]]) -> JsonDict:
         """``/user/keys/query`` body: ``device_keys`` and cross-signing keys of our users."""

@@ -16,6 +16,7 @@ import logging
 from collections.abc import Mapping
 from typing import Any
 
+from homeserver.identity import require_room_id
 from homeserver.storage.stores.key_backup import (
     BackupVersion,
     KeyBackupStore,
@@ -24,7 +25,6 @@ from homeserver.storage.stores.key_backup import (
     UnknownBackupVersion,
     WrongBackupVersion,
 )
-from homeserver.util.identifiers import parse_room_id
 from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
@@ -123,7 +123,7 @@ def parse_rooms(body: Mapping[str, Any]) -> RoomKeys:
         raise MatrixError(400, Codes.MISSING_PARAM, "Missing 'rooms'")
     if not isinstance(rooms, Mapping):
         raise _invalid("'rooms' must be an object")
-    return {parse_room_id(room_id): parse_sessions(backup) for room_id, backup in rooms.items()}
+    return {str(require_room_id(room_id)): parse_sessions(backup) for room_id, backup in rooms.items()}
 
 
 def parse_version(version: str) -> int | None:

@@ -17,8 +17,9 @@ from typing import Any
 
 from homeserver.api.local import LocalOnlyKeyQuerier
 from homeserver.api.ports import RemoteKeyQuerier
-from homeserver.e2ee.device_keys import parse_user_id, with_default_counts
+from homeserver.e2ee.device_keys import with_default_counts
 from homeserver.e2ee.remote_keys import ask_each_server, clamp_timeout, users_of
+from homeserver.identity import LocalServer, require_user_id
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.e2e_keys import E2EKeyStore
 from sc_proto.errors import Codes, MatrixError
@@ -44,6 +45,7 @@ class OneTimeKeyService:
     ) -> None:
         self._remote: RemoteKeyQuerier = remote or LocalOnlyKeyQuerier()
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._pool = pool
         self._store = store
 
@@ -56,12 +58,12 @@ class OneTimeKeyService:
         claims: list[tuple[str, str, str]] = []
         remote: dict[str, dict[str, dict[str, str]]] = {}
         for user_id, devices in one_time_keys.items():
-            parsed = parse_user_id(user_id, "one_time_keys")
+            parsed = require_user_id(user_id, "one_time_keys")
             if not isinstance(devices, Mapping) or not all(
                 isinstance(d, str) and isinstance(a, str) and a for d, a in devices.items()
             ):
                 raise MatrixError(400, Codes.BAD_JSON, "one_time_keys values must map device IDs to algorithms")
-            if parsed.domain != self._server_name:
+            if not self._local.is_mine(parsed):
                 remote.setdefault(parsed.domain, {})[user_id] = dict(devices)
                 continue
             claims.extend((user_id, device_id, algorithm) for device_id, algorithm in devices.items())

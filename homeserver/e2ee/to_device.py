@@ -32,6 +32,7 @@ from typing import Any
 
 from homeserver.api.local import LocalOnlySender
 from homeserver.api.ports import FederationSender
+from homeserver.identity import LocalServer
 from homeserver.storage.pool import DatabasePool, Txn
 from homeserver.storage.stores.to_device import ToDeviceStore
 from homeserver.streams.writer import StreamWriter
@@ -95,6 +96,7 @@ class ToDeviceService:
     ) -> None:
         self._sender: FederationSender = sender or LocalOnlySender()
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._pool = pool
         self._store = store
         self._stream = stream
@@ -135,7 +137,7 @@ class ToDeviceService:
                 if not isinstance(device_id, str) or not device_id or not isinstance(content, Mapping):
                     raise MatrixError(400, Codes.BAD_JSON, "messages must map device IDs to content objects")
                 encoded[device_id] = json.dumps(content, ensure_ascii=False, separators=(",", ":"))
-            if parsed.domain != self._server_name:
+            if not self._local.is_mine(parsed):
                 remote.setdefault(parsed.domain, {})[user_id] = {d: dict(c) for d, c in by_device.items()}
                 continue
             local[user_id] = encoded

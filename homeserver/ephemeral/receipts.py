@@ -24,6 +24,7 @@ from dataclasses import dataclass
 from typing import Any, Protocol
 
 from homeserver.ephemeral.access import RoomHeads, require_joined
+from homeserver.identity import is_event_id
 from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.receipts import READ, READ_PRIVATE, ReceiptStore
@@ -39,7 +40,6 @@ MAIN_THREAD = "main"
 THREAD_REL = "m.thread"
 MAX_THREAD_HOPS = 3
 """Relations followed to find an event's thread (the spec recommends at most 3 hops)."""
-MAX_ID_BYTES = 255
 STREAM = "receipts"
 
 
@@ -54,9 +54,10 @@ def check_receipt_type(receipt_type: str) -> None:
 
 
 def check_event_id(event_id: object, what: str = "event ID") -> str:
-    """Raises 400 ``M_INVALID_PARAM`` unless ``event_id`` looks like an event ID."""
-    if not isinstance(event_id, str) or not event_id.startswith("$") or len(event_id.encode("utf-8")) > MAX_ID_BYTES:
+    """Raises 400 ``M_INVALID_PARAM`` unless ``event_id`` is an event ID (:func:`homeserver.identity.is_event_id`)."""
+    if not is_event_id(event_id):
         raise _bad(f"Invalid {what}")
+    assert isinstance(event_id, str)
     return event_id
 
 

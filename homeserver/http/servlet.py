@@ -18,7 +18,6 @@ from typing import Any, Literal, overload
 
 from twisted.web.server import Request
 
-from homeserver.util.identifiers import parse_room_id as parse_room_id  # re-exported for servlets
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.json import decode_json
 

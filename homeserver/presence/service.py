@@ -38,6 +38,7 @@ from typing import Any
 
 from twisted.internet import defer
 
+from homeserver.identity import LocalServer
 from homeserver.presence.memberships import JoinedRoomsCache
 from homeserver.presence.state import (
     OFFLINE,
@@ -138,7 +139,7 @@ class PresenceService:
         timeouts: Timeouts,
         sweep_interval_s: float = SWEEP_INTERVAL_S,
     ) -> None:
-        self._suffix = ":" + server_name
+        self._local = LocalServer(server_name)
         self._clock = clock
         self._store = store
         self.memberships = memberships
@@ -195,7 +196,7 @@ class PresenceService:
     def is_local(self, user_id: str) -> bool:
         """Whether ``user_id`` belongs to this server."""
         # NOTSPEC: only local users are tracked; remote presence (m.presence EDUs) comes with federation.
-        return user_id.endswith(self._suffix)
+        return self._local.is_mine(user_id)
 
     def _get(self, user_id: str) -> UserPresence:
         p = self._states.get(user_id)

@@ -12,6 +12,8 @@ from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.identity import is_event_id
+
 REL_ANNOTATION = "m.annotation"
 REL_REPLACE = "m.replace"
 REL_THREAD = "m.thread"
@@ -21,7 +23,7 @@ NEW_CONTENT = "m.new_content"
 ENCRYPTED_TYPE = "m.room.encrypted"
 
 MAX_ID_LENGTH = 255
-"""Event IDs and rel_types longer than this are ignored (the spec caps identifiers at 255 bytes)."""
+"""rel_types longer than this are ignored (event IDs are checked by :class:`sc_proto.identifiers.EventID`)."""
 
 
 @dataclass(frozen=True)
@@ -39,6 +41,8 @@ class Relation:
     key: str | None = None
 
 
+
+
 def parse_relation(content: Mapping[str, Any]) -> Relation | None:
     """The relationship in ``content``, or None when it has none (or a malformed one)."""
     raw = content.get(RELATES_TO)
@@ -48,7 +52,7 @@ def parse_relation(content: Mapping[str, Any]) -> Relation | None:
     parent_id = raw.get("event_id")
     if not isinstance(rel_type, str) or not isinstance(parent_id, str):
         return None
-    if not rel_type or not parent_id.startswith("$") or len(rel_type) > MAX_ID_LENGTH or len(parent_id) > MAX_ID_LENGTH:
+    if not rel_type or len(rel_type) > MAX_ID_LENGTH or not is_event_id(parent_id):
         return None
     key = raw.get("key") if rel_type == REL_ANNOTATION else None
     key = key if isinstance(key, str) else None

@@ -21,12 +21,12 @@ from typing import Any
 
 from homeserver.api.local import LocalOnlyDirectoryQuerier
 from homeserver.api.ports import RemoteDirectoryQuerier
+from homeserver.identity import LocalServer, domain_of, require_room_alias, require_room_id
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
-from homeserver.util.identifiers import parse_room_id
 from sc_proto.auth.power_levels import get_required_level, get_user_power_level
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
+from sc_proto.errors import Codes, MatrixError
 from sc_proto.events.model import Event, StateKey
 from sc_proto.identifiers import RoomAlias
 
@@ -35,12 +35,6 @@ logger = logging.getLogger(__name__)
 CANONICAL_ALIAS = "m.room.canonical_alias"
 
 
-def parse_room_alias(value: object) -> RoomAlias:
-    """Parses a room alias from a request (400 ``M_INVALID_PARAM`` when malformed)."""
-    try:
-        return RoomAlias.parse(value)
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Room alias invalid") from None
 
 
 def membership_of(state: Mapping[StateKey, Event], user_id: str) -> str | None:
@@ -95,14 +89,15 @@ class RoomAliasService:
     ) -> None:
         self._remote: RemoteDirectoryQuerier = remote or LocalOnlyDirectoryQuerier()
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._creator = creator
         self._rooms = rooms
         self._directory = directory
         self._now = time_msec
 
     def _local_alias(self, value: object) -> str:
-        alias = parse_room_alias(value)
-        if alias.domain != self._server_name:
+        alias = require_room_alias(value)
+        if not self._local.is_mine(alias):
             raise MatrixError(400, Codes.INVALID_PARAM, "Room alias must be on this server")
         return str(alias)
 
@@ -120,7 +115,7 @@ class RoomAliasService:
                 409 ``M_UNKNOWN`` the alias exists.
         """
         alias = self._local_alias(alias_value)
-        room_id = parse_room_id(room_id_value)
+        room_id = str(require_room_id(room_id_value))
         found = await self._head_and_state(room_id)
         if found is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Room not found")
@@ -139,8 +134,8 @@ class RoomAliasService:
         Raises:
             MatrixError: 400 malformed alias, 404 unknown alias.
         """
-        alias = parse_room_alias(alias_value)
-        if alias.domain != self._server_name:
+        alias = require_room_alias(alias_value)
+        if not self._local.is_mine(alias):
             return await self._remote.resolve_alias(str(alias))
         found = await self._rooms.get_alias(str(alias))
         if found is None:
@@ -150,7 +145,7 @@ class RoomAliasService:
         room = await self._rooms.get_room(room_id)
         if room is not None:
             members = await self._rooms.get_members(room.room_nid, ("join",))
-            domains = {u.rsplit(":", 1)[-1] for u in members if ":" in u}
+            domains = {d for d in map(domain_of, members) if d is not None}
             servers += sorted(domains - {self._server_name})
         return room_id, servers
 
@@ -206,7 +201,7 @@ class RoomAliasService:
             MatrixError: 400 malformed room ID, 403 not a member of a room that is not world-readable
                 (also for unknown rooms, which reveals nothing about their existence).
         """
-        room_id = parse_room_id(room_id_value)
+        room_id = str(require_room_id(room_id_value))
         found = await self._head_and_state(room_id)
         if found is None:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a member of the room")
@@ -226,15 +221,15 @@ class RoomAliasService:
         named: list[RoomAlias] = []
         alias = content.get("alias")
         if alias is not None and alias != "":
-            named.append(parse_room_alias(alias))
+            named.append(require_room_alias(alias))
         alt = content.get("alt_aliases")
         if alt is not None:
             if not isinstance(alt, list):
                 raise MatrixError(400, Codes.INVALID_PARAM, "'alt_aliases' must be a list of room aliases")
-            named.extend(parse_room_alias(a) for a in alt)
-        targets = await self._directory.get_alias_rooms([str(a) for a in named if a.domain == self._server_name])
+            named.extend(require_room_alias(a) for a in alt)
+        targets = await self._directory.get_alias_rooms([str(a) for a in named if self._local.is_mine(a)])
         for parsed in named:
-            if parsed.domain != self._server_name:
+            if not self._local.is_mine(parsed):
                 targets[str(parsed)] = await self._remote_alias_room(parsed)
         for parsed in named:
             if targets.get(str(parsed)) != room_id:

@@ -7,14 +7,14 @@ guest access, ``initial_state``, name, topic, then invites. Each is authorised l
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from homeserver.rooms.membership import INVITE, JOIN, MembershipService, parse_user_id
+from homeserver.identity import LocalServer, require_user_id
+from homeserver.rooms.membership import INVITE, JOIN, MembershipService
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.rooms import RoomStore
-from sc_proto.errors import Codes, MatrixError, UnsupportedRoomVersionError
+from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError, UnsupportedRoomVersionError
 from sc_proto.room_versions import DEFAULT_ROOM_VERSION, RoomVersion, get_room_version
 
 PRESETS = ("private_chat", "trusted_private_chat", "public_chat")
@@ -76,6 +76,7 @@ class RoomCreationService:
         time_msec: Callable[[], int],
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._creator = creator
         self._membership = membership
         self._rooms = rooms
@@ -93,7 +94,7 @@ class RoomCreationService:
         _require(visibility in ("public", "private"), "'visibility' must be 'public' or 'private'", Codes.INVALID_PARAM)
         preset = body.get("preset", "public_chat" if visibility == "public" else "private_chat")
         _require(preset in PRESETS, f"'preset' must be one of {', '.join(PRESETS)}", Codes.INVALID_PARAM)
-        invitees = [parse_user_id(u, "invite") for u in self._list(body, "invite")]
+        invitees = [str(require_user_id(u, "invite")) for u in self._list(body, "invite")]
         initial_state = self._initial_state(body)
         creation_content = body.get("creation_content", {})
         _require(isinstance(creation_content, Mapping), "'creation_content' must be an object")
@@ -105,7 +106,7 @@ class RoomCreationService:
         _require(isinstance(is_direct, bool), "'is_direct' must be a boolean")
         alias = await self._reserve_alias_name(body.get("room_alias_name"))
 
-        legacy_id = f"!{secrets.token_urlsafe(18)}:{self._server_name}"
+        legacy_id = self._local.new_legacy_room_id()
         create_content = {k: v for k, v in creation_content.items() if k not in ("room_version", "creator")}
         create = await self._creator.create_room(user_id, rv, create_content, legacy_id)
         room_id = create.event.room_id
@@ -176,8 +177,10 @@ class RoomCreationService:
         assert isinstance(name, str)
         _require(":" not in name and not any(c.isspace() for c in name) and "#" not in name,
                  "'room_alias_name' must be a bare localpart", Codes.INVALID_PARAM)
-        alias = f"#{name}:{self._server_name}"
-        _require(len(alias.encode()) <= 255, "Room alias is too long", Codes.INVALID_PARAM)
+        try:
+            alias = self._local.alias(name)
+        except InvalidIdentifierError:
+            raise MatrixError(400, Codes.INVALID_PARAM, "Room alias is too long") from None
         if await self._rooms.get_alias(alias) is not None:
             raise MatrixError(400, Codes.ROOM_IN_USE, "Room alias already taken")
         return alias

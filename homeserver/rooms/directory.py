@@ -18,12 +18,12 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from homeserver.identity import require_room_id
 from homeserver.rooms.aliases import may_send_state
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
-from homeserver.util.identifiers import parse_room_id
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.events.redaction import redact
 
@@ -151,7 +151,7 @@ class RoomDirectoryService:
 
     async def get_visibility(self, room_id_value: object) -> str:
         """``public`` or ``private`` (404 ``M_NOT_FOUND`` for unknown rooms)."""
-        room = await self._rooms.get_room(parse_room_id(room_id_value))
+        room = await self._rooms.get_room(str(require_room_id(room_id_value)))
         if room is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Room not found")
         return PUBLIC if room.is_public else PRIVATE
@@ -165,7 +165,7 @@ class RoomDirectoryService:
         Raises:
             MatrixError: 400 bad visibility or room ID, 404 unknown room, 403 not allowed.
         """
-        room_id = parse_room_id(room_id_value)
+        room_id = str(require_room_id(room_id_value))
         if visibility not in VISIBILITIES:
             raise MatrixError(400, Codes.INVALID_PARAM, "'visibility' must be 'public' or 'private'")
         head = await self._creator.get_head(room_id)

@@ -20,15 +20,15 @@ from typing import Any
 
 from homeserver.api.local import LocalOnlyMembership
 from homeserver.api.ports import RemoteRoomMembership
+from homeserver.identity import LocalServer, require_room_id
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.events import StoredEvent
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.rooms import RoomStore
-from homeserver.util.identifiers import parse_room_id
 from sc_proto.auth.power_levels import get_named_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidEventError, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
-from sc_proto.identifiers import RoomAlias, UserID
+from sc_proto.identifiers import RoomAlias
 
 logger = logging.getLogger(__name__)
 
@@ -53,12 +53,6 @@ AliasResolver = Callable[[str], Awaitable[tuple[str, list[str]]]]
 """``resolve(alias) -> (room_id, servers)``, local or through the directory port (404 when unknown)."""
 
 
-def parse_user_id(value: object, what: str = "user_id") -> str:
-    """Validates a user ID from a request body (400 ``M_INVALID_PARAM`` otherwise)."""
-    try:
-        return str(UserID.parse(value, historical=True))
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, f"'{what}' is not a valid user ID") from None
 
 
 class MembershipService:
@@ -85,6 +79,7 @@ class MembershipService:
         resolve_alias: AliasResolver | None = None,
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._creator = creator
         self._rooms = rooms
         self._profiles = profiles
@@ -92,7 +87,7 @@ class MembershipService:
         self._resolve_alias = resolve_alias or self._resolve_local_alias
 
     def _is_local(self, user_id: str) -> bool:
-        return user_id.rsplit(":", 1)[-1] == self._server_name if ":" in user_id else False
+        return self._local.is_mine(user_id)
 
     async def _profile_content(self, user_id: str) -> dict[str, Any]:
         profile = await self._profiles.get_profile(user_id)
@@ -187,7 +182,7 @@ class MembershipService:
                 raise MatrixError(400, Codes.INVALID_PARAM, "Invalid room alias") from None
             room_id, alias_servers = await self._resolve_alias(room_id_or_alias)
             return room_id, [*servers, *alias_servers]
-        return parse_room_id(room_id_or_alias), list(servers)
+        return str(require_room_id(room_id_or_alias)), list(servers)
 
     def _remote_servers(self, servers: Sequence[str]) -> list[str]:
         return [s for s in dict.fromkeys(servers) if s != self._server_name]

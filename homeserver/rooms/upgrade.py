@@ -24,16 +24,15 @@ from __future__ import annotations
 
 import logging
 import math
-import secrets
 from collections.abc import Mapping
 from typing import Any
 
+from homeserver.identity import LocalServer, require_room_id
 from homeserver.rooms.aliases import CANONICAL_ALIAS, RoomAliasService, may_send_state
 from homeserver.rooms.membership import JOIN, MembershipService
 from homeserver.rooms.messages import EventCreator, RoomHead
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
-from homeserver.util.identifiers import parse_room_id
 from homeserver.util.linearizer import Linearizer
 from sc_proto.auth.power_levels import get_user_power_level, is_valid_user_id, parse_power_level
 from sc_proto.errors import Codes, MatrixError, UnsupportedRoomVersionError
@@ -151,6 +150,7 @@ class RoomUpgradeService:
         aliases: RoomAliasService,
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._creator = creator
         self._membership = membership
         self._rooms = rooms
@@ -164,7 +164,7 @@ class RoomUpgradeService:
         Raises:
             MatrixError: 400 unknown version / bad input, 404 unknown room, 403 not allowed.
         """
-        room_id = parse_room_id(room_id_value)
+        room_id = str(require_room_id(room_id_value))
         rv = parse_new_version(new_version)
         extra_creators = parse_additional_creators(additional_creators, user_id) if rv.privileged_creators else ()
         async with self._in_progress.queue(room_id):
@@ -217,7 +217,7 @@ class RoomUpgradeService:
                 content[key] = old_create.content[key]
         if extra_creators:
             content["additional_creators"] = list(extra_creators)
-        legacy_id = f"!{secrets.token_urlsafe(18)}:{self._server_name}"
+        legacy_id = self._local.new_legacy_room_id()
         create = await self._creator.create_room(user_id, rv, content, legacy_id)
         new_room_id = create.event.room_id
         await self._membership.update_membership(user_id, new_room_id, user_id, JOIN)

@@ -133,7 +133,7 @@ def _prepare_schema(url: str) -> None:
 
 TEST_SIGNING_KEY = generate_signing_key("test")
 
-TEST_SERVER_NAME = "test"
+TEST_SERVER_NAME = "test:8448"
 """The server name of every full-homeserver test; new tests build user IDs from it (``f"@alice:{TEST_SERVER_NAME}"``)."""
 
 # Cheap password hashing and no rate limits unless a test asks for them.

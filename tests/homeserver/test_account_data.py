@@ -4,9 +4,9 @@ from __future__ import annotations
 
 from tests.homeserver.server_case import FullHomeserverTestCase
 
-ROOM = "!room:test"
-GLOBAL = "/_matrix/client/v3/user/@alice:test/account_data"
-IN_ROOM = f"/_matrix/client/v3/user/@alice:test/rooms/{ROOM}/account_data"
+ROOM = "!room:test:8448"
+GLOBAL = "/_matrix/client/v3/user/@alice:test:8448/account_data"
+IN_ROOM = f"/_matrix/client/v3/user/@alice:test:8448/rooms/{ROOM}/account_data"
 
 
 class AccountDataTests(FullHomeserverTestCase):
@@ -18,10 +18,10 @@ class AccountDataTests(FullHomeserverTestCase):
 
     def test_global_put_and_get(self) -> None:
         """PUT stores the object, GET returns it; a second PUT replaces it."""
-        put = self.make_request("PUT", f"{GLOBAL}/m.direct", {"@bob:test": ["!a:test"]}, access_token=self.token)
+        put = self.make_request("PUT", f"{GLOBAL}/m.direct", {"@bob:test:8448": ["!a:test:8448"]}, access_token=self.token)
         self.assertEqual((put.code, put.json_body), (200, {}))
         got = self.make_request("GET", f"{GLOBAL}/m.direct", access_token=self.token)
-        self.assertEqual((got.code, got.json_body), (200, {"@bob:test": ["!a:test"]}))
+        self.assertEqual((got.code, got.json_body), (200, {"@bob:test:8448": ["!a:test:8448"]}))
         self.make_request("PUT", f"{GLOBAL}/m.direct", {}, access_token=self.token)
         self.assertEqual(self.make_request("GET", f"{GLOBAL}/m.direct", access_token=self.token).json_body, {})
 
@@ -68,7 +68,7 @@ class AccountDataTests(FullHomeserverTestCase):
     def test_invalid_room_id_and_oversized_type(self) -> None:
         """A malformed room ID or a type over 255 bytes is 400 M_INVALID_PARAM."""
         channel = self.make_request(
-            "PUT", "/_matrix/client/v3/user/@alice:test/rooms/notaroom/account_data/m.tag", {}, access_token=self.token
+            "PUT", "/_matrix/client/v3/user/@alice:test:8448/rooms/notaroom/account_data/m.tag", {}, access_token=self.token
         )
         self.assertEqual((channel.code, channel.json_body["errcode"]), (400, "M_INVALID_PARAM"))
         channel = self.make_request("PUT", f"{GLOBAL}/{'x' * 256}", {}, access_token=self.token)
@@ -88,7 +88,7 @@ class AccountDataStreamTests(FullHomeserverTestCase):
         ids = [
             self.get_success(store.set_account_data(user, room, data_type, {"n": i}))
             for i, (user, room, data_type) in enumerate([
-                ("@a:test", None, "t1"), ("@b:test", None, "t1"), ("@a:test", "!r:test", "t1"), ("@a:test", None, "t1"),
+                ("@a:test:8448", None, "t1"), ("@b:test:8448", None, "t1"), ("@a:test:8448", "!r:test:8448", "t1"), ("@a:test:8448", None, "t1"),
             ])
         ]
         self.assertEqual(ids, sorted(ids))
@@ -99,19 +99,19 @@ class AccountDataStreamTests(FullHomeserverTestCase):
     def test_changed_since(self) -> None:
         """Changes after a position come back oldest first, each entry once with its latest content."""
         store = self.hs.stores.account_data
-        s1 = self.get_success(store.set_account_data("@a:test", None, "t1", {"v": 1}))
-        s2 = self.get_success(store.set_account_data("@a:test", "!r:test", "t2", {"v": 2}))
-        self.get_success(store.set_account_data("@b:test", None, "t1", {"v": 9}))
-        s4 = self.get_success(store.set_account_data("@a:test", None, "t1", {"v": 3}))
-        changes = self.get_success(store.get_changed_since("@a:test", 0))
+        s1 = self.get_success(store.set_account_data("@a:test:8448", None, "t1", {"v": 1}))
+        s2 = self.get_success(store.set_account_data("@a:test:8448", "!r:test:8448", "t2", {"v": 2}))
+        self.get_success(store.set_account_data("@b:test:8448", None, "t1", {"v": 9}))
+        s4 = self.get_success(store.set_account_data("@a:test:8448", None, "t1", {"v": 3}))
+        changes = self.get_success(store.get_changed_since("@a:test:8448", 0))
         self.assertEqual(
             [(c.room_id, c.data_type, c.content, c.stream_id) for c in changes],
-            [("!r:test", "t2", {"v": 2}, s2), (None, "t1", {"v": 3}, s4)],
+            [("!r:test:8448", "t2", {"v": 2}, s2), (None, "t1", {"v": 3}, s4)],
         )
-        self.assertEqual(self.get_success(store.get_changed_since("@a:test", s2)), changes[1:])
-        self.assertEqual([c.stream_id for c in self.get_success(store.get_changed_since("@a:test", s1, up_to=s2))], [s2])
-        self.assertEqual(self.get_success(store.get_changed_since("@a:test", s4)), [])
-        self.assertEqual(len(self.get_success(store.get_changed_since("@a:test", 0, limit=1))), 1)
+        self.assertEqual(self.get_success(store.get_changed_since("@a:test:8448", s2)), changes[1:])
+        self.assertEqual([c.stream_id for c in self.get_success(store.get_changed_since("@a:test:8448", s1, up_to=s2))], [s2])
+        self.assertEqual(self.get_success(store.get_changed_since("@a:test:8448", s4)), [])
+        self.assertEqual(len(self.get_success(store.get_changed_since("@a:test:8448", 0, limit=1))), 1)
 
     def test_http_writes_advance_the_stream(self) -> None:
         """Writes through the API allocate stream ids too."""
@@ -122,17 +122,17 @@ class AccountDataStreamTests(FullHomeserverTestCase):
         self.make_request("PUT", f"{GLOBAL}/org.example", {"a": 1}, access_token=token)
         self.make_request("PUT", f"{IN_ROOM}/org.example", {"a": 2}, access_token=token)
         self.assertEqual(self.get_success(store.get_current_stream_id()), before + 2)
-        self.assertEqual(len(self.get_success(store.get_changed_since("@alice:test", before))), 2)
+        self.assertEqual(len(self.get_success(store.get_changed_since("@alice:test:8448", before))), 2)
 
     def test_lost_counter_row_never_goes_backwards(self) -> None:
         """If the counter row is gone, allocation restarts above every stored stream id."""
         store = self.hs.stores.account_data
         last = 0
         for i in range(3):
-            last = self.get_success(store.set_account_data("@a:test", None, f"t{i}", {}))
+            last = self.get_success(store.set_account_data("@a:test:8448", None, f"t{i}", {}))
         self.get_success(self.hs.pool.run_txn("drop_counter", lambda txn: txn.execute("DELETE FROM account_data_stream_id")))
         self.assertEqual(self.get_success(store.get_current_stream_id()), last)
-        self.assertEqual(self.get_success(store.set_account_data("@a:test", None, "t9", {})), last + 1)
+        self.assertEqual(self.get_success(store.set_account_data("@a:test:8448", None, "t9", {})), last + 1)
 
 
 class ConcurrentStreamIdTests(FullHomeserverTestCase):

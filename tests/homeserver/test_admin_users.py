@@ -39,19 +39,19 @@ class AdminTestCase(FullHomeserverTestCase):
 # Every admin endpoint, with a body good enough to get past parsing.
 ENDPOINTS: list[tuple[str, str, Any]] = [
     ("GET", f"{ADMIN}/v2/users", None),
-    ("GET", user_path("@alice:test"), None),
-    ("PUT", user_path("@alice:test"), {"displayname": "x"}),
-    ("PUT", user_path("@newbie:test"), {"password": "whatever-long"}),
-    ("POST", f"{ADMIN}/v1/deactivate/{quote('@alice:test')}", {}),
-    ("POST", f"{ADMIN}/v1/reset_password/{quote('@alice:test')}", {"new_password": "another-long"}),
-    ("GET", user_path("@alice:test", "/devices"), None),
-    ("GET", user_path("@alice:test", "/devices/DEV"), None),
-    ("DELETE", user_path("@alice:test", "/devices/DEV"), None),
-    ("POST", user_path("@alice:test", "/delete_devices"), {"devices": ["DEV"]}),
-    ("GET", f"{ADMIN}/v1/whois/{quote('@root:test')}", None),
-    ("GET", f"/_matrix/client/v1/admin/lock/{quote('@alice:test')}", None),
-    ("PUT", f"/_matrix/client/v1/admin/lock/{quote('@alice:test')}", {"locked": True}),
-    ("GET", user_path("@ghost:test"), None),
+    ("GET", user_path("@alice:test:8448"), None),
+    ("PUT", user_path("@alice:test:8448"), {"displayname": "x"}),
+    ("PUT", user_path("@newbie:test:8448"), {"password": "whatever-long"}),
+    ("POST", f"{ADMIN}/v1/deactivate/{quote('@alice:test:8448')}", {}),
+    ("POST", f"{ADMIN}/v1/reset_password/{quote('@alice:test:8448')}", {"new_password": "another-long"}),
+    ("GET", user_path("@alice:test:8448", "/devices"), None),
+    ("GET", user_path("@alice:test:8448", "/devices/DEV"), None),
+    ("DELETE", user_path("@alice:test:8448", "/devices/DEV"), None),
+    ("POST", user_path("@alice:test:8448", "/delete_devices"), {"devices": ["DEV"]}),
+    ("GET", f"{ADMIN}/v1/whois/{quote('@root:test:8448')}", None),
+    ("GET", f"/_matrix/client/v1/admin/lock/{quote('@alice:test:8448')}", None),
+    ("PUT", f"/_matrix/client/v1/admin/lock/{quote('@alice:test:8448')}", {"locked": True}),
+    ("GET", user_path("@ghost:test:8448"), None),
 ]
 
 
@@ -70,7 +70,7 @@ class AccessTests(AdminTestCase):
             self.assertEqual(channel.json_body["errcode"], "M_FORBIDDEN")
             if path.startswith(ADMIN):
                 self.assertEqual(channel.json_body["error"], "You are not a server admin")
-        self.assertIsNone(self.get_success(self.hs.stores.users.get_user("@newbie:test")))
+        self.assertIsNone(self.get_success(self.hs.stores.users.get_user("@newbie:test:8448")))
         user = self.get_success(self.hs.stores.users.get_user(self.alice_id))
         self.assertFalse(user.deactivated or user.locked)
         self.assertEqual(self.whoami(self.alice_token).code, 200)
@@ -90,12 +90,12 @@ class ListUsersTests(AdminTestCase):
         self.assertEqual(channel.json_body["total"], 2)
         self.assertNotIn("next_token", channel.json_body)
         users = {u["name"]: u for u in channel.json_body["users"]}
-        alice = users["@alice:test"]
+        alice = users["@alice:test:8448"]
         self.assertEqual(alice["displayname"], "Alice A")
         self.assertIsNone(alice["avatar_url"])
         for key in ("is_guest", "admin", "deactivated", "locked"):
             self.assertIs(alice[key], False, key)
-        self.assertIs(users["@root:test"]["admin"], True)
+        self.assertIs(users["@root:test:8448"]["admin"], True)
         self.assertEqual(alice["creation_ts"], self.clock.time_msec())
 
     def test_pagination(self) -> None:
@@ -127,7 +127,7 @@ class ListUsersTests(AdminTestCase):
     def test_name_filter(self) -> None:
         """name matches localparts and display names case-insensitively, never the server name."""
         self.register_user("bob")
-        self.get_success(self.hs.stores.profiles.set_field("@bob:test", "displayname", "Bobby Tables"))
+        self.get_success(self.hs.stores.profiles.set_field("@bob:test:8448", "displayname", "Bobby Tables"))
         self.register_user("under_score")
 
         def names(query: str) -> list[str]:
@@ -135,42 +135,42 @@ class ListUsersTests(AdminTestCase):
             self.assertEqual(channel.code, 200, channel.json_body)
             return [u["name"] for u in channel.json_body["users"]]
 
-        self.assertEqual(names("name=ALI"), ["@alice:test"])
-        self.assertEqual(names("name=tables"), ["@bob:test"])
+        self.assertEqual(names("name=ALI"), ["@alice:test:8448"])
+        self.assertEqual(names("name=tables"), ["@bob:test:8448"])
         self.assertEqual(names("name=test"), [])
-        self.assertEqual(names("name=_"), ["@under_score:test"])  # LIKE wildcards are literal
+        self.assertEqual(names("name=_"), ["@under_score:test:8448"])  # LIKE wildcards are literal
         self.assertEqual(names("name=%25"), [])
-        self.assertEqual(names("user_id=%40bo"), ["@bob:test"])
+        self.assertEqual(names("user_id=%40bo"), ["@bob:test:8448"])
 
     def test_flag_filters(self) -> None:
         """deactivated/guests/admins/locked filters follow Synapse's defaults."""
         self.register_user("gone")
-        self.get_success(self.hs.stores.users.set_deactivated("@gone:test", True))
-        self.get_success(self.hs.stores.users.create_user("@guest1:test", None, 0, is_guest=True))
+        self.get_success(self.hs.stores.users.set_deactivated("@gone:test:8448", True))
+        self.get_success(self.hs.stores.users.create_user("@guest1:test:8448", None, 0, is_guest=True))
         self.register_user("held")
-        self.get_success(self.hs.stores.users.set_admin_lock("@held:test", True))
+        self.get_success(self.hs.stores.users.set_admin_lock("@held:test:8448", True))
 
         def names(query: str) -> set[str]:
             channel = self.admin_request("GET", f"{ADMIN}/v2/users?{query}")
             self.assertEqual(channel.code, 200, channel.json_body)
             return {u["name"] for u in channel.json_body["users"]}
 
-        base = {"@root:test", "@alice:test", "@guest1:test"}
+        base = {"@root:test:8448", "@alice:test:8448", "@guest1:test:8448"}
         self.assertEqual(names(""), base)
-        self.assertEqual(names("deactivated=true"), base | {"@gone:test"})
-        self.assertEqual(names("guests=false"), base - {"@guest1:test"})
-        self.assertEqual(names("admins=true"), {"@root:test"})
-        self.assertEqual(names("admins=false"), base - {"@root:test"})
-        self.assertEqual(names("locked=true"), base | {"@held:test"})
+        self.assertEqual(names("deactivated=true"), base | {"@gone:test:8448"})
+        self.assertEqual(names("guests=false"), base - {"@guest1:test:8448"})
+        self.assertEqual(names("admins=true"), {"@root:test:8448"})
+        self.assertEqual(names("admins=false"), base - {"@root:test:8448"})
+        self.assertEqual(names("locked=true"), base | {"@held:test:8448"})
 
     def test_order(self) -> None:
         """order_by and dir sort the list."""
         self.reactor.advance(1)
         self.register_user("aaron")
         channel = self.admin_request("GET", f"{ADMIN}/v2/users?order_by=creation_ts&dir=b")
-        self.assertEqual(channel.json_body["users"][0]["name"], "@aaron:test")
+        self.assertEqual(channel.json_body["users"][0]["name"], "@aaron:test:8448")
         channel = self.admin_request("GET", f"{ADMIN}/v2/users?dir=b")
-        self.assertEqual([u["name"] for u in channel.json_body["users"]], ["@root:test", "@alice:test", "@aaron:test"])
+        self.assertEqual([u["name"] for u in channel.json_body["users"]], ["@root:test:8448", "@alice:test:8448", "@aaron:test:8448"])
 
     def test_bad_query_parameters(self) -> None:
         """Malformed or oversized parameters are 400 M_INVALID_PARAM."""
@@ -187,14 +187,14 @@ class GetUserTests(AdminTestCase):
         channel = self.admin_request("GET", user_path(self.alice_id))
         self.assertEqual(channel.code, 200)
         body = channel.json_body
-        self.assertEqual(body["name"], "@alice:test")
+        self.assertEqual(body["name"], "@alice:test:8448")
         self.assertIs(body["locked"], False)
         self.assertEqual(body["threepids"], [])
         self.assertNotIn("password_hash", body)
 
     def test_unknown_remote_and_malformed(self) -> None:
         """Unknown local user 404; a remote or malformed user ID 400."""
-        channel = self.admin_request("GET", user_path("@nobody:test"))
+        channel = self.admin_request("GET", user_path("@nobody:test:8448"))
         self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_NOT_FOUND"))
         for bad in ("@alice:elsewhere", "alice", "@:"):
             channel = self.admin_request("GET", user_path(bad))
@@ -204,34 +204,34 @@ class GetUserTests(AdminTestCase):
 class PutUserTests(AdminTestCase):
     def test_create_user(self) -> None:
         """PUT on a new ID creates it (201) with password, profile and flags; the user can log in."""
-        body = {"password": "short", "displayname": "Newbie", "avatar_url": "mxc://test/abc", "admin": True}
-        channel = self.admin_request("PUT", user_path("@newbie:test"), body)
+        body = {"password": "short", "displayname": "Newbie", "avatar_url": "mxc://test:8448/abc", "admin": True}
+        channel = self.admin_request("PUT", user_path("@newbie:test:8448"), body)
         self.assertEqual(channel.code, 201, channel.json_body)
         self.assertEqual(channel.json_body["displayname"], "Newbie")
-        self.assertEqual(channel.json_body["avatar_url"], "mxc://test/abc")
+        self.assertEqual(channel.json_body["avatar_url"], "mxc://test:8448/abc")
         self.assertIs(channel.json_body["admin"], True)
         # The password policy does not bind admins (as in Synapse): "short" works.
         self.assertEqual(self.login_code("newbie", "short"), 200)
 
     def test_create_without_password_cannot_log_in(self) -> None:
         """An account created without a password exists but has no password login."""
-        channel = self.admin_request("PUT", user_path("@nopass:test"), {})
+        channel = self.admin_request("PUT", user_path("@nopass:test:8448"), {})
         self.assertEqual(channel.code, 201)
         self.assertEqual(self.login_code("nopass", ""), 403)
 
     def test_create_locked_or_deactivated(self) -> None:
         """Flags given at creation apply."""
-        channel = self.admin_request("PUT", user_path("@held:test"), {"password": PASSWORD, "locked": True})
+        channel = self.admin_request("PUT", user_path("@held:test:8448"), {"password": PASSWORD, "locked": True})
         self.assertIs(channel.json_body["locked"], True)
-        channel = self.admin_request("PUT", user_path("@dead:test"), {"password": PASSWORD, "deactivated": True})
+        channel = self.admin_request("PUT", user_path("@dead:test:8448"), {"password": PASSWORD, "deactivated": True})
         self.assertIs(channel.json_body["deactivated"], True)
         self.assertEqual(self.login_code("dead", PASSWORD), 403)
 
     def test_create_invalid_or_taken_localpart(self) -> None:
         """New IDs must fit the current grammar; another case of an existing ID is taken."""
-        channel = self.admin_request("PUT", user_path("@Bad Name:test"), {"password": PASSWORD})
+        channel = self.admin_request("PUT", user_path("@Bad Name:test:8448"), {"password": PASSWORD})
         self.assertEqual((channel.code, channel.json_body["errcode"]), (400, "M_INVALID_USERNAME"))
-        channel = self.admin_request("PUT", user_path("@ALICE:test"), {"password": PASSWORD})
+        channel = self.admin_request("PUT", user_path("@ALICE:test:8448"), {"password": PASSWORD})
         self.assertEqual(channel.code, 400)
         self.assertIn(channel.json_body["errcode"], ("M_INVALID_USERNAME", "M_USER_IN_USE"))
 
@@ -242,8 +242,8 @@ class PutUserTests(AdminTestCase):
         self.assertEqual(channel.json_body["displayname"], "Al")
         self.assertIs(channel.json_body["admin"], True)
         self.assertEqual(self.whoami(self.alice_token).code, 200)
-        channel = self.admin_request("PUT", user_path(self.alice_id), {"avatar_url": "mxc://test/x"})
-        self.assertEqual((channel.json_body["displayname"], channel.json_body["avatar_url"]), ("Al", "mxc://test/x"))
+        channel = self.admin_request("PUT", user_path(self.alice_id), {"avatar_url": "mxc://test:8448/x"})
+        self.assertEqual((channel.json_body["displayname"], channel.json_body["avatar_url"]), ("Al", "mxc://test:8448/x"))
 
     def test_password_change_logs_out_by_default(self) -> None:
         """A new password ends every session unless logout_devices is false."""
@@ -336,7 +336,7 @@ class DeactivateTests(AdminTestCase):
     def test_bad_requests(self) -> None:
         """Unknown user 404; bad erase 400; remote 400."""
         base = f"{ADMIN}/v1/deactivate/"
-        self.assertEqual(self.admin_request("POST", base + quote("@ghost:test"), {}).code, 404)
+        self.assertEqual(self.admin_request("POST", base + quote("@ghost:test:8448"), {}).code, 404)
         self.assertEqual(self.admin_request("POST", base + quote(self.alice_id), {"erase": "x"}).code, 400)
         self.assertEqual(self.admin_request("POST", base + quote("@a:remote"), {}).code, 400)
         self.assertEqual(self.whoami(self.alice_token).code, 200)
@@ -374,7 +374,7 @@ class ResetPasswordTests(AdminTestCase):
         for body in ({}, {"new_password": 1}, {"new_password": "x" * 513},
                      {"new_password": "ok-ok-ok", "logout_devices": "yes"}):
             self.assertEqual(self.admin_request("POST", self.path(self.alice_id), body).code, 400, body)
-        self.assertEqual(self.admin_request("POST", self.path("@ghost:test"), {"new_password": "x"}).code, 404)
+        self.assertEqual(self.admin_request("POST", self.path("@ghost:test:8448"), {"new_password": "x"}).code, 404)
         self.get_success(self.hs.stores.users.set_deactivated(self.alice_id, True))
         self.assertEqual(self.admin_request("POST", self.path(self.alice_id), {"new_password": "x"}).code, 400)
 
@@ -422,7 +422,7 @@ class DeviceTests(AdminTestCase):
     def test_unknown_user(self) -> None:
         """Device endpoints answer 404 for an unknown user."""
         for method, suffix in (("GET", "/devices"), ("GET", "/devices/D"), ("DELETE", "/devices/D")):
-            channel = self.admin_request(method, user_path("@ghost:test", suffix))
+            channel = self.admin_request(method, user_path("@ghost:test:8448", suffix))
             self.assertEqual(channel.code, 404, suffix)
 
 
@@ -451,7 +451,7 @@ class WhoisTests(AdminTestCase):
 
     def test_unknown_user(self) -> None:
         """Whois of an unknown user is 404."""
-        self.assertEqual(self.admin_request("GET", f"{ADMIN}/v1/whois/{quote('@ghost:test')}").code, 404)
+        self.assertEqual(self.admin_request("GET", f"{ADMIN}/v1/whois/{quote('@ghost:test:8448')}").code, 404)
 
 
 class SpecLockTests(AdminTestCase):
@@ -472,15 +472,15 @@ class SpecLockTests(AdminTestCase):
         """Self or another admin 403, unknown or deactivated 404, remote 400, bad body 400."""
         self.register_user("root2", admin=True)
         self.assertEqual(self.admin_request("PUT", self.path(self.admin_id), {"locked": True}).code, 403)
-        self.assertEqual(self.admin_request("PUT", self.path("@root2:test"), {"locked": True}).code, 403)
-        self.assertEqual(self.admin_request("GET", self.path("@ghost:test")).code, 404)
+        self.assertEqual(self.admin_request("PUT", self.path("@root2:test:8448"), {"locked": True}).code, 403)
+        self.assertEqual(self.admin_request("GET", self.path("@ghost:test:8448")).code, 404)
         self.get_success(self.hs.stores.users.set_deactivated(self.alice_id, True))
         self.assertEqual(self.admin_request("GET", self.path(self.alice_id)).code, 404)
         remote = self.admin_request("GET", self.path("@x:remote"))
         self.assertEqual((remote.code, remote.json_body["errcode"]), (400, "M_INVALID_PARAM"))
         self.register_user("carol")
         for bad in ({}, {"locked": "yes"}, [True]):
-            self.assertEqual(self.admin_request("PUT", self.path("@carol:test"), bad).code, 400, bad)
+            self.assertEqual(self.admin_request("PUT", self.path("@carol:test:8448"), bad).code, 400, bad)
 
 
 class LockSeparationTests(AdminTestCase):

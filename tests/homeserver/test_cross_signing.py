@@ -50,7 +50,7 @@ class CrossSigningTestCase(FullHomeserverTestCase):
         bob = self.login("bob")
         self.alice, self.alice_device = alice["access_token"], alice["device_id"]
         self.bob, self.bob_device = bob["access_token"], bob["device_id"]
-        self.alice_id, self.bob_id = "@alice:test", "@bob:test"
+        self.alice_id, self.bob_id = "@alice:test:8448", "@bob:test:8448"
         self.alice_dev_key, self.bob_dev_key = Key(11), Key(12)
         self.alice_master, self.alice_ssk, self.alice_usk = Key(1), Key(2), Key(3)
         self.bob_master, self.bob_ssk, self.bob_usk = Key(4), Key(5), Key(6)
@@ -317,11 +317,11 @@ class SignaturesUploadTests(CrossSigningTestCase):
         """Unknown devices are M_NOT_FOUND failures; a non-master key of another user fails; no new signature fails."""
         channel = self.upload_signatures({
             self.alice_id: {"NODEVICE": self.sign_own_device()},
-            "@nobody:test": {"whatever": {"user_id": "@nobody:test"}},
+            "@nobody:test:8448": {"whatever": {"user_id": "@nobody:test:8448"}},
         })
         failures = channel.json_body["failures"]
         self.assertEqual(failures[self.alice_id]["NODEVICE"]["errcode"], "M_NOT_FOUND")
-        self.assertIn("whatever", failures["@nobody:test"])
+        self.assertIn("whatever", failures["@nobody:test:8448"])
         unsigned = self.own_device_json()
         unsigned.pop("unsigned", None)
         channel = self.upload_signatures({self.alice_id: {self.alice_device: unsigned}})

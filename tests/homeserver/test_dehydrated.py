@@ -21,7 +21,7 @@ class DehydratedTestCase(SyncTestCase):
         self.alice_device = self.whoami(self.alice).json_body["device_id"]
         self._n = 0
 
-    def body(self, device_id: str = "CurveKeyA", user_id: str = "@alice:test", key: SigningKey | None = None,
+    def body(self, device_id: str = "CurveKeyA", user_id: str = "@alice:test:8448", key: SigningKey | None = None,
              **override: Any) -> dict[str, Any]:
         """A complete PUT body: device data, signed device keys, two one-time keys and a fallback key."""
         key = key or generate_signing_key("d")
@@ -63,21 +63,21 @@ class DehydratedTestCase(SyncTestCase):
         self._n += 1
         channel = self.make_request(
             "PUT", f"{V3}/sendToDevice/m.room.encrypted/t{self._n}",
-            {"messages": {"@alice:test": {device_id: {"n": n, "ciphertext": "olm"}}}}, access_token=token or self.bob,
+            {"messages": {"@alice:test:8448": {device_id: {"n": n, "ciphertext": "olm"}}}}, access_token=token or self.bob,
         )
         self.assertEqual(channel.code, 200, channel.json_body)
 
     def count(self, table: str, device_id: str) -> int:
         def count_txn(txn: Any) -> int:
-            txn.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id = ? AND device_id = ?", ("@alice:test", device_id))
+            txn.execute(f"SELECT COUNT(*) FROM {table} WHERE user_id = ? AND device_id = ?", ("@alice:test:8448", device_id))
             return int(txn.fetchone()[0])
 
         return self.get_success(self.hs.pool.run_read("count", count_txn))
 
     def query_devices(self, token: str) -> dict[str, Any]:
-        channel = self.make_request("POST", f"{V3}/keys/query", {"device_keys": {"@alice:test": []}}, access_token=token)
+        channel = self.make_request("POST", f"{V3}/keys/query", {"device_keys": {"@alice:test:8448": []}}, access_token=token)
         self.assertEqual(channel.code, 200, channel.json_body)
-        found: dict[str, Any] = channel.json_body["device_keys"].get("@alice:test", {})
+        found: dict[str, Any] = channel.json_body["device_keys"].get("@alice:test:8448", {})
         return found
 
 
@@ -142,19 +142,19 @@ class LifecycleTests(DehydratedTestCase):
     def test_deleting_the_device_row_forgets_the_dehydrated_device(self) -> None:
         """However the device row goes (device deletion, session limit, deactivation), GET follows."""
         self.put_ok(self.body())
-        self.get_success(self.hs.stores.devices.delete_devices("@alice:test", ["CurveKeyA"]))
+        self.get_success(self.hs.stores.devices.delete_devices("@alice:test:8448", ["CurveKeyA"]))
         self.assertEqual(self.get().code, 404)
         self.put_ok(self.body("Second"))
-        self.get_success(self.hs.stores.devices.delete_all_devices("@alice:test", except_device_id=self.alice_device))
+        self.get_success(self.hs.stores.devices.delete_all_devices("@alice:test:8448", except_device_id=self.alice_device))
         self.assertEqual(self.get().code, 404)
 
     def test_unauthenticated_and_guest_requests_are_refused(self) -> None:
         for method, path in (("PUT", PATH), ("GET", PATH), ("DELETE", PATH), ("POST", f"{PATH}/X/events")):
             channel = self.make_request(method, path, {} if method in ("PUT", "POST") else None)
             self.assertEqual(channel.code, 401, (method, path))
-        self.get_success(self.hs.stores.users.create_user("@guest1:test", None, 0, is_guest=True))
+        self.get_success(self.hs.stores.users.create_user("@guest1:test:8448", None, 0, is_guest=True))
         session = self.get_success(self.hs.sessions.create_session(
-            "@guest1:test", device_id=None, display_name=None, want_refresh=False, ip=None, user_agent=None
+            "@guest1:test:8448", device_id=None, display_name=None, want_refresh=False, ip=None, user_agent=None
         ))
         channel = self.get(str(session.access_token))
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_GUEST_ACCESS_FORBIDDEN"))
@@ -171,11 +171,11 @@ class KeyDistributionTests(DehydratedTestCase):
         claimed = []
         for _ in range(3):
             channel = self.make_request(
-                "POST", f"{V3}/keys/claim", {"one_time_keys": {"@alice:test": {"CurveKeyA": "signed_curve25519"}}},
+                "POST", f"{V3}/keys/claim", {"one_time_keys": {"@alice:test:8448": {"CurveKeyA": "signed_curve25519"}}},
                 access_token=self.bob,
             )
             self.assertEqual(channel.code, 200, channel.json_body)
-            claimed.append(next(iter(channel.json_body["one_time_keys"]["@alice:test"]["CurveKeyA"].values()))["key"])
+            claimed.append(next(iter(channel.json_body["one_time_keys"]["@alice:test:8448"]["CurveKeyA"].values()))["key"])
         self.assertEqual(sorted(claimed[:2]), ["otkAAA", "otkAAB"])
         self.assertEqual(claimed[2], "fb")
 
@@ -185,7 +185,7 @@ class KeyDistributionTests(DehydratedTestCase):
         since = self.sync(self.bob)["next_batch"]
         self.put_ok(self.body())
         body = self.sync(self.bob, since=since, timeout=0)
-        self.assertIn("@alice:test", body.get("device_lists", {}).get("changed", []))
+        self.assertIn("@alice:test:8448", body.get("device_lists", {}).get("changed", []))
 
 
 class RehydrationTests(DehydratedTestCase):
@@ -197,7 +197,7 @@ class RehydrationTests(DehydratedTestCase):
             self.send_to("CurveKeyA", n)
         first = self.events_ok("CurveKeyA")
         self.assertEqual([e["content"]["n"] for e in first["events"]], list(range(100)))
-        self.assertEqual(first["events"][0], {"sender": "@bob:test", "type": "m.room.encrypted",
+        self.assertEqual(first["events"][0], {"sender": "@bob:test:8448", "type": "m.room.encrypted",
                                               "content": {"n": 0, "ciphertext": "olm"}})
         second = self.events_ok("CurveKeyA", first["next_batch"])
         self.assertEqual([e["content"]["n"] for e in second["events"]], list(range(100, 150)))
@@ -217,7 +217,7 @@ class RehydrationTests(DehydratedTestCase):
     def test_wildcard_messages_reach_the_dehydrated_device(self) -> None:
         self.put_ok(self.body())
         self.make_request(
-            "PUT", f"{V3}/sendToDevice/m.room.encrypted/w1", {"messages": {"@alice:test": {"*": {"all": True}}}},
+            "PUT", f"{V3}/sendToDevice/m.room.encrypted/w1", {"messages": {"@alice:test:8448": {"*": {"all": True}}}},
             access_token=self.bob,
         )
         self.assertEqual([e["content"] for e in self.events_ok("CurveKeyA")["events"]], [{"all": True}])
@@ -232,7 +232,7 @@ class RehydrationTests(DehydratedTestCase):
         """Only the current dehydrated device's inbox is readable: not a live device's, not another
         user's dehydrated device."""
         self.put_ok(self.body())
-        bob_body = self.body("BobCurve", user_id="@bob:test")
+        bob_body = self.body("BobCurve", user_id="@bob:test:8448")
         self.put_ok(bob_body, token=self.bob)
         for device_id in (self.alice_device, "BobCurve", "Nope"):
             channel = self.events(device_id)
@@ -277,8 +277,8 @@ class BadUploadTests(DehydratedTestCase):
 
     def test_keys_must_be_the_devices_own_and_signed(self) -> None:
         key = generate_signing_key("k")
-        self.assert_refused(self.body(device_keys=device_keys("@alice:test", "Other", key)), 400, "M_INVALID_PARAM")
-        self.assert_refused(self.body(device_keys=device_keys("@bob:test", "CurveKeyA", key)), 400, "M_INVALID_PARAM")
+        self.assert_refused(self.body(device_keys=device_keys("@alice:test:8448", "Other", key)), 400, "M_INVALID_PARAM")
+        self.assert_refused(self.body(device_keys=device_keys("@bob:test:8448", "CurveKeyA", key)), 400, "M_INVALID_PARAM")
         forged = self.body()
         forged["device_keys"]["algorithms"] = ["changed.after.signing"]
         self.assert_refused(forged, 400, "M_INVALID_PARAM")
@@ -306,7 +306,7 @@ class BadUploadTests(DehydratedTestCase):
             txn.execute(
                 "INSERT INTO e2e_cross_signing_keys (user_id, key_type, public_key, key_json, updated_ts)"
                 " VALUES (?, ?, ?, ?, ?)",
-                ("@alice:test", "master", "MasterKeyPub", "{}", 0),
+                ("@alice:test:8448", "master", "MasterKeyPub", "{}", 0),
             )
 
         self.get_success(self.hs.pool.run_txn("add", add_txn))

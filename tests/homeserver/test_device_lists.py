@@ -36,12 +36,12 @@ class ChangedTests(DeviceListTestCase):
         since = {name: self.sync(tok)["next_batch"] for name, tok in
                  (("alice", self.alice), ("bob", self.bob), ("carol", self.carol))}
         self.upload_ok(self.alice, {"device_keys": self.alice_keys()})
-        self.assertEqual(self.lists(self.bob, since["bob"])[0], {"changed": ["@alice:test"], "left": []})
-        self.assertEqual(self.lists(self.alice, since["alice"])[0]["changed"], ["@alice:test"])
+        self.assertEqual(self.lists(self.bob, since["bob"])[0], {"changed": ["@alice:test:8448"], "left": []})
+        self.assertEqual(self.lists(self.alice, since["alice"])[0]["changed"], ["@alice:test:8448"])
         self.assertEqual(self.lists(self.carol, since["carol"])[0], {"changed": [], "left": []})
         channel = self.changes(self.bob, since["bob"], self.sync(self.bob)["next_batch"])
         self.assertEqual(channel.code, 200, channel.json_body)
-        self.assertEqual(channel.json_body, {"changed": ["@alice:test"], "left": []})
+        self.assertEqual(channel.json_body, {"changed": ["@alice:test:8448"], "left": []})
 
     def test_initial_sync_and_unchanged_tokens_have_no_changes(self) -> None:
         """An initial sync lists nothing; a sync with nothing new lists nothing."""
@@ -57,8 +57,8 @@ class ChangedTests(DeviceListTestCase):
         since_carol = self.sync(self.carol)["next_batch"]
         since_alice = self.sync(self.alice)["next_batch"]
         self.join(room_id, self.carol)
-        self.assertEqual(self.lists(self.carol, since_carol)[0], {"changed": ["@alice:test", "@bob:test"], "left": []})
-        self.assertEqual(self.lists(self.alice, since_alice)[0], {"changed": ["@carol:test"], "left": []})
+        self.assertEqual(self.lists(self.carol, since_carol)[0], {"changed": ["@alice:test:8448", "@bob:test:8448"], "left": []})
+        self.assertEqual(self.lists(self.alice, since_alice)[0], {"changed": ["@carol:test:8448"], "left": []})
 
     def test_device_deletion_is_a_change_only_with_keys(self) -> None:
         """Deleting a device that had keys is a change for room sharers; one without keys is not."""
@@ -66,22 +66,22 @@ class ChangedTests(DeviceListTestCase):
         alice2 = self.login("alice")["access_token"]
         alice2_device = self.whoami(alice2).json_body["device_id"]
         alice3 = self.login("alice")["access_token"]
-        self.upload_ok(alice2, {"device_keys": device_keys("@alice:test", alice2_device, generate_signing_key("z"))})
+        self.upload_ok(alice2, {"device_keys": device_keys("@alice:test:8448", alice2_device, generate_signing_key("z"))})
         since = self.sync(self.bob)["next_batch"]
         self.assertEqual(self.make_request("POST", f"{V3}/logout", {}, access_token=alice3).code, 200)
         self.assertEqual(self.lists(self.bob, since)[0]["changed"], [])
         self.assertEqual(self.make_request("POST", f"{V3}/logout", {}, access_token=alice2).code, 200)
-        self.assertEqual(self.lists(self.bob, since)[0]["changed"], ["@alice:test"])
-        channel = self.query(self.bob, {"@alice:test": []})
+        self.assertEqual(self.lists(self.bob, since)[0]["changed"], ["@alice:test:8448"])
+        channel = self.query(self.bob, {"@alice:test:8448": []})
         self.assertEqual(channel.json_body["device_keys"], {})
 
     def test_tracker_api_records_changes(self) -> None:
         """``record_change`` (used by cross-signing) is seen like a key upload."""
         self.shared_room(self.bob)
         since = self.sync(self.bob)["next_batch"]
-        position = self.get_success(self.hs.features.get(DeviceListTracker).record_change("@alice:test"))
+        position = self.get_success(self.hs.features.get(DeviceListTracker).record_change("@alice:test:8448"))
         self.assertEqual(position, self.hs.features.get(DeviceListTracker).current_position())
-        self.assertEqual(self.lists(self.bob, since)[0]["changed"], ["@alice:test"])
+        self.assertEqual(self.lists(self.bob, since)[0]["changed"], ["@alice:test:8448"])
 
     def test_waiting_sync_is_woken_by_a_change(self) -> None:
         """Bob's long poll returns when Alice (a room sharer) uploads keys."""
@@ -93,7 +93,7 @@ class ChangedTests(DeviceListTestCase):
         self.upload_ok(self.alice, {"device_keys": self.alice_keys()})
         self.pump(0.1)
         self.assertTrue(channel.is_finished())
-        self.assertEqual(channel.json_body["device_lists"]["changed"], ["@alice:test"])
+        self.assertEqual(channel.json_body["device_lists"]["changed"], ["@alice:test:8448"])
 
 
 class LeftTests(DeviceListTestCase):
@@ -103,10 +103,10 @@ class LeftTests(DeviceListTestCase):
         since = {name: self.sync(tok)["next_batch"] for name, tok in
                  (("alice", self.alice), ("carol", self.carol))}
         self.post(room_id, "leave", self.carol)
-        self.assertEqual(self.lists(self.alice, since["alice"])[0], {"changed": [], "left": ["@carol:test"]})
-        self.assertEqual(self.lists(self.carol, since["carol"])[0], {"changed": [], "left": ["@alice:test", "@bob:test"]})
+        self.assertEqual(self.lists(self.alice, since["alice"])[0], {"changed": [], "left": ["@carol:test:8448"]})
+        self.assertEqual(self.lists(self.carol, since["carol"])[0], {"changed": [], "left": ["@alice:test:8448", "@bob:test:8448"]})
         channel = self.changes(self.alice, since["alice"], self.sync(self.alice)["next_batch"])
-        self.assertEqual(channel.json_body, {"changed": [], "left": ["@carol:test"]})
+        self.assertEqual(channel.json_body, {"changed": [], "left": ["@carol:test:8448"]})
 
     def test_still_sharing_another_room_is_not_left(self) -> None:
         """Leaving one of two shared rooms keeps the users tracked."""
@@ -120,8 +120,8 @@ class LeftTests(DeviceListTestCase):
         """A kick ends sharing like a leave."""
         room_id = self.shared_room(self.bob)
         since = self.sync(self.alice)["next_batch"]
-        self.post(room_id, "kick", self.alice, {"user_id": "@bob:test"})
-        self.assertEqual(self.lists(self.alice, since)[0]["left"], ["@bob:test"])
+        self.post(room_id, "kick", self.alice, {"user_id": "@bob:test:8448"})
+        self.assertEqual(self.lists(self.alice, since)[0]["left"], ["@bob:test:8448"])
 
 
 class KeysChangesInputTests(DeviceListTestCase):

@@ -84,7 +84,7 @@ class RenameTests(DeviceTestCase):
         for device_id in ("NOPE", "BOBDEV"):
             channel = self.make_request("PUT", f"{DEVICES}/{device_id}", {"display_name": "x"}, access_token=self.a["access_token"])
             self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_NOT_FOUND"))
-        bob_device = self.get_success(self.hs.stores.devices.get_device("@bob:test", "BOBDEV"))
+        bob_device = self.get_success(self.hs.stores.devices.get_device("@bob:test:8448", "BOBDEV"))
         self.assertEqual(bob_device.display_name, "Bob phone")
 
     def test_bad_bodies(self) -> None:
@@ -118,7 +118,7 @@ class DeleteTests(DeviceTestCase):
         self.assertEqual(self.whoami(self.a["access_token"]).code, 401)
         self.assertEqual(self.whoami(self.b["access_token"]).code, 200)
         self.assertEqual(self.whoami(self.bob["access_token"]).code, 200)
-        self.assertEqual(self.device_ids("@alice:test"), ["ALICEB"])
+        self.assertEqual(self.device_ids("@alice:test:8448"), ["ALICEB"])
 
     def test_wrong_password_deletes_nothing(self) -> None:
         """Wrong password: 401 M_FORBIDDEN and the device survives."""
@@ -160,7 +160,7 @@ class BulkDeleteTests(DeviceTestCase):
         self.assertEqual(self.whoami(self.a["access_token"]).code, 401)
         self.assertEqual(self.whoami(self.b["access_token"]).code, 200)
         self.assertEqual(self.whoami(self.bob["access_token"]).code, 200)
-        self.assertEqual(self.device_ids("@bob:test"), ["BOBDEV"])
+        self.assertEqual(self.device_ids("@bob:test:8448"), ["BOBDEV"])
 
     def test_delete_devices_needs_uia(self) -> None:
         """Without auth: 401 challenge; with a wrong password: 401 M_FORBIDDEN; nothing deleted."""
@@ -172,7 +172,7 @@ class BulkDeleteTests(DeviceTestCase):
             access_token=self.b["access_token"],
         )
         self.assertEqual((wrong.code, wrong.json_body["errcode"]), (401, "M_FORBIDDEN"))
-        self.assertEqual(self.device_ids("@alice:test"), ["ALICEA", "ALICEB"])
+        self.assertEqual(self.device_ids("@alice:test:8448"), ["ALICEA", "ALICEB"])
 
     def test_uia_session_is_bound_to_the_device_list(self) -> None:
         """A session opened for one list cannot be completed for a bigger one."""
@@ -184,7 +184,7 @@ class BulkDeleteTests(DeviceTestCase):
             access_token=self.b["access_token"],
         )
         self.assertEqual(channel.code, 403)
-        self.assertEqual(self.device_ids("@alice:test"), ["ALICEA", "ALICEB"])
+        self.assertEqual(self.device_ids("@alice:test:8448"), ["ALICEA", "ALICEB"])
 
     def test_bad_bodies(self) -> None:
         """Missing, mistyped and oversized device lists are 400."""
@@ -197,12 +197,12 @@ class BulkDeleteTests(DeviceTestCase):
         ]:
             channel = self.make_request("POST", DELETE_DEVICES, body, access_token=self.b["access_token"])
             self.assertEqual((channel.code, channel.json_body["errcode"]), (400, errcode), str(body)[:40])
-        self.assertEqual(self.device_ids("@alice:test"), ["ALICEA", "ALICEB"])
+        self.assertEqual(self.device_ids("@alice:test:8448"), ["ALICEA", "ALICEB"])
 
 
 class LastSeenTests(DeviceTestCase):
     def _device(self, device_id: str = "ALICEA") -> Any:
-        return self.get_success(self.hs.stores.devices.get_device("@alice:test", device_id))
+        return self.get_success(self.hs.stores.devices.get_device("@alice:test:8448", device_id))
 
     def _whoami(self, ip: str, agent: str) -> None:
         channel = self.make_request(
@@ -246,7 +246,7 @@ class LastSeenTests(DeviceTestCase):
             self._whoami("10.0.0.1", "A")
 
 
-def _requester(user: str = "@a:test", device: str | None = "D1") -> Requester:
+def _requester(user: str = "@a:test:8448", device: str | None = "D1") -> Requester:
     return Requester(user_id=user, device_id=device, access_token_id="t", is_guest=False, is_admin=False, ip="1.2.3.4", user_agent="UA")
 
 
@@ -274,7 +274,7 @@ class LastSeenTrackerTests(TestCase):
         self.now += 1000
         self.tracker.on_authenticated(_requester())
         self.assertEqual([w[1] for w in self.writes], ["D1", "D2", "D1"])
-        self.assertEqual(self.writes[0], ("@a:test", "D1", "1.2.3.4", "UA", 1_000_000))
+        self.assertEqual(self.writes[0], ("@a:test:8448", "D1", "1.2.3.4", "UA", 1_000_000))
 
     def test_tokens_without_device_are_ignored(self) -> None:
         """Nothing to record without a device."""

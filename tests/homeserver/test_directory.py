@@ -40,35 +40,35 @@ class AliasTests(DirectoryTestCase):
     def test_create_resolve_delete(self) -> None:
         """PUT creates an alias, GET resolves it to {room_id, servers}, DELETE removes it (then 404)."""
         room_id = self.create_room()
-        self.assertEqual(self.put_alias("#cats:test", room_id).code, 200)
-        got = self.make_request("GET", f"{V3}/directory/room/{enc('#cats:test')}")
+        self.assertEqual(self.put_alias("#cats:test:8448", room_id).code, 200)
+        got = self.make_request("GET", f"{V3}/directory/room/{enc('#cats:test:8448')}")
         self.assertEqual(got.code, 200, got.json_body)
-        self.assertEqual(got.json_body, {"room_id": room_id, "servers": ["test"]})
-        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#cats:test')}", access_token=self.alice).code, 200)
-        gone = self.make_request("GET", f"{V3}/directory/room/{enc('#cats:test')}")
+        self.assertEqual(got.json_body, {"room_id": room_id, "servers": ["test:8448"]})
+        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#cats:test:8448')}", access_token=self.alice).code, 200)
+        gone = self.make_request("GET", f"{V3}/directory/room/{enc('#cats:test:8448')}")
         self.assertEqual((gone.code, gone.json_body["errcode"]), (404, "M_NOT_FOUND"))
-        again = self.make_request("DELETE", f"{V3}/directory/room/{enc('#cats:test')}", access_token=self.alice)
+        again = self.make_request("DELETE", f"{V3}/directory/room/{enc('#cats:test:8448')}", access_token=self.alice)
         self.assertEqual(again.code, 404)
 
     def test_existing_alias_is_409(self) -> None:
         """Creating an alias that exists is 409 M_UNKNOWN, even for the same room."""
         room_id = self.create_room()
-        self.assertEqual(self.put_alias("#dup:test", room_id).code, 200)
-        channel = self.put_alias("#dup:test", room_id)
+        self.assertEqual(self.put_alias("#dup:test:8448", room_id).code, 200)
+        channel = self.put_alias("#dup:test:8448", room_id)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (409, "M_UNKNOWN"))
 
     def test_bad_aliases_and_room_ids(self) -> None:
         """Malformed aliases, other servers' aliases and bad room IDs are 400; unknown rooms 404."""
         room_id = self.create_room()
-        for alias in ("nohash:test", "#nodomain", "#:test", "#a:bad domain", "#" + "x" * 300 + ":test"):
+        for alias in ("nohash:test", "#nodomain", "#:test:8448", "#a:bad domain", "#" + "x" * 300 + ":test"):
             channel = self.put_alias(alias, room_id)
             self.assertEqual((channel.code, channel.json_body["errcode"]), (400, "M_INVALID_PARAM"), alias)
         other = self.put_alias("#cats:elsewhere.org", room_id)
         self.assertEqual((other.code, other.json_body["errcode"]), (400, "M_INVALID_PARAM"))
         for bad in ("not-a-room", 5, None):
-            self.assertEqual(self.put_alias("#x:test", bad).code, 400, bad)
-        self.assertEqual(self.put_alias("#x:test", "!unknown:test").code, 404)
-        body = self.make_request("PUT", f"{V3}/directory/room/{enc('#x:test')}", [1], access_token=self.alice)
+            self.assertEqual(self.put_alias("#x:test:8448", bad).code, 400, bad)
+        self.assertEqual(self.put_alias("#x:test:8448", "!unknown:test:8448").code, 404)
+        body = self.make_request("PUT", f"{V3}/directory/room/{enc('#x:test:8448')}", [1], access_token=self.alice)
         self.assertEqual(body.code, 400)
         self.assertEqual(self.make_request("GET", f"{V3}/directory/room/{enc('bad')}").code, 400)
 
@@ -80,17 +80,17 @@ class AliasTests(DirectoryTestCase):
     def test_non_member_cannot_create(self) -> None:
         """Only joined members (or admins) point aliases at a room."""
         room_id = self.create_room()
-        channel = self.put_alias("#squat:test", room_id, self.bob)
+        channel = self.put_alias("#squat:test:8448", room_id, self.bob)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
         self.register_user("root", admin=True)
         root = self.login("root")["access_token"]
-        self.assertEqual(self.put_alias("#byadmin:test", room_id, root).code, 200)
+        self.assertEqual(self.put_alias("#byadmin:test:8448", room_id, root).code, 200)
 
     def test_requires_auth(self) -> None:
         room_id = self.create_room()
-        channel = self.make_request("PUT", f"{V3}/directory/room/{enc('#a:test')}", {"room_id": room_id})
+        channel = self.make_request("PUT", f"{V3}/directory/room/{enc('#a:test:8448')}", {"room_id": room_id})
         self.assertEqual(channel.code, 401)
-        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#a:test')}").code, 401)
+        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#a:test:8448')}").code, 401)
 
     def test_delete_permissions(self) -> None:
         """The creator, users with canonical-alias power and admins may delete; other members may not."""
@@ -99,48 +99,48 @@ class AliasTests(DirectoryTestCase):
         self.register_user("carol")
         carol = self.login("carol")["access_token"]
         self.join(room_id, carol)
-        self.assertEqual(self.put_alias("#bobs:test", room_id, self.bob).code, 200)
-        self.assertEqual(self.put_alias("#alices:test", room_id).code, 200)
-        self.assertEqual(self.put_alias("#alices2:test", room_id).code, 200)
-        denied = self.make_request("DELETE", f"{V3}/directory/room/{enc('#alices:test')}", access_token=carol)
+        self.assertEqual(self.put_alias("#bobs:test:8448", room_id, self.bob).code, 200)
+        self.assertEqual(self.put_alias("#alices:test:8448", room_id).code, 200)
+        self.assertEqual(self.put_alias("#alices2:test:8448", room_id).code, 200)
+        denied = self.make_request("DELETE", f"{V3}/directory/room/{enc('#alices:test:8448')}", access_token=carol)
         self.assertEqual((denied.code, denied.json_body["errcode"]), (403, "M_FORBIDDEN"))
         # bob created his alias; alice has power over the canonical alias; the admin may do anything.
-        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#bobs:test')}", access_token=self.bob).code, 200)
-        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#alices:test')}", access_token=self.alice).code, 200)
+        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#bobs:test:8448')}", access_token=self.bob).code, 200)
+        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#alices:test:8448')}", access_token=self.alice).code, 200)
         self.register_user("root", admin=True)
         root = self.login("root")["access_token"]
-        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#alices2:test')}", access_token=root).code, 200)
+        self.assertEqual(self.make_request("DELETE", f"{V3}/directory/room/{enc('#alices2:test:8448')}", access_token=root).code, 200)
 
     def test_delete_removes_alias_from_canonical_alias_event(self) -> None:
         """Deleting an alias drops it from m.room.canonical_alias (alias and alt_aliases)."""
         room_id = self.create_room(room_alias_name="main")
-        self.assertEqual(self.put_alias("#alt:test", room_id).code, 200)
-        ok = self.state(room_id, "m.room.canonical_alias", {"alias": "#main:test", "alt_aliases": ["#alt:test"]})
+        self.assertEqual(self.put_alias("#alt:test:8448", room_id).code, 200)
+        ok = self.state(room_id, "m.room.canonical_alias", {"alias": "#main:test:8448", "alt_aliases": ["#alt:test:8448"]})
         self.assertEqual(ok.code, 200, ok.json_body)
-        self.make_request("DELETE", f"{V3}/directory/room/{enc('#alt:test')}", access_token=self.alice)
-        self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {"alias": "#main:test"})
-        self.make_request("DELETE", f"{V3}/directory/room/{enc('#main:test')}", access_token=self.alice)
+        self.make_request("DELETE", f"{V3}/directory/room/{enc('#alt:test:8448')}", access_token=self.alice)
+        self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {"alias": "#main:test:8448"})
+        self.make_request("DELETE", f"{V3}/directory/room/{enc('#main:test:8448')}", access_token=self.alice)
         self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {})
 
     def test_delete_by_creator_without_power_still_succeeds(self) -> None:
         """An alias creator without canonical-alias power deletes it; the event stays as it was."""
         room_id = self.create_room(preset="public_chat")
         self.join(room_id, self.bob)
-        self.assertEqual(self.put_alias("#bobs:test", room_id, self.bob).code, 200)
-        self.assertEqual(self.state(room_id, "m.room.canonical_alias", {"alt_aliases": ["#bobs:test"]}).code, 200)
-        channel = self.make_request("DELETE", f"{V3}/directory/room/{enc('#bobs:test')}", access_token=self.bob)
+        self.assertEqual(self.put_alias("#bobs:test:8448", room_id, self.bob).code, 200)
+        self.assertEqual(self.state(room_id, "m.room.canonical_alias", {"alt_aliases": ["#bobs:test:8448"]}).code, 200)
+        channel = self.make_request("DELETE", f"{V3}/directory/room/{enc('#bobs:test:8448')}", access_token=self.bob)
         self.assertEqual(channel.code, 200)
-        self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {"alt_aliases": ["#bobs:test"]})
+        self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {"alt_aliases": ["#bobs:test:8448"]})
 
     def test_room_aliases_listing(self) -> None:
         """GET /rooms/{id}/aliases lists local aliases to members; others get 403 unless world_readable."""
         room_id = self.create_room(room_alias_name="one")
-        self.put_alias("#two:test", room_id)
+        self.put_alias("#two:test:8448", room_id)
         channel = self.make_request("GET", f"{V3}/rooms/{room_id}/aliases", access_token=self.alice)
-        self.assertEqual(channel.json_body, {"aliases": ["#one:test", "#two:test"]})
+        self.assertEqual(channel.json_body, {"aliases": ["#one:test:8448", "#two:test:8448"]})
         denied = self.make_request("GET", f"{V3}/rooms/{room_id}/aliases", access_token=self.bob)
         self.assertEqual((denied.code, denied.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertEqual(self.make_request("GET", f"{V3}/rooms/!nope:test/aliases", access_token=self.bob).code, 403)
+        self.assertEqual(self.make_request("GET", f"{V3}/rooms/!nope:test:8448/aliases", access_token=self.bob).code, 403)
         self.assertEqual(self.make_request("GET", f"{V3}/rooms/bad/aliases", access_token=self.bob).code, 400)
         self.state(room_id, "m.room.history_visibility", {"history_visibility": "world_readable"})
         allowed = self.make_request("GET", f"{V3}/rooms/{room_id}/aliases", access_token=self.bob)
@@ -153,22 +153,22 @@ class CanonicalAliasTests(DirectoryTestCase):
         room_id = self.create_room(room_alias_name="here")
         other = self.create_room(room_alias_name="there")
         self.assertNotEqual(room_id, other)
-        for content in ({"alias": "#there:test"}, {"alt_aliases": ["#here:test", "#missing:test"]},
+        for content in ({"alias": "#there:test:8448"}, {"alt_aliases": ["#here:test:8448", "#missing:test:8448"]},
                         {"alias": "#far:elsewhere.org"}):
             channel = self.state(room_id, "m.room.canonical_alias", content)
             self.assertEqual((channel.code, channel.json_body["errcode"]), (400, "M_BAD_ALIAS"), content)
-        self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {"alias": "#here:test"})
+        self.assertEqual(self.current(room_id, "m.room.canonical_alias"), {"alias": "#here:test:8448"})
 
     def test_malformed_aliases_are_invalid_param(self) -> None:
         room_id = self.create_room(room_alias_name="here")
-        for content in ({"alias": "nohash"}, {"alias": 5}, {"alt_aliases": "#here:test"}, {"alt_aliases": [None]}):
+        for content in ({"alias": "nohash"}, {"alias": 5}, {"alt_aliases": "#here:test:8448"}, {"alt_aliases": [None]}):
             channel = self.state(room_id, "m.room.canonical_alias", content)
             self.assertEqual((channel.code, channel.json_body["errcode"]), (400, "M_INVALID_PARAM"), content)
 
     def test_valid_and_empty_contents_are_accepted(self) -> None:
         room_id = self.create_room(room_alias_name="here")
-        self.put_alias("#also:test", room_id)
-        for content in ({"alias": "#here:test", "alt_aliases": ["#also:test"]}, {}, {"alias": None}, {"alias": ""}):
+        self.put_alias("#also:test:8448", room_id)
+        for content in ({"alias": "#here:test:8448", "alt_aliases": ["#also:test:8448"]}, {}, {"alias": None}, {"alias": ""}):
             self.assertEqual(self.state(room_id, "m.room.canonical_alias", content).code, 200, content)
 
 
@@ -182,7 +182,7 @@ class VisibilityTests(DirectoryTestCase):
         body = self.make_request("GET", f"{V3}/publicRooms").json_body
         self.assertEqual(body["total_room_count_estimate"], 1)
         self.assertEqual(body["chunk"], [{
-            "room_id": room_id, "name": "Hall", "topic": "Chat", "canonical_alias": "#hall:test",
+            "room_id": room_id, "name": "Hall", "topic": "Chat", "canonical_alias": "#hall:test:8448",
             "num_joined_members": 1, "world_readable": False, "guest_can_join": False, "join_rule": "public",
         }])
         self.assertNotIn("next_batch", body)
@@ -217,8 +217,8 @@ class VisibilityTests(DirectoryTestCase):
         self.assertEqual(self.make_request("PUT", url, {"visibility": "public"}).code, 401)
 
     def test_unknown_room_and_bad_input(self) -> None:
-        self.assertEqual(self.make_request("GET", f"{V3}/directory/list/room/!nope:test").code, 404)
-        put = self.make_request("PUT", f"{V3}/directory/list/room/!nope:test", {"visibility": "public"}, access_token=self.alice)
+        self.assertEqual(self.make_request("GET", f"{V3}/directory/list/room/!nope:test:8448").code, 404)
+        put = self.make_request("PUT", f"{V3}/directory/list/room/!nope:test:8448", {"visibility": "public"}, access_token=self.alice)
         self.assertEqual(put.code, 404)
         self.assertEqual(self.make_request("GET", f"{V3}/directory/list/room/nope").code, 400)
         room_id = self.create_room()
@@ -308,14 +308,14 @@ class PublicRoomsTests(DirectoryTestCase):
             visibility="public", preset="private_chat", creation_content={"type": "m.space"},
             initial_state=[
                 {"type": "m.room.history_visibility", "content": {"history_visibility": "world_readable"}},
-                {"type": "m.room.avatar", "content": {"url": "mxc://test/abc"}},
+                {"type": "m.room.avatar", "content": {"url": "mxc://test:8448/abc"}},
             ],
         )
         entry = self.make_request("GET", f"{V3}/publicRooms").json_body["chunk"][0]
         self.assertEqual(entry["room_id"], room_id)
         self.assertTrue(entry["world_readable"])
         self.assertTrue(entry["guest_can_join"])
-        self.assertEqual(entry["avatar_url"], "mxc://test/abc")
+        self.assertEqual(entry["avatar_url"], "mxc://test:8448/abc")
         self.assertEqual(entry["join_rule"], "invite")
         self.assertEqual(entry["room_type"], "m.space")
 
@@ -331,7 +331,7 @@ class PublicRoomsTests(DirectoryTestCase):
         self.make_rooms(1)
         for query in ("since=garbage", "since=n1", "limit=-1", "limit=abc", "server=elsewhere.org"):
             self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?{query}").code, 400, query)
-        self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?server=test").code, 200)
+        self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?server=test:8448").code, 200)
         for body in ({"limit": "5"}, {"filter": []}, {"filter": {"generic_search_term": 5}},
                      {"filter": {"room_types": "m.space"}}, {"filter": {"room_types": [5]}}, {"since": "zzz"}):
             channel = self.make_request("POST", f"{V3}/publicRooms", body, access_token=self.bob)

@@ -6,8 +6,8 @@ from typing import Any
 
 from tests.homeserver.server_case import FullHomeserverTestCase
 
-ALICE = "/_matrix/client/v3/user/@alice:test/filter"
-BOB = "/_matrix/client/v3/user/@bob:test/filter"
+ALICE = "/_matrix/client/v3/user/@alice:test:8448/filter"
+BOB = "/_matrix/client/v3/user/@bob:test:8448/filter"
 
 EXAMPLE: dict[str, Any] = {
     "room": {
@@ -87,7 +87,7 @@ class FilterTests(FullHomeserverTestCase):
             {"room": {"timeline": {"limit": True}}},
             {"room": {"state": {"types": "m.room.member"}}},
             {"room": {"state": {"types": [1]}}},
-            {"room": {"rooms": "!a:test"}},
+            {"room": {"rooms": "!a:test:8448"}},
             {"room": {"include_leave": "yes"}},
             {"room": {"ephemeral": {"lazy_load_members": 1}}},
             {"presence": []},
@@ -110,7 +110,7 @@ class FilterTests(FullHomeserverTestCase):
 
     def test_oversized_filter(self) -> None:
         """A filter over 64 KiB is 413 M_TOO_LARGE."""
-        channel = self._post({"room": {"rooms": [f"!{i:06d}:test" for i in range(6000)]}})
+        channel = self._post({"room": {"rooms": [f"!{i:06d}:test:8448" for i in range(6000)]}})
         self.assertEqual((channel.code, channel.json_body["errcode"]), (413, "M_TOO_LARGE"))
         self.assertIn("Filter", channel.json_body["error"])
 
@@ -136,14 +136,14 @@ class ConcurrentFilterIdTests(FullHomeserverTestCase):
             " ON CONFLICT (user_id, filter_id) DO NOTHING"
         )
         t2 = Txn(second.cursor(), engine, "second")
-        t2.execute("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM user_filters WHERE user_id = ?", ("@c:test",))
+        t2.execute("SELECT COALESCE(MAX(filter_id), -1) + 1 FROM user_filters WHERE user_id = ?", ("@c:test:8448",))
         self.assertEqual(t2.fetchone(), (0,))  # snapshot taken before the first commits
         t1 = Txn(first.cursor(), engine, "first")
-        t1.execute(insert, ("@c:test", "{}"))
+        t1.execute(insert, ("@c:test:8448", "{}"))
         first.commit()
         with self.assertRaises(Exception) as caught:
-            t2.execute(insert, ("@c:test", '{"a":1}'))
+            t2.execute(insert, ("@c:test:8448", '{"a":1}'))
         self.assertTrue(engine.is_retryable(caught.exception))
         second.rollback()
         # The pool's retry then runs add_filter again on a fresh snapshot and takes ID 1.
-        self.assertEqual(self.get_success(self.hs.stores.filters.add_filter("@c:test", {"a": 1})), 1)
+        self.assertEqual(self.get_success(self.hs.stores.filters.add_filter("@c:test:8448", {"a": 1})), 1)

@@ -10,8 +10,8 @@ from tests.homeserver.server_case import FullHomeserverTestCase
 
 V3 = "/_matrix/client/v3"
 ALGORITHM = "m.megolm_backup.v1.curve25519-aes-sha2"
-ROOM = "!room:test"
-ROOM2 = "!other:test"
+ROOM = "!room:test:8448"
+ROOM2 = "!other:test:8448"
 
 
 def key_data(fmi: int = 0, fc: int = 0, verified: bool = False, marker: str = "a") -> dict[str, Any]:
@@ -181,7 +181,7 @@ class KeysTests(KeyBackupTestCase):
         }})
         one_room = self.make_request("GET", f"{V3}/room_keys/keys/{ROOM2}?version={v}", access_token=self.alice)
         self.assertEqual(one_room.json_body, {"sessions": {"s3": key_data()}})
-        empty = self.make_request("GET", f"{V3}/room_keys/keys/!none:test?version={v}", access_token=self.alice)
+        empty = self.make_request("GET", f"{V3}/room_keys/keys/!none:test:8448?version={v}", access_token=self.alice)
         self.assertEqual((empty.code, empty.json_body), (200, {"sessions": {}}))
         missing = self.make_request("GET", f"{V3}/room_keys/keys/{ROOM}/nope?version={v}", access_token=self.alice)
         self.assertEqual((missing.code, missing.json_body["errcode"]), (404, "M_NOT_FOUND"))

@@ -74,15 +74,15 @@ class KeysTestCase(SyncTestCase):
         return self.make_request("POST", f"{V3}/keys/claim", {"one_time_keys": one_time_keys}, access_token=token)
 
     def alice_keys(self, **override: Any) -> dict[str, Any]:
-        return device_keys("@alice:test", self.alice_device, self.alice_key, **override)
+        return device_keys("@alice:test:8448", self.alice_device, self.alice_key, **override)
 
     def alice_otks(self, *names: str) -> dict[str, Any]:
         return {
-            f"signed_curve25519:{n}": otk("@alice:test", self.alice_device, self.alice_key, f"k{n}") for n in names
+            f"signed_curve25519:{n}": otk("@alice:test:8448", self.alice_device, self.alice_key, f"k{n}") for n in names
         }
 
     def stored_device_keys(self) -> Any:
-        return self.get_success(self.hs.stores.e2e_keys.get_device_keys([("@alice:test", None)]))
+        return self.get_success(self.hs.stores.e2e_keys.get_device_keys([("@alice:test:8448", None)]))
 
 
 class UploadTests(KeysTestCase):
@@ -91,9 +91,9 @@ class UploadTests(KeysTestCase):
         self.make_request("PUT", f"{V3}/devices/{self.alice_device}", {"display_name": "Phone"}, access_token=self.alice)
         body = self.upload_ok(self.alice, {"device_keys": self.alice_keys()})
         self.assertEqual(body, {"one_time_key_counts": {"signed_curve25519": 0}})
-        channel = self.query(self.bob, {"@alice:test": []})
+        channel = self.query(self.bob, {"@alice:test:8448": []})
         self.assertEqual(channel.code, 200, channel.json_body)
-        got = channel.json_body["device_keys"]["@alice:test"][self.alice_device]
+        got = channel.json_body["device_keys"]["@alice:test:8448"][self.alice_device]
         expected = self.alice_keys()
         self.assertEqual({k: v for k, v in got.items() if k != "unsigned"}, expected)
         self.assertEqual(got["unsigned"], {"device_display_name": "Phone"})
@@ -103,25 +103,25 @@ class UploadTests(KeysTestCase):
         """Device lists filter; unknown local users are left out; remote users fail per server."""
         self.upload_ok(self.alice, {"device_keys": self.alice_keys()})
         channel = self.query(
-            self.bob, {"@alice:test": ["NOPE"], "@nobody:test": [], "@carol:remote.example": []}
+            self.bob, {"@alice:test:8448": ["NOPE"], "@nobody:test:8448": [], "@carol:remote.example": []}
         )
         self.assertEqual(channel.code, 200, channel.json_body)
         self.assertEqual(channel.json_body["device_keys"], {})
         self.assertEqual(list(channel.json_body["failures"]), ["remote.example"])
-        channel = self.query(self.bob, {"@alice:test": [self.alice_device]})
-        self.assertEqual(list(channel.json_body["device_keys"]["@alice:test"]), [self.alice_device])
+        channel = self.query(self.bob, {"@alice:test:8448": [self.alice_device]})
+        self.assertEqual(list(channel.json_body["device_keys"]["@alice:test:8448"]), [self.alice_device])
 
     def test_owner_mismatch_is_400_and_stores_nothing(self) -> None:
         """Keys naming another user or another device are refused whole, one-time keys included."""
         for keys in (
-            device_keys("@bob:test", self.alice_device, self.alice_key),
-            device_keys("@alice:test", "OTHERDEVICE", self.alice_key),
-            device_keys("@bob:test", self.bob_device, self.bob_key),
+            device_keys("@bob:test:8448", self.alice_device, self.alice_key),
+            device_keys("@alice:test:8448", "OTHERDEVICE", self.alice_key),
+            device_keys("@bob:test:8448", self.bob_device, self.bob_key),
         ):
             channel = self.upload(self.alice, {"device_keys": keys, "one_time_keys": self.alice_otks("A")})
             self.assertEqual(channel.code, 400, channel.json_body)
         self.assertEqual(self.stored_device_keys(), {})
-        self.assertEqual(self.get_success(self.hs.features.get(OneTimeKeyService).get_counts("@alice:test", self.alice_device)),
+        self.assertEqual(self.get_success(self.hs.features.get(OneTimeKeyService).get_counts("@alice:test:8448", self.alice_device)),
                          {"signed_curve25519": 0})
 
     def test_bad_signatures_are_400(self) -> None:
@@ -131,12 +131,12 @@ class UploadTests(KeysTestCase):
         unsigned["signatures"] = {}
         tampered = json.loads(json.dumps(good))
         tampered["algorithms"] = [OLM]
-        other_key = device_keys("@alice:test", self.alice_device, generate_signing_key("x"))
+        other_key = device_keys("@alice:test:8448", self.alice_device, generate_signing_key("x"))
         # Claims another key as its ed25519 key but is signed by the real one.
         swapped = json.loads(json.dumps(good))
         swapped["keys"][f"ed25519:{self.alice_device}"] = other_key["keys"][f"ed25519:{self.alice_device}"]
         bad_b64 = json.loads(json.dumps(good))
-        bad_b64["signatures"]["@alice:test"][f"ed25519:{self.alice_device}"] = "!!!"
+        bad_b64["signatures"]["@alice:test:8448"][f"ed25519:{self.alice_device}"] = "!!!"
         for keys in (unsigned, tampered, swapped, bad_b64):
             channel = self.upload(self.alice, {"device_keys": keys})
             self.assertEqual(channel.code, 400, (keys, channel.json_body))
@@ -207,9 +207,9 @@ class ClaimTests(KeysTestCase):
         self.upload_ok(self.alice, {"one_time_keys": self.alice_otks("B")})
         claimed = []
         for _ in range(3):
-            channel = self.claim(self.bob, {"@alice:test": {self.alice_device: "signed_curve25519"}})
+            channel = self.claim(self.bob, {"@alice:test:8448": {self.alice_device: "signed_curve25519"}})
             self.assertEqual(channel.code, 200, channel.json_body)
-            claimed.append(channel.json_body["one_time_keys"].get("@alice:test", {}).get(self.alice_device))
+            claimed.append(channel.json_body["one_time_keys"].get("@alice:test:8448", {}).get(self.alice_device))
         self.assertEqual(list(claimed[0]), ["signed_curve25519:A"])
         self.assertEqual(claimed[0]["signed_curve25519:A"], self.alice_otks("A")["signed_curve25519:A"])
         self.assertEqual(list(claimed[1]), ["signed_curve25519:B"])
@@ -219,16 +219,16 @@ class ClaimTests(KeysTestCase):
     def test_fallback_key_when_exhausted(self) -> None:
         """With no one-time keys left the fallback key is returned (again and again) and marked used;
         replacing it makes it unused; sync reports unused fallback types and counts."""
-        fallback = {"signed_curve25519:F": otk("@alice:test", self.alice_device, self.alice_key, "kF", True)}
+        fallback = {"signed_curve25519:F": otk("@alice:test:8448", self.alice_device, self.alice_key, "kF", True)}
         self.upload_ok(self.alice, {"one_time_keys": self.alice_otks("A"), "fallback_keys": fallback})
         body = self.sync(self.alice)
         self.assertEqual(body["device_one_time_keys_count"], {"signed_curve25519": 1})
         self.assertEqual(body["device_unused_fallback_key_types"], ["signed_curve25519"])
-        request = {"@alice:test": {self.alice_device: "signed_curve25519"}}
-        first = self.claim(self.bob, request).json_body["one_time_keys"]["@alice:test"][self.alice_device]
+        request = {"@alice:test:8448": {self.alice_device: "signed_curve25519"}}
+        first = self.claim(self.bob, request).json_body["one_time_keys"]["@alice:test:8448"][self.alice_device]
         self.assertIn("signed_curve25519:A", first)
         for _ in range(2):
-            got = self.claim(self.bob, request).json_body["one_time_keys"]["@alice:test"][self.alice_device]
+            got = self.claim(self.bob, request).json_body["one_time_keys"]["@alice:test:8448"][self.alice_device]
             self.assertEqual(got, fallback)
         body = self.sync(self.alice)
         self.assertEqual(body["device_one_time_keys_count"], {"signed_curve25519": 0})
@@ -236,10 +236,10 @@ class ClaimTests(KeysTestCase):
         # Re-uploading the same fallback key keeps it used; a new one is unused.
         self.upload_ok(self.alice, {"fallback_keys": fallback})
         self.assertEqual(self.sync(self.alice)["device_unused_fallback_key_types"], [])
-        new = {"signed_curve25519:G": otk("@alice:test", self.alice_device, self.alice_key, "kG", True)}
+        new = {"signed_curve25519:G": otk("@alice:test:8448", self.alice_device, self.alice_key, "kG", True)}
         self.upload_ok(self.alice, {"fallback_keys": new})
         self.assertEqual(self.sync(self.alice)["device_unused_fallback_key_types"], ["signed_curve25519"])
-        got = self.claim(self.bob, request).json_body["one_time_keys"]["@alice:test"][self.alice_device]
+        got = self.claim(self.bob, request).json_body["one_time_keys"]["@alice:test:8448"][self.alice_device]
         self.assertEqual(got, new)
 
     def test_claim_many_devices_remote_and_unknown(self) -> None:
@@ -248,22 +248,22 @@ class ClaimTests(KeysTestCase):
         bob_otk = {"curve25519:B1": "plain-key"}
         self.upload_ok(self.bob, {"one_time_keys": bob_otk})
         channel = self.claim(self.carol, {
-            "@alice:test": {self.alice_device: "signed_curve25519", "NODEVICE": "signed_curve25519"},
-            "@bob:test": {self.bob_device: "curve25519"},
+            "@alice:test:8448": {self.alice_device: "signed_curve25519", "NODEVICE": "signed_curve25519"},
+            "@bob:test:8448": {self.bob_device: "curve25519"},
             "@x:elsewhere.example": {"D": "signed_curve25519"},
         })
         self.assertEqual(channel.code, 200, channel.json_body)
         keys = channel.json_body["one_time_keys"]
-        self.assertEqual(set(keys), {"@alice:test", "@bob:test"})
-        self.assertEqual(keys["@bob:test"], {self.bob_device: bob_otk})
+        self.assertEqual(set(keys), {"@alice:test:8448", "@bob:test:8448"})
+        self.assertEqual(keys["@bob:test:8448"], {self.bob_device: bob_otk})
         self.assertEqual(list(channel.json_body["failures"]), ["elsewhere.example"])
 
     def test_malformed_claims_are_400(self) -> None:
         """Wrong types and bad user IDs are 400."""
-        for body in ([], {"@alice:test": []}, {"@alice:test": {"D": 5}}, {"@alice:test": {"D": ""}}, {"alice": {}}):
+        for body in ([], {"@alice:test:8448": []}, {"@alice:test:8448": {"D": 5}}, {"@alice:test:8448": {"D": ""}}, {"alice": {}}):
             self.assertEqual(self.claim(self.bob, body).code, 400, body)
         self.assertEqual(self.make_request("POST", f"{V3}/keys/claim", {}, access_token=self.bob).code, 400)
-        for body in ([], {"@alice:test": "D"}, {"@alice:test": [5]}, {"bad": []}):
+        for body in ([], {"@alice:test:8448": "D"}, {"@alice:test:8448": [5]}, {"bad": []}):
             self.assertEqual(self.query(self.bob, body).code, 400, body)
 
 
@@ -315,13 +315,13 @@ class ClaimConcurrencyTests:
             fallback = [StoredKey("signed_curve25519", "FB", json.dumps("fallback"))]
 
             def upload_txn(txn: Any) -> None:
-                store.add_one_time_keys_txn(txn, "@alice:test", "DEV", stored)
-                store.set_fallback_keys_txn(txn, "@alice:test", "DEV", fallback)
+                store.add_one_time_keys_txn(txn, "@alice:test:8448", "DEV", stored)
+                store.set_fallback_keys_txn(txn, "@alice:test:8448", "DEV", fallback)
 
             _wait(reactor, pool.run_txn("upload", upload_txn))
 
             def claim_txn(txn: Any) -> Any:
-                return store.claim_one_time_key_txn(txn, "@alice:test", "DEV", "signed_curve25519")
+                return store.claim_one_time_key_txn(txn, "@alice:test:8448", "DEV", "signed_curve25519")
 
             claims = [defer.ensureDeferred(pool.run_txn("claim", claim_txn)) for _ in range(60)]
             results = reactor.wait(defer.gatherResults(claims), timeout=60)
@@ -330,7 +330,7 @@ class ClaimConcurrencyTests:
             assert len(one_time) == keys
             assert len(set(one_time)) == keys
             assert ids.count("signed_curve25519:FB") == 60 - keys
-            assert _wait(reactor, store.count_one_time_keys("@alice:test", "DEV")) == {}
-            assert _wait(reactor, store.get_unused_fallback_key_types("@alice:test", "DEV")) == []
+            assert _wait(reactor, store.count_one_time_keys("@alice:test:8448", "DEV")) == {}
+            assert _wait(reactor, store.get_unused_fallback_key_types("@alice:test:8448", "DEV")) == []
         finally:
             prepared_database.close_pools(reactor)

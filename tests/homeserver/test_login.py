@@ -23,22 +23,22 @@ class LoginTests(FullHomeserverTestCase):
     def test_password_login_returns_working_token(self) -> None:
         """A password login returns user, device and a token that whoami accepts."""
         body = self.login("alice", initial_device_display_name="Laptop")
-        self.assertEqual(body["user_id"], "@alice:test")
+        self.assertEqual(body["user_id"], "@alice:test:8448")
         self.assertTrue(body["device_id"])
         channel = self.whoami(body["access_token"])
         self.assertEqual(channel.code, 200)
-        self.assertEqual(channel.json_body, {"user_id": "@alice:test", "device_id": body["device_id"], "is_guest": False})
+        self.assertEqual(channel.json_body, {"user_id": "@alice:test:8448", "device_id": body["device_id"], "is_guest": False})
 
     def test_login_by_full_user_id_and_legacy_user_field(self) -> None:
         """Both the full user ID and the deprecated top-level 'user' field work."""
-        self.login("@alice:test")
+        self.login("@alice:test:8448")
         channel = self.make_request("POST", LOGIN, {"type": "m.login.password", "user": "alice", "password": "p4ssw0rd-long"})
         self.assertEqual(channel.code, 200)
 
     def test_login_is_case_insensitive_on_user(self) -> None:
         """Logging in as ALICE finds @alice."""
         body = self.login("ALICE")
-        self.assertEqual(body["user_id"], "@alice:test")
+        self.assertEqual(body["user_id"], "@alice:test:8448")
 
     def test_wrong_password_and_unknown_user_look_the_same(self) -> None:
         """Wrong password and unknown user both answer 403 M_FORBIDDEN with the same message."""
@@ -99,14 +99,14 @@ class LogoutTests(FullHomeserverTestCase):
         self.assertEqual(channel.code, 200)
         self.assertEqual(self.whoami(b["access_token"]).code, 401)
         self.assertEqual(self.whoami(a["access_token"]).code, 200)
-        devices = self.get_success(self.hs.stores.devices.get_devices("@alice:test"))
+        devices = self.get_success(self.hs.stores.devices.get_devices("@alice:test:8448"))
         self.assertEqual([d.device_id for d in devices], [a["device_id"]])
 
     def test_logout_cannot_name_another_device(self) -> None:
         """AUTH-3: a forged device_id (or user) in the logout body is ignored; only the caller's session ends."""
         a = self.login("alice")
         bob = self.login("bob")
-        body = {"device_id": a["device_id"], "user_id": "@alice:test"}
+        body = {"device_id": a["device_id"], "user_id": "@alice:test:8448"}
         channel = self.make_request("POST", "/_matrix/client/v3/logout", body, access_token=bob["access_token"])
         self.assertEqual(channel.code, 200)
         self.assertEqual(self.whoami(a["access_token"]).code, 200)
@@ -299,7 +299,7 @@ class SessionLimitTests(FullHomeserverTestCase):
         self.assertEqual(self.whoami(tokens[0]).code, 401)
         for token in tokens[1:]:
             self.assertEqual(self.whoami(token).code, 200)
-        self.assertEqual(len(self.get_success(self.hs.stores.devices.get_devices("@alice:test"))), 3)
+        self.assertEqual(len(self.get_success(self.hs.stores.devices.get_devices("@alice:test:8448"))), 3)
 
 
 class WhoamiTests(FullHomeserverTestCase):
@@ -318,19 +318,19 @@ class LockedAccountTests(FullHomeserverTestCase):
     def test_locked_account_gets_no_new_tokens(self) -> None:
         """Spec "Account locking": a locked account cannot log in or refresh (401 M_USER_LOCKED, soft_logout)."""
         refreshable = self.login("alice", refresh_token=True)
-        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", True))
+        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test:8448", True))
         body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "p4ssw0rd-long"}
         channel = self.make_request("POST", LOGIN, body)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (401, "M_USER_LOCKED"))
         self.assertIs(channel.json_body["soft_logout"], True)
         refresh = self.make_request("POST", "/_matrix/client/v3/refresh", {"refresh_token": refreshable["refresh_token"]})
         self.assertEqual((refresh.code, refresh.json_body["errcode"]), (401, "M_USER_LOCKED"))
-        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", False))
+        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test:8448", False))
         self.assertEqual(self.make_request("POST", LOGIN, body).code, 200)
 
     def test_wrong_password_on_locked_account_does_not_reveal_the_lock(self) -> None:
         """Without the right password, a locked account looks like any failed login (403)."""
-        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test", True))
+        self.get_success(self.hs.stores.users.set_admin_lock("@alice:test:8448", True))
         body = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "alice"}, "password": "wrong-one"}
         self.assertEqual(self.make_request("POST", LOGIN, body).code, 403)
 
@@ -358,7 +358,7 @@ class LoginTokenTests(FullHomeserverTestCase):
         token = self._get_token()
         channel = self.make_request("POST", LOGIN, {"type": "m.login.token", "token": token})
         self.assertEqual(channel.code, 200, channel.json_body)
-        self.assertEqual(channel.json_body["user_id"], "@alice:test")
+        self.assertEqual(channel.json_body["user_id"], "@alice:test:8448")
         again = self.make_request("POST", LOGIN, {"type": "m.login.token", "token": token})
         self.assertEqual(again.code, 403)
 

@@ -42,21 +42,21 @@ class KnockTests(MembershipRulesTestCase):
             knock = self.post(f"/knock/{room_id}", self.bob, {"reason": "let me in"})
             self.assertEqual(knock.code, 200, (version, knock.json_body))
             self.assertEqual(knock.json_body, {"room_id": room_id})
-            membership, content = self.membership(room_id, "@bob:test")
+            membership, content = self.membership(room_id, "@bob:test:8448")
             self.assertEqual((membership, content.get("reason")), ("knock", "let me in"))
             # A knocker cannot join by themselves.
             self.assertEqual(self.post(f"/join/{room_id}", self.bob).code, 403)
-            invite = self.post(f"/rooms/{room_id}/invite", self.alice, {"user_id": "@bob:test"})
+            invite = self.post(f"/rooms/{room_id}/invite", self.alice, {"user_id": "@bob:test:8448"})
             self.assertEqual(invite.code, 200, invite.json_body)
             self.assertEqual(self.post(f"/join/{room_id}", self.bob).code, 200)
-            self.assertEqual(self.membership(room_id, "@bob:test")[0], "join")
+            self.assertEqual(self.membership(room_id, "@bob:test:8448")[0], "join")
 
     def test_knock_refused_before_v7(self) -> None:
         """v6 has no knocking: a knock is 403 even with a 'knock' join rule, and nothing is stored."""
         room_id = self.room_with_rule("6", "knock")
         channel = self.post(f"/knock/{room_id}", self.bob)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertEqual(self.membership(room_id, "@bob:test")[0], None)
+        self.assertEqual(self.membership(room_id, "@bob:test:8448")[0], None)
 
     def test_knock_refused_without_knock_rule(self) -> None:
         """Knocking on invite-only or public rooms, or while joined, is refused."""
@@ -69,10 +69,10 @@ class KnockTests(MembershipRulesTestCase):
 
     def test_knock_by_alias_and_bad_targets(self) -> None:
         room_id = self.room_with_rule("11", "knock", room_alias_name="door")
-        channel = self.post("/knock/%23door:test", self.bob)
+        channel = self.post("/knock/%23door:test:8448", self.bob)
         self.assertEqual((channel.code, channel.json_body.get("room_id")), (200, room_id))
-        self.assertEqual(self.post("/knock/%23nodoor:test", self.carol).code, 404)
-        self.assertEqual(self.post("/knock/!unknown:test", self.carol).code, 404)
+        self.assertEqual(self.post("/knock/%23nodoor:test:8448", self.carol).code, 404)
+        self.assertEqual(self.post("/knock/!unknown:test:8448", self.carol).code, 404)
         self.assertEqual(self.post("/knock/garbage", self.carol).code, 400)
         self.assertEqual(self.make_request("POST", f"{V3}/knock/{room_id}", {}).code, 401)
 
@@ -81,10 +81,10 @@ class KnockTests(MembershipRulesTestCase):
         room_id = self.room_with_rule("11", "knock")
         self.post(f"/knock/{room_id}", self.bob)
         self.assertEqual(self.post(f"/rooms/{room_id}/leave", self.bob).code, 200)
-        self.assertEqual(self.membership(room_id, "@bob:test")[0], "leave")
+        self.assertEqual(self.membership(room_id, "@bob:test:8448")[0], "leave")
         self.post(f"/knock/{room_id}", self.carol)
-        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.alice, {"user_id": "@carol:test"}).code, 200)
-        self.assertEqual(self.membership(room_id, "@carol:test")[0], "leave")
+        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.alice, {"user_id": "@carol:test:8448"}).code, 200)
+        self.assertEqual(self.membership(room_id, "@carol:test:8448")[0], "leave")
 
 
 class RestrictedJoinTests(MembershipRulesTestCase):
@@ -96,16 +96,16 @@ class RestrictedJoinTests(MembershipRulesTestCase):
             room_id = self.room_with_rule(version, "restricted", [space])
             channel = self.post(f"/join/{room_id}", self.bob)
             self.assertEqual(channel.code, 200, (version, channel.json_body))
-            membership, content = self.membership(room_id, "@bob:test")
+            membership, content = self.membership(room_id, "@bob:test:8448")
             self.assertEqual(membership, "join")
-            self.assertEqual(content["join_authorised_via_users_server"], "@alice:test")
+            self.assertEqual(content["join_authorised_via_users_server"], "@alice:test:8448")
 
     def test_non_member_of_allowed_rooms_refused(self) -> None:
         space = self.create_room(preset="public_chat")
         room_id = self.room_with_rule("10", "restricted", [space])
         channel = self.post(f"/join/{room_id}", self.carol)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertIsNone(self.membership(room_id, "@carol:test")[0])
+        self.assertIsNone(self.membership(room_id, "@carol:test:8448")[0])
         # Having left the allowed room does not count either.
         self.post(f"/join/{space}", self.carol)
         self.post(f"/rooms/{space}/leave", self.carol)
@@ -114,9 +114,9 @@ class RestrictedJoinTests(MembershipRulesTestCase):
     def test_invited_user_joins_restricted_room_without_authoriser(self) -> None:
         """An invite is enough: no allowed-room membership and no authoriser needed."""
         room_id = self.room_with_rule("10", "restricted", [])
-        self.post(f"/rooms/{room_id}/invite", self.alice, {"user_id": "@carol:test"})
+        self.post(f"/rooms/{room_id}/invite", self.alice, {"user_id": "@carol:test:8448"})
         self.assertEqual(self.post(f"/join/{room_id}", self.carol).code, 200)
-        self.assertNotIn("join_authorised_via_users_server", self.membership(room_id, "@carol:test")[1])
+        self.assertNotIn("join_authorised_via_users_server", self.membership(room_id, "@carol:test:8448")[1])
 
     def test_restricted_rule_ignored_before_v8(self) -> None:
         """In v7 'restricted' is no rule the auth rules know: joining is refused."""
@@ -133,7 +133,7 @@ class RestrictedJoinTests(MembershipRulesTestCase):
         self.assertEqual(self.post(f"/join/{room_id}", self.bob).code, 200)
         self.assertEqual(self.post(f"/join/{room_id}", self.carol).code, 403)
         self.assertEqual(self.post(f"/knock/{room_id}", self.carol).code, 200)
-        self.assertEqual(self.membership(room_id, "@carol:test")[0], "knock")
+        self.assertEqual(self.membership(room_id, "@carol:test:8448")[0], "knock")
         old = self.room_with_rule("9", "knock_restricted", [space])
         self.assertEqual(self.post(f"/join/{old}", self.bob).code, 403)
         self.assertEqual(self.post(f"/knock/{old}", self.carol).code, 403)
@@ -156,7 +156,7 @@ class ForgetTests(MembershipRulesTestCase):
         self.assertEqual(self.post(f"/rooms/{room_id}/forget", self.bob).code, 200)
         head = self.get_success(self.hs.rooms.creator.get_head(room_id))
         assert head is not None
-        self.assertTrue(self.get_success(self.hs.rooms.rooms.is_forgotten("@bob:test", head.room.room_nid)))
+        self.assertTrue(self.get_success(self.hs.rooms.rooms.is_forgotten("@bob:test:8448", head.room.room_nid)))
 
     def test_forgotten_room_leaves_include_leave_sync(self) -> None:
         """A left room shows under rooms.leave with include_leave until it is forgotten."""
@@ -170,7 +170,7 @@ class ForgetTests(MembershipRulesTestCase):
     def test_forget_unknown_or_never_joined(self) -> None:
         room_id = self.create_room()
         self.assertEqual(self.post(f"/rooms/{room_id}/forget", self.bob).code, 404)
-        self.assertEqual(self.post("/rooms/!unknown:test/forget", self.bob).code, 404)
+        self.assertEqual(self.post("/rooms/!unknown:test:8448/forget", self.bob).code, 404)
         self.assertEqual(self.post("/rooms/garbage/forget", self.bob).code, 400)
 
     def test_rejoin_unforgets(self) -> None:
@@ -181,7 +181,7 @@ class ForgetTests(MembershipRulesTestCase):
         self.post(f"/join/{room_id}", self.bob)
         head = self.get_success(self.hs.rooms.creator.get_head(room_id))
         assert head is not None
-        self.assertFalse(self.get_success(self.hs.rooms.rooms.is_forgotten("@bob:test", head.room.room_nid)))
+        self.assertFalse(self.get_success(self.hs.rooms.rooms.is_forgotten("@bob:test:8448", head.room.room_nid)))
 
 
 class PowerTests(MembershipRulesTestCase):
@@ -189,7 +189,7 @@ class PowerTests(MembershipRulesTestCase):
         """alice 100, bob 50 (moderator), carol 0; all joined."""
         room_id = self.create_room(
             room_version="11", preset="public_chat",
-            power_level_content_override={"users": {"@alice:test": 100, "@bob:test": 50}},
+            power_level_content_override={"users": {"@alice:test:8448": 100, "@bob:test:8448": 50}},
         )
         self.post(f"/join/{room_id}", self.bob)
         self.post(f"/join/{room_id}", self.carol)
@@ -197,55 +197,55 @@ class PowerTests(MembershipRulesTestCase):
 
     def test_kick_needs_power_above_target(self) -> None:
         room_id = self.setup_room()
-        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.carol, {"user_id": "@bob:test"}).code, 403)
-        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.bob, {"user_id": "@alice:test"}).code, 403)
-        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.bob, {"user_id": "@carol:test"}).code, 200)
-        self.assertEqual(self.membership(room_id, "@carol:test")[0], "leave")
+        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.carol, {"user_id": "@bob:test:8448"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.bob, {"user_id": "@alice:test:8448"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.bob, {"user_id": "@carol:test:8448"}).code, 200)
+        self.assertEqual(self.membership(room_id, "@carol:test:8448")[0], "leave")
         # Kicking someone who is not in the room is refused.
-        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.bob, {"user_id": "@carol:test"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/kick", self.bob, {"user_id": "@carol:test:8448"}).code, 403)
 
     def test_ban_and_unban_need_ban_power(self) -> None:
         room_id = self.setup_room()
-        self.assertEqual(self.post(f"/rooms/{room_id}/ban", self.carol, {"user_id": "@bob:test"}).code, 403)
-        self.assertEqual(self.post(f"/rooms/{room_id}/ban", self.bob, {"user_id": "@carol:test"}).code, 200)
-        self.assertEqual(self.membership(room_id, "@carol:test")[0], "ban")
+        self.assertEqual(self.post(f"/rooms/{room_id}/ban", self.carol, {"user_id": "@bob:test:8448"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/ban", self.bob, {"user_id": "@carol:test:8448"}).code, 200)
+        self.assertEqual(self.membership(room_id, "@carol:test:8448")[0], "ban")
         self.register_user("dave")
         dave = self.login("dave")["access_token"]
         self.post(f"/join/{room_id}", dave)
-        self.assertEqual(self.post(f"/rooms/{room_id}/unban", dave, {"user_id": "@carol:test"}).code, 403)
-        self.assertEqual(self.post(f"/rooms/{room_id}/unban", self.bob, {"user_id": "@carol:test"}).code, 200)
-        self.assertEqual(self.membership(room_id, "@carol:test")[0], "leave")
+        self.assertEqual(self.post(f"/rooms/{room_id}/unban", dave, {"user_id": "@carol:test:8448"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/unban", self.bob, {"user_id": "@carol:test:8448"}).code, 200)
+        self.assertEqual(self.membership(room_id, "@carol:test:8448")[0], "leave")
         # Unbanning someone who is not banned is refused.
-        self.assertEqual(self.post(f"/rooms/{room_id}/unban", self.bob, {"user_id": "@carol:test"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/unban", self.bob, {"user_id": "@carol:test:8448"}).code, 403)
 
     def test_banned_user_cannot_join_or_knock(self) -> None:
         room_id = self.setup_room()
-        self.post(f"/rooms/{room_id}/ban", self.alice, {"user_id": "@carol:test", "reason": "spam"})
+        self.post(f"/rooms/{room_id}/ban", self.alice, {"user_id": "@carol:test:8448", "reason": "spam"})
         for path in (f"/join/{room_id}", f"/rooms/{room_id}/join"):
             channel = self.post(path, self.carol)
             self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertEqual(self.membership(room_id, "@carol:test"), ("ban", {"membership": "ban", "reason": "spam"}))
+        self.assertEqual(self.membership(room_id, "@carol:test:8448"), ("ban", {"membership": "ban", "reason": "spam"}))
         # A ban of a user who was never in the room also keeps them out.
         self.register_user("erin")
         erin = self.login("erin")["access_token"]
-        self.assertEqual(self.post(f"/rooms/{room_id}/ban", self.alice, {"user_id": "@erin:test"}).code, 200)
+        self.assertEqual(self.post(f"/rooms/{room_id}/ban", self.alice, {"user_id": "@erin:test:8448"}).code, 200)
         self.assertEqual(self.post(f"/join/{room_id}", erin).code, 403)
 
     def test_invites_by_non_members_refused(self) -> None:
         room_id = self.create_room()
-        channel = self.post(f"/rooms/{room_id}/invite", self.bob, {"user_id": "@carol:test"})
+        channel = self.post(f"/rooms/{room_id}/invite", self.bob, {"user_id": "@carol:test:8448"})
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertIsNone(self.membership(room_id, "@carol:test")[0])
+        self.assertIsNone(self.membership(room_id, "@carol:test:8448")[0])
 
     def test_invite_needs_invite_power(self) -> None:
         room_id = self.create_room(preset="public_chat")  # public_chat: invite level 50
         self.post(f"/join/{room_id}", self.bob)
-        self.assertEqual(self.post(f"/rooms/{room_id}/invite", self.bob, {"user_id": "@carol:test"}).code, 403)
-        self.assertEqual(self.post(f"/rooms/{room_id}/invite", self.alice, {"user_id": "@carol:test"}).code, 200)
+        self.assertEqual(self.post(f"/rooms/{room_id}/invite", self.bob, {"user_id": "@carol:test:8448"}).code, 403)
+        self.assertEqual(self.post(f"/rooms/{room_id}/invite", self.alice, {"user_id": "@carol:test:8448"}).code, 200)
 
     def test_bad_membership_bodies(self) -> None:
         room_id = self.setup_room()
-        for body in ({}, {"user_id": 5}, {"user_id": "carol"}, {"user_id": "@carol:test", "reason": 5}):
+        for body in ({}, {"user_id": 5}, {"user_id": "carol"}, {"user_id": "@carol:test:8448", "reason": 5}):
             channel = self.post(f"/rooms/{room_id}/kick", self.alice, body)
             self.assertEqual(channel.code, 400, body)
-        self.assertEqual(self.membership(room_id, "@carol:test")[0], "join")
+        self.assertEqual(self.membership(room_id, "@carol:test:8448")[0], "join")

@@ -143,7 +143,7 @@ class MessagesPaginationTests(ReadsTestCase):
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 200)
         alice_msgs = self.send_texts(room_id, 4, prefix="a")
         bob_msgs = self.send_texts(room_id, 3, token=self.bob, prefix="b")
-        image = self.send(room_id, {"msgtype": "m.image", "body": "x", "url": "mxc://test/abc"}, self.alice,
+        image = self.send(room_id, {"msgtype": "m.image", "body": "x", "url": "mxc://test:8448/abc"}, self.alice,
                           txn="img").json_body["event_id"]
 
         def ids(**flt: Any) -> list[str]:
@@ -151,8 +151,8 @@ class MessagesPaginationTests(ReadsTestCase):
 
         self.assertEqual(ids(types=["m.room.message"]), [*alice_msgs, *bob_msgs, image])
         self.assertEqual(ids(types=["m.room.mess*"]), [*alice_msgs, *bob_msgs, image])
-        self.assertEqual(ids(types=["m.room.message"], senders=["@bob:test"]), bob_msgs)
-        self.assertEqual(ids(types=["m.room.message"], not_senders=["@bob:test"]), [*alice_msgs, image])
+        self.assertEqual(ids(types=["m.room.message"], senders=["@bob:test:8448"]), bob_msgs)
+        self.assertEqual(ids(types=["m.room.message"], not_senders=["@bob:test:8448"]), [*alice_msgs, image])
         self.assertEqual(ids(contains_url=True), [image])
         self.assertNotIn(image, ids(contains_url=False))
         self.assertEqual(ids(not_types=["m.room.*"]), [])
@@ -167,7 +167,7 @@ class MessagesPaginationTests(ReadsTestCase):
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 200)
         self.send_texts(room_id, 3, token=self.bob, prefix="b")
         body = self.ok_messages(room_id, limit=2, filter={"lazy_load_members": True})
-        self.assertEqual([(e["type"], e["state_key"]) for e in body["state"]], [("m.room.member", "@bob:test")])
+        self.assertEqual([(e["type"], e["state_key"]) for e in body["state"]], [("m.room.member", "@bob:test:8448")])
         self.assertNotIn("state", self.ok_messages(room_id, limit=2))
 
 
@@ -209,7 +209,7 @@ class MessagesBadInputTests(ReadsTestCase):
     def test_access(self) -> None:
         """Unknown rooms and rooms the user is not in are 403; a malformed room ID is 400; no token is 401."""
         room_id = self.create_room()
-        self.assertEqual(self.messages("!unknown:test").code, 403)
+        self.assertEqual(self.messages("!unknown:test:8448").code, 403)
         self.assertEqual(self.messages(room_id, self.bob).json_body["errcode"], "M_FORBIDDEN")
         self.assertEqual(self.messages("not-a-room").code, 400)
         self.assertEqual(self.make_request("GET", f"{V3}/rooms/{room_id}/messages?dir=b").code, 401)
@@ -256,7 +256,7 @@ class ContextTests(ReadsTestCase):
         self.assertEqual(body["event"]["event_id"], ids[4])
         self.assertEqual([e["event_id"] for e in body["events_before"]], [ids[3], ids[2]])
         self.assertEqual([e["event_id"] for e in body["events_after"]], [ids[5], ids[6]])
-        self.assertIn(("m.room.member", "@alice:test"), [(e["type"], e.get("state_key")) for e in body["state"]])
+        self.assertIn(("m.room.member", "@alice:test:8448"), [(e["type"], e.get("state_key")) for e in body["state"]])
         self.assertIn("m.room.create", [e["type"] for e in body["state"]])
         earlier = self.ok_messages(room_id, dir="b", limit=1, **{"from": body["start"]})
         self.assertEqual(earlier["chunk"][0]["event_id"], ids[1])
@@ -281,8 +281,8 @@ class ContextTests(ReadsTestCase):
             "GET", f"{V3}/rooms/{room_id}/context/{ids[1]}?limit=2&filter="
             + urllib.parse.quote(json.dumps({"lazy_load_members": True})), access_token=self.alice,
         ).json_body["state"]
-        self.assertNotIn(("m.room.member", "@bob:test"), [(e["type"], e.get("state_key")) for e in members])
-        self.assertIn(("m.room.member", "@alice:test"), [(e["type"], e.get("state_key")) for e in members])
+        self.assertNotIn(("m.room.member", "@bob:test:8448"), [(e["type"], e.get("state_key")) for e in members])
+        self.assertIn(("m.room.member", "@alice:test:8448"), [(e["type"], e.get("state_key")) for e in members])
 
     def test_unknown_invisible_or_misplaced_events_are_404(self) -> None:
         """Unknown events, events of another room and events the user may not see are 404; bad limit 400."""

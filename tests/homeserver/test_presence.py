@@ -184,28 +184,28 @@ class PresenceTestCase(SyncTestCase):
 class EndpointTests(PresenceTestCase):
     def test_put_and_get_own_status(self) -> None:
         """PUT sets presence and status message; GET returns them with last_active_ago."""
-        channel = self.put_status(self.alice, "@alice:test", {"presence": "unavailable", "status_msg": "In a meeting"})
+        channel = self.put_status(self.alice, "@alice:test:8448", {"presence": "unavailable", "status_msg": "In a meeting"})
         self.assertEqual((channel.code, channel.json_body), (200, {}))
         self.pump(2)
-        body = self.presence_of("@alice:test")
+        body = self.presence_of("@alice:test:8448")
         self.assertEqual((body["presence"], body["status_msg"]), ("unavailable", "In a meeting"))
         self.assertEqual(body["last_active_ago"], 2000)
-        self.put_status(self.alice, "@alice:test", {"presence": "online"})
-        body = self.presence_of("@alice:test")
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "online"})
+        body = self.presence_of("@alice:test:8448")
         self.assertEqual((body["presence"], body["currently_active"]), ("online", True))
         self.assertNotIn("status_msg", body)  # an omitted status_msg clears it
 
     def test_unknown_user_without_presence_is_offline(self) -> None:
-        self.assertEqual(self.presence_of("@alice:test"), {"presence": "offline"})
+        self.assertEqual(self.presence_of("@alice:test:8448"), {"presence": "offline"})
 
     def test_room_mates_only(self) -> None:
         """Room-mates may read a user's presence; others get 403, unknown and remote users 404."""
         self.shared_room()
-        self.put_status(self.alice, "@alice:test", {"presence": "online", "status_msg": "hi"})
-        self.assertEqual(self.presence_of("@alice:test", self.bob)["status_msg"], "hi")
-        channel = self.status(self.carol, "@alice:test")
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "online", "status_msg": "hi"})
+        self.assertEqual(self.presence_of("@alice:test:8448", self.bob)["status_msg"], "hi")
+        channel = self.status(self.carol, "@alice:test:8448")
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        for user in ("@nobody:test", "@alice:elsewhere.example"):
+        for user in ("@nobody:test:8448", "@alice:elsewhere.example"):
             channel = self.status(self.alice, user)
             self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_NOT_FOUND"), user)
         channel = self.status(self.alice, "not-a-user")
@@ -222,17 +222,17 @@ class EndpointTests(PresenceTestCase):
             ([], 400, "M_NOT_JSON"),
         ]
         for body, code, errcode in cases:
-            channel = self.put_status(self.alice, "@alice:test", body)
+            channel = self.put_status(self.alice, "@alice:test:8448", body)
             self.assertEqual((channel.code, channel.json_body.get("errcode")), (code, errcode), body)
-        channel = self.put_status(self.alice, "@bob:test", {"presence": "online"})
+        channel = self.put_status(self.alice, "@bob:test:8448", {"presence": "online"})
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        self.assertEqual(self.presence_of("@bob:test", self.bob), {"presence": "offline"})
-        self.assertEqual(self.presence_of("@alice:test"), {"presence": "offline"})
-        ok = self.put_status(self.alice, "@alice:test", {"presence": "online", "status_msg": "x" * 512})
+        self.assertEqual(self.presence_of("@bob:test:8448", self.bob), {"presence": "offline"})
+        self.assertEqual(self.presence_of("@alice:test:8448"), {"presence": "offline"})
+        ok = self.put_status(self.alice, "@alice:test:8448", {"presence": "online", "status_msg": "x" * 512})
         self.assertEqual(ok.code, 200)
 
     def test_requires_auth(self) -> None:
-        channel = self.make_request("GET", f"{V3}/presence/@alice:test/status")
+        channel = self.make_request("GET", f"{V3}/presence/@alice:test:8448/status")
         self.assertEqual(channel.code, 401)
 
 
@@ -240,11 +240,11 @@ class TransitionTests(PresenceTestCase):
     def test_sync_marks_online_then_offline_after_timeout(self) -> None:
         """A sync makes the user online; 30 s after it ends (none open) they are offline."""
         self.sync(self.alice)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "online")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "online")
         self.advance(25)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "online")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "online")
         self.advance(10)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "offline")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "offline")
 
     def test_open_long_poll_keeps_user_online(self) -> None:
         """While a long poll is open the offline timer does not run."""
@@ -252,11 +252,11 @@ class TransitionTests(PresenceTestCase):
         since = self.sync(self.alice, set_presence="offline")["next_batch"]
         channel = self.sync_channel(self.alice, since=since, timeout=120_000, await_result=False)
         self.advance(55)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "online")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "online")
         self.advance(70)  # the poll returned (at most 120 s) with alice's own presence change
         self.assertTrue(channel.is_finished())
         self.advance(40)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "offline")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "offline")
 
     def test_idle_while_syncing_becomes_unavailable(self) -> None:
         """Syncing without activity: online, not currently active after a minute, unavailable after
@@ -265,23 +265,23 @@ class TransitionTests(PresenceTestCase):
         for _ in range(11):  # a sync every 25 s for 275 s
             self.sync(self.alice)
             self.advance(25)
-        body = self.presence_of("@alice:test")
+        body = self.presence_of("@alice:test:8448")
         self.assertEqual((body["presence"], body["currently_active"]), ("online", False))
         self.sync(self.alice)
         self.advance(28)  # idle timeout passed (300 s since createRoom); offline timer (30 s) not yet
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "unavailable")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "unavailable")
         self.sync(self.alice)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "unavailable")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "unavailable")
         self.say(room_id, self.alice)
-        body = self.presence_of("@alice:test")
+        body = self.presence_of("@alice:test:8448")
         self.assertEqual((body["presence"], body["currently_active"], body["last_active_ago"]), ("online", True, 0))
 
     def test_set_presence_parameter(self) -> None:
         """set_presence=unavailable marks idle; set_presence=offline does not mark online."""
         self.sync(self.bob, set_presence="offline")
-        self.assertEqual(self.presence_of("@bob:test", self.bob), {"presence": "offline"})
+        self.assertEqual(self.presence_of("@bob:test:8448", self.bob), {"presence": "offline"})
         self.sync(self.alice, set_presence="unavailable")
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "unavailable")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "unavailable")
         channel = self.sync_channel(self.alice, set_presence="away")
         self.assertEqual(channel.code, 400)
 
@@ -289,30 +289,30 @@ class TransitionTests(PresenceTestCase):
     def test_configured_timeouts(self) -> None:
         self.sync(self.alice)
         self.advance(15)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "offline")
-        self.put_status(self.alice, "@alice:test", {"presence": "online"})
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "offline")
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "online"})
         self.sync(self.alice, timeout=0)
         for _ in range(7):
             self.sync(self.alice)
             self.advance(9)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "unavailable")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "unavailable")
 
     def test_message_send_keeps_sender_online(self) -> None:
         """Audit CHAT-4: a user who sends is online at once, even with no sync open, and stays online
         for the offline timeout after their last message."""
         room_id = self.create_room()
         self.advance(20)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "online")  # createRoom is activity
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "online")  # createRoom is activity
         self.advance(15)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "offline")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "offline")
         self.say(room_id, self.alice)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "online")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "online")
         self.advance(20)
         self.say(room_id, self.alice)
         self.advance(20)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "online")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "online")
         self.advance(15)
-        self.assertEqual(self.presence_of("@alice:test")["presence"], "offline")
+        self.assertEqual(self.presence_of("@alice:test:8448")["presence"], "offline")
 
     def timers(self) -> int:
         """Pending delayed calls, except the test connections' idle timeouts."""
@@ -338,9 +338,9 @@ class SyncDeliveryTests(PresenceTestCase):
         self.sync(self.bob)
         self.sync(self.carol)
         events = _presence_events(self.sync(self.alice))
-        self.assertEqual(set(events), {"@alice:test", "@bob:test"})
-        self.assertEqual(events["@bob:test"]["presence"], "online")
-        self.assertIn("last_active_ago", events["@bob:test"])
+        self.assertEqual(set(events), {"@alice:test:8448", "@bob:test:8448"})
+        self.assertEqual(events["@bob:test:8448"]["presence"], "online")
+        self.assertIn("last_active_ago", events["@bob:test:8448"])
 
     def test_incremental_sync_sends_only_changes_to_room_mates(self) -> None:
         self.shared_room()
@@ -348,13 +348,13 @@ class SyncDeliveryTests(PresenceTestCase):
         carol_since = self.sync(self.carol)["next_batch"]
         bob_body = self.sync(self.bob, since=bob_since)
         self.assertEqual(_presence_events(bob_body), {})
-        self.put_status(self.alice, "@alice:test", {"presence": "online", "status_msg": "here"})
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "online", "status_msg": "here"})
         body = self.sync(self.bob, since=bob_body["next_batch"])
         events = _presence_events(body)
-        self.assertEqual(list(events), ["@alice:test"])
-        self.assertEqual(events["@alice:test"]["status_msg"], "here")
+        self.assertEqual(list(events), ["@alice:test:8448"])
+        self.assertEqual(events["@alice:test:8448"]["status_msg"], "here")
         self.assertEqual(_presence_events(self.sync(self.bob, since=body["next_batch"])), {})
-        self.assertNotIn("@alice:test", _presence_events(self.sync(self.carol, since=carol_since)))
+        self.assertNotIn("@alice:test:8448", _presence_events(self.sync(self.carol, since=carol_since)))
 
     def test_change_wakes_room_mates_long_poll_only(self) -> None:
         self.shared_room()
@@ -366,10 +366,10 @@ class SyncDeliveryTests(PresenceTestCase):
         )
         self.pump(1)
         self.assertFalse(bob_poll.is_finished())
-        self.put_status(self.alice, "@alice:test", {"presence": "unavailable"})
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "unavailable"})
         self.pump(0.1)
         self.assertTrue(bob_poll.is_finished())
-        self.assertEqual(_presence_events(bob_poll.json_body)["@alice:test"]["presence"], "unavailable")
+        self.assertEqual(_presence_events(bob_poll.json_body)["@alice:test:8448"]["presence"], "unavailable")
         self.assertFalse(carol_poll.is_finished())
         self.pump(30)
         self.assertEqual(_presence_events(carol_poll.json_body), {})
@@ -377,25 +377,25 @@ class SyncDeliveryTests(PresenceTestCase):
     def test_join_and_leave_change_the_audience(self) -> None:
         """A newcomer gets the members' presence and the members get theirs; after leaving, no more."""
         room_id = self.create_room(preset="public_chat")
-        self.put_status(self.alice, "@alice:test", {"presence": "online", "status_msg": "a"})
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "online", "status_msg": "a"})
         bob_since = self.sync(self.bob)["next_batch"]
         alice_since = self.sync(self.alice)["next_batch"]
         self.join(room_id, self.bob)
         bob_body = self.sync(self.bob, since=bob_since)
-        self.assertEqual(_presence_events(bob_body)["@alice:test"]["status_msg"], "a")
+        self.assertEqual(_presence_events(bob_body)["@alice:test:8448"]["status_msg"], "a")
         alice_body = self.sync(self.alice, since=alice_since)
-        self.assertIn("@bob:test", _presence_events(alice_body))
+        self.assertIn("@bob:test:8448", _presence_events(alice_body))
         self.post(room_id, "leave", self.bob)
         bob_since = self.sync(self.bob)["next_batch"]
-        self.put_status(self.alice, "@alice:test", {"presence": "online", "status_msg": "b"})
-        self.assertNotIn("@alice:test", _presence_events(self.sync(self.bob, since=bob_since)))
-        self.assertEqual(self.status(self.bob, "@alice:test").code, 403)
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "online", "status_msg": "b"})
+        self.assertNotIn("@alice:test:8448", _presence_events(self.sync(self.bob, since=bob_since)))
+        self.assertEqual(self.status(self.bob, "@alice:test:8448").code, 403)
 
     def test_presence_filter(self) -> None:
         self.shared_room()
         self.sync(self.bob)
-        body = self.sync(self.alice, filter={"presence": {"not_senders": ["@bob:test"]}})
-        self.assertEqual(set(_presence_events(body)), {"@alice:test"})
+        body = self.sync(self.alice, filter={"presence": {"not_senders": ["@bob:test:8448"]}})
+        self.assertEqual(set(_presence_events(body)), {"@alice:test:8448"})
         body = self.sync(self.alice, filter={"presence": {"types": ["m.nothing"]}})
         self.assertEqual(_presence_events(body), {})
 
@@ -404,28 +404,28 @@ class PersistenceTests(PresenceTestCase):
     def test_state_survives_restart_and_positions_continue(self) -> None:
         """Changes are stored by the sweep (not per sync); a new service resumes from them."""
         service: PresenceService = self.hs.features.get(PresenceService)
-        self.put_status(self.alice, "@alice:test", {"presence": "unavailable", "status_msg": "away"})
+        self.put_status(self.alice, "@alice:test:8448", {"presence": "unavailable", "status_msg": "away"})
         store = PresenceStore(self.hs.pool)
-        self.assertIsNone(self.get_success(store.get_presence("@alice:test")))  # not written per request
+        self.assertIsNone(self.get_success(store.get_presence("@alice:test:8448")))  # not written per request
         self.advance(SWEEP_INTERVAL_S)
-        stored = self.get_success(store.get_presence("@alice:test"))
+        stored = self.get_success(store.get_presence("@alice:test:8448"))
         assert stored is not None
         self.assertEqual((stored.state, stored.status_msg, stored.stream_id), ("unavailable", "away", service.position))
         stored_position = service.position
         restarted = PresenceService(
-            "test", self.hs.clock, store, JoinedRoomsCache(service.memberships.get), self.hs.rooms.notifier,
+            "test:8448", self.hs.clock, store, JoinedRoomsCache(service.memberships.get), self.hs.rooms.notifier,
             Timeouts(300_000, 30_000),
         )
         self.get_success(restarted.start(run_sweeps=False))
         self.assertEqual(restarted.position, service.position)
-        self.assertEqual(restarted.get_presence("@alice:test")["status_msg"], "away")
+        self.assertEqual(restarted.get_presence("@alice:test:8448")["status_msg"], "away")
         # A token from before the restart is older than any log: the states are scanned instead.
-        events = self.get_success(restarted.get_changes("@alice:test", set(), 0, restarted.position))
-        self.assertEqual([e["sender"] for e in events], ["@alice:test"])
+        events = self.get_success(restarted.get_changes("@alice:test:8448", set(), 0, restarted.position))
+        self.assertEqual([e["sender"] for e in events], ["@alice:test:8448"])
         # Back online users go offline after the offline timeout unless they sync again.
         self.pump(31)
         self.get_success(restarted.sweep())
-        self.assertEqual(restarted.get_presence("@alice:test")["presence"], "offline")
+        self.assertEqual(restarted.get_presence("@alice:test:8448")["presence"], "offline")
         self.assertEqual(restarted.position, stored_position + 1)
 
 
@@ -435,11 +435,11 @@ class DisabledTests(PresenceTestCase):
         """enabled: false: no presence in sync, GET answers offline, PUT is accepted, checks remain."""
         self.assertIsNone(self.hs.features.find(PresenceService))
         self.shared_room()
-        self.assertEqual(self.put_status(self.alice, "@alice:test", {"presence": "online"}).code, 200)
+        self.assertEqual(self.put_status(self.alice, "@alice:test:8448", {"presence": "online"}).code, 200)
         self.sync(self.bob)
         self.assertEqual(_presence_events(self.sync(self.alice)), {})
-        self.assertEqual(self.presence_of("@bob:test"), {"presence": "offline"})
-        self.assertEqual(self.status(self.carol, "@alice:test").code, 403)
-        self.assertEqual(self.status(self.alice, "@nobody:test").code, 404)
-        self.assertEqual(self.put_status(self.alice, "@alice:test", {"presence": "busy"}).code, 400)
-        self.assertEqual(self.put_status(self.alice, "@bob:test", {"presence": "online"}).code, 403)
+        self.assertEqual(self.presence_of("@bob:test:8448"), {"presence": "offline"})
+        self.assertEqual(self.status(self.carol, "@alice:test:8448").code, 403)
+        self.assertEqual(self.status(self.alice, "@nobody:test:8448").code, 404)
+        self.assertEqual(self.put_status(self.alice, "@alice:test:8448", {"presence": "busy"}).code, 400)
+        self.assertEqual(self.put_status(self.alice, "@bob:test:8448", {"presence": "online"}).code, 403)

@@ -6,8 +6,8 @@ from typing import Any
 
 from tests.homeserver.server_case import FullHomeserverTestCase
 
-ALICE = "/_matrix/client/v3/profile/@alice:test"
-BOB = "/_matrix/client/v3/profile/@bob:test"
+ALICE = "/_matrix/client/v3/profile/@alice:test:8448"
+BOB = "/_matrix/client/v3/profile/@bob:test:8448"
 
 
 class ProfileTests(FullHomeserverTestCase):
@@ -31,18 +31,18 @@ class ProfileTests(FullHomeserverTestCase):
     def test_set_and_get(self) -> None:
         """PUT sets each field; GETs (no token needed) show them."""
         self.assertEqual(self._put(f"{ALICE}/displayname", {"displayname": "Alice W"}).code, 200)
-        self.assertEqual(self._put(f"{ALICE}/avatar_url", {"avatar_url": "mxc://test/abc_123"}).code, 200)
+        self.assertEqual(self._put(f"{ALICE}/avatar_url", {"avatar_url": "mxc://test:8448/abc_123"}).code, 200)
         self.assertEqual(self.make_request("GET", f"{ALICE}/displayname").json_body, {"displayname": "Alice W"})
-        self.assertEqual(self.make_request("GET", f"{ALICE}/avatar_url").json_body, {"avatar_url": "mxc://test/abc_123"})
+        self.assertEqual(self.make_request("GET", f"{ALICE}/avatar_url").json_body, {"avatar_url": "mxc://test:8448/abc_123"})
         self.assertEqual(
-            self.make_request("GET", ALICE).json_body, {"displayname": "Alice W", "avatar_url": "mxc://test/abc_123"}
+            self.make_request("GET", ALICE).json_body, {"displayname": "Alice W", "avatar_url": "mxc://test:8448/abc_123"}
         )
-        self.assertEqual(self.make_request("GET", "/_matrix/client/r0/profile/@alice:test").code, 200)
+        self.assertEqual(self.make_request("GET", "/_matrix/client/r0/profile/@alice:test:8448").code, 200)
 
     def test_empty_values_clear(self) -> None:
         """An empty display name or avatar URL clears the field."""
         self._put(f"{ALICE}/displayname", {"displayname": "Alice"})
-        self._put(f"{ALICE}/avatar_url", {"avatar_url": "mxc://test/x"})
+        self._put(f"{ALICE}/avatar_url", {"avatar_url": "mxc://test:8448/x"})
         self.assertEqual(self._put(f"{ALICE}/displayname", {"displayname": ""}).code, 200)
         self.assertEqual(self._put(f"{ALICE}/avatar_url", {"avatar_url": ""}).code, 200)
         self.assertEqual(self.make_request("GET", ALICE).json_body, {})
@@ -70,7 +70,7 @@ class ProfileTests(FullHomeserverTestCase):
 
     def test_unknown_remote_and_invalid_users(self) -> None:
         """Unknown and remote users are 404 M_NOT_FOUND; a malformed user ID is 400."""
-        for user in ("@nobody:test", "@alice:elsewhere"):
+        for user in ("@nobody:test:8448", "@alice:elsewhere"):
             for suffix in ("", "/displayname", "/avatar_url"):
                 channel = self.make_request("GET", f"/_matrix/client/v3/profile/{user}{suffix}")
                 self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_NOT_FOUND"), user + suffix)
@@ -87,10 +87,10 @@ class ProfileTests(FullHomeserverTestCase):
             ("displayname", b"{bad", "M_NOT_JSON"),
             ("displayname", ["x"], "M_NOT_JSON"),
             ("avatar_url", {"avatar_url": "https://example.org/a.png"}, "M_INVALID_PARAM"),
-            ("avatar_url", {"avatar_url": "mxc://test/../etc"}, "M_INVALID_PARAM"),
+            ("avatar_url", {"avatar_url": "mxc://test:8448/../etc"}, "M_INVALID_PARAM"),
             ("avatar_url", {"avatar_url": "mxc://"}, "M_INVALID_PARAM"),
-            ("avatar_url", {"avatar_url": ["mxc://test/a"]}, "M_INVALID_PARAM"),
-            ("avatar_url", {"avatar_url": "mxc://test/" + "a" * 2000}, "M_INVALID_PARAM"),
+            ("avatar_url", {"avatar_url": ["mxc://test:8448/a"]}, "M_INVALID_PARAM"),
+            ("avatar_url", {"avatar_url": "mxc://test:8448/" + "a" * 2000}, "M_INVALID_PARAM"),
         ]
         for field, body, errcode in cases:
             channel = self._put(f"{ALICE}/{field}", body)
@@ -104,5 +104,5 @@ class ProfileTests(FullHomeserverTestCase):
     def test_deactivated_user_has_no_profile(self) -> None:
         """After deactivation the profile is 404."""
         self._put(f"{ALICE}/displayname", {"displayname": "Alice"})
-        self.get_success(self.hs.stores.users.set_deactivated("@alice:test", True))
+        self.get_success(self.hs.stores.users.set_deactivated("@alice:test:8448", True))
         self.assertEqual(self.make_request("GET", ALICE).code, 404)

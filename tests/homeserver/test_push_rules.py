@@ -23,9 +23,9 @@ from tests.homeserver.test_rooms_core import V3
 from tests.homeserver.test_sync import SyncTestCase
 from tests.unittest import override_config
 
-ALICE = "@alice:test"
-BOB = "@bob:test"
-ROOM = "!room:test"
+ALICE = "@alice:test:8448"
+BOB = "@bob:test:8448"
+ROOM = "!room:test:8448"
 
 SPEC_OVERRIDE_ORDER = [
     ".m.rule.master",
@@ -180,8 +180,8 @@ class DefaultRuleEvaluationTests(unittest.TestCase):
         """.m.rule.is_user_mention: m.mentions.user_ids; the legacy body rules are gone (spec v1.17)."""
         actions = self.rules.evaluate(message("hi", **{"m.mentions": {"user_ids": [BOB]}}), 5)
         self.assertEqual((actions.rule_id, actions.notify, actions.highlight), (".m.rule.is_user_mention", True, True))
-        self.assertEqual(self.rule_for(message("hi @bob:test Bob")), ".m.rule.message")
-        self.assertEqual(self.rule_for(message("hi", **{"m.mentions": {"user_ids": "@bob:test"}})), ".m.rule.message")
+        self.assertEqual(self.rule_for(message("hi @bob:test:8448 Bob")), ".m.rule.message")
+        self.assertEqual(self.rule_for(message("hi", **{"m.mentions": {"user_ids": "@bob:test:8448"}})), ".m.rule.message")
 
     def test_room_mention_needs_power(self) -> None:
         """.m.rule.is_room_mention highlights only when the sender's level reaches notifications.room."""
@@ -212,7 +212,7 @@ class DefaultRuleEvaluationTests(unittest.TestCase):
     def test_invites_tombstones_calls_and_encrypted(self) -> None:
         invite = {"type": "m.room.member", "sender": ALICE, "state_key": BOB, "content": {"membership": "invite"}}
         self.assertEqual(self.rule_for(invite), ".m.rule.invite_for_me")
-        other = {**invite, "state_key": "@carol:test"}
+        other = {**invite, "state_key": "@carol:test:8448"}
         self.assertEqual(self.rule_for(other), ".m.rule.member_event")
         tombstone = {"type": "m.room.tombstone", "sender": ALICE, "state_key": "", "content": {}}
         self.assertTrue(self.rules.evaluate(tombstone, 5).highlight)
@@ -245,7 +245,7 @@ class DefaultRuleEvaluationTests(unittest.TestCase):
         rules = bob_rules(prepend={
             "content": [user("cake", ["notify", {"set_tweak": "highlight"}], pattern="cake*lie")],
             "room": [user(ROOM, [])],
-            "sender": [user("@spam:test", [])],
+            "sender": [user("@spam:test:8448", [])],
             "override": [
                 user("name", ["notify", {"set_tweak": "highlight"}], conditions=[{"kind": "contains_display_name"}]),
                 user("big", ["notify", {"set_tweak": "sound", "value": "x"}],
@@ -254,9 +254,9 @@ class DefaultRuleEvaluationTests(unittest.TestCase):
             ],
         })
         self.assertEqual(rules.evaluate(message("the cake is a lie"), 5).rule_id, "cake")
-        other_room = {**message("hi"), "room_id": "!other:test"}
+        other_room = {**message("hi"), "room_id": "!other:test:8448"}
         self.assertEqual(rules.evaluate(message("hi"), 5).rule_id, ROOM)
-        self.assertEqual(rules.evaluate({**other_room, "sender": "@spam:test"}, 5).rule_id, "@spam:test")
+        self.assertEqual(rules.evaluate({**other_room, "sender": "@spam:test:8448"}, 5).rule_id, "@spam:test:8448")
         self.assertEqual(rules.evaluate({**other_room, "content": {"body": "Hey BOBBY!"}}, 5, "bobby").rule_id, "name")
         self.assertEqual(rules.evaluate({**other_room, "content": {"body": "bobbyx"}}, 5, "bobby").rule_id,
                          ".m.rule.message")
@@ -347,12 +347,12 @@ class PushRuleApiTests(PushRulesTestCase):
 
     def test_content_room_and_sender_rules(self) -> None:
         self.ok(self.put_rule("content", "cake", {"pattern": "cake*lie", "actions": ["notify"], "conditions": []}))
-        self.ok(self.put_rule("room", "!r:test", {"actions": []}))
-        self.ok(self.put_rule("sender", "@spam:test", {"actions": ["dont_notify"]}))
+        self.ok(self.put_rule("room", "!r:test:8448", {"actions": []}))
+        self.ok(self.put_rule("sender", "@spam:test:8448", {"actions": ["dont_notify"]}))
         ruleset = self.ruleset()
         self.assertEqual(ruleset["content"], [{"rule_id": "cake", "default": False, "enabled": True,
                                                "actions": ["notify"], "pattern": "cake*lie"}])
-        self.assertEqual(ruleset["room"], [{"rule_id": "!r:test", "default": False, "enabled": True, "actions": []}])
+        self.assertEqual(ruleset["room"], [{"rule_id": "!r:test:8448", "default": False, "enabled": True, "actions": []}])
         self.assertEqual(ruleset["sender"][0]["actions"], [])  # historical action stripped
 
     def test_enabled_and_actions(self) -> None:
@@ -372,14 +372,14 @@ class PushRuleApiTests(PushRulesTestCase):
         self.assertEqual(self.error(self.make_request("DELETE", self.rules_path("underride", ".m.rule.message"),
                                                       access_token=self.bob)), (400, "M_INVALID_PARAM"))
         # User rules too; unknown rules are 404 (also a default ID of another kind).
-        self.ok(self.put_rule("sender", "@x:test", {"actions": ["notify"]}))
-        self.ok(self.make_request("PUT", self.rules_path("sender", "@x:test", "/enabled"), {"enabled": False},
+        self.ok(self.put_rule("sender", "@x:test:8448", {"actions": ["notify"]}))
+        self.ok(self.make_request("PUT", self.rules_path("sender", "@x:test:8448", "/enabled"), {"enabled": False},
                                   access_token=self.bob))
-        self.ok(self.make_request("PUT", self.rules_path("sender", "@x:test", "/actions"), {"actions": []},
+        self.ok(self.make_request("PUT", self.rules_path("sender", "@x:test:8448", "/actions"), {"actions": []},
                                   access_token=self.bob))
-        self.assertEqual(self.ruleset()["sender"][0], {"rule_id": "@x:test", "default": False, "enabled": False,
+        self.assertEqual(self.ruleset()["sender"][0], {"rule_id": "@x:test:8448", "default": False, "enabled": False,
                                                        "actions": []})
-        for kind, rule_id in (("sender", "@nobody:test"), ("override", ".m.rule.message"), ("room", ".m.rule.x")):
+        for kind, rule_id in (("sender", "@nobody:test:8448"), ("override", ".m.rule.message"), ("room", ".m.rule.x")):
             for suffix, body in (("/enabled", {"enabled": True}), ("/actions", {"actions": []})):
                 path = self.rules_path(kind, rule_id, suffix)
                 self.assertEqual(self.error(self.make_request("PUT", path, body, access_token=self.bob)),
@@ -541,7 +541,7 @@ class UnreadCountRuleTests(PushRulesTestCase):
                                      "m.relates_to": {"rel_type": "m.replace", "event_id": "$nothing"}})
         self.send_event(self.alice, {"algorithm": "m.megolm.v1.aes-sha2", "ciphertext": "x"}, "m.room.encrypted")
         self.assertEqual(self.unread(), {"notification_count": 1, "highlight_count": 0})
-        self.state(self.room_id, self.alice, "m.room.tombstone", {"body": "moved", "replacement_room": "!new:test"})
+        self.state(self.room_id, self.alice, "m.room.tombstone", {"body": "moved", "replacement_room": "!new:test:8448"})
         self.assertEqual(self.unread(), {"notification_count": 2, "highlight_count": 1})
 
     def test_rules_compiled_once_per_change(self) -> None:

@@ -69,11 +69,11 @@ class ReceiptDeliveryTests(ReceiptsTestCase):
         e1 = self.say(self.room_id, self.alice, "one")
         since = self.sync(self.alice)["next_batch"]
         self.ok_receipt(self.bob, e1)
-        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test", "m.read", None): e1})
+        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test:8448", "m.read", None): e1})
         body = self.sync(self.alice, since=since)
         contents = receipt_contents(body, self.room_id)
         self.assertEqual(len(contents), 1)
-        self.assertEqual(set(contents[0][e1]["m.read"]["@bob:test"]), {"ts"})
+        self.assertEqual(set(contents[0][e1]["m.read"]["@bob:test:8448"]), {"ts"})
         again = self.sync(self.alice, since=body["next_batch"])
         self.assertEqual(receipt_contents(again, self.room_id), [])
 
@@ -82,7 +82,7 @@ class ReceiptDeliveryTests(ReceiptsTestCase):
         e1 = self.say(self.room_id, self.alice, "one")
         channel = self.receipt(self.bob, urllib.parse.quote(e1, safe=""))
         self.assertEqual(channel.code, 200, channel.json_body)
-        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test", "m.read", None): e1})
+        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test:8448", "m.read", None): e1})
 
     def test_receipts_only_move_forward(self) -> None:
         """A receipt for an earlier event is accepted (200) but does not move the receipt back."""
@@ -91,7 +91,7 @@ class ReceiptDeliveryTests(ReceiptsTestCase):
         self.ok_receipt(self.bob, e2)
         since = self.sync(self.alice)["next_batch"]
         self.ok_receipt(self.bob, e1)
-        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test", "m.read", None): e2})
+        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test:8448", "m.read", None): e2})
         self.assertEqual(receipt_contents(self.sync(self.alice, since=since), self.room_id), [])
         self.ok_receipt(self.bob, e2)  # the same event again: no change either
         self.assertEqual(receipt_contents(self.sync(self.alice, since=since), self.room_id), [])
@@ -105,9 +105,9 @@ class ReceiptDeliveryTests(ReceiptsTestCase):
         for body in (self.sync(self.alice), self.sync(self.alice, since=since_alice)):
             self.assertNotIn("m.read.private", str(body))
             self.assertEqual(receipts_of(body, self.room_id), {})
-        self.assertEqual(receipts_of(self.sync(self.bob), self.room_id), {("@bob:test", "m.read.private", None): e1})
+        self.assertEqual(receipts_of(self.sync(self.bob), self.room_id), {("@bob:test:8448", "m.read.private", None): e1})
         self.assertEqual(
-            receipts_of(self.sync(self.bob, since=since_bob), self.room_id), {("@bob:test", "m.read.private", None): e1}
+            receipts_of(self.sync(self.bob, since=since_bob), self.room_id), {("@bob:test:8448", "m.read.private", None): e1}
         )
 
     def test_private_receipt_does_not_wake_others(self) -> None:
@@ -135,7 +135,7 @@ class ReceiptDeliveryTests(ReceiptsTestCase):
         self.ok_receipt(self.bob, e1)
         self.pump(0.1)
         self.assertTrue(channel.is_finished())
-        self.assertEqual(receipts_of(channel.json_body, self.room_id), {("@bob:test", "m.read", None): e1})
+        self.assertEqual(receipts_of(channel.json_body, self.room_id), {("@bob:test:8448", "m.read", None): e1})
 
     def test_not_delivered_to_non_members(self) -> None:
         """Receipts of a room never appear in a non-member's sync."""
@@ -152,7 +152,7 @@ class ReceiptDeliveryTests(ReceiptsTestCase):
         since = self.sync(self.carol)["next_batch"]
         self.join(self.room_id, self.carol)
         body = self.sync(self.carol, since=since)
-        self.assertEqual(receipts_of(body, self.room_id).get(("@bob:test", "m.read", None)), e1)
+        self.assertEqual(receipts_of(body, self.room_id).get(("@bob:test:8448", "m.read", None)), e1)
 
 
 class ThreadedReceiptTests(ReceiptsTestCase):
@@ -171,15 +171,15 @@ class ThreadedReceiptTests(ReceiptsTestCase):
         plain = self.say(self.room_id, self.alice, "later")
         self.ok_receipt(self.bob, plain)
         found = receipts_of(self.sync(self.alice), self.room_id)
-        self.assertEqual(found[("@bob:test", "m.read", root)], reply)
-        self.assertEqual(found[("@bob:test", "m.read", "main")], root)
-        self.assertEqual(found[("@bob:test", "m.read", None)], plain)
+        self.assertEqual(found[("@bob:test:8448", "m.read", root)], reply)
+        self.assertEqual(found[("@bob:test:8448", "m.read", "main")], root)
+        self.assertEqual(found[("@bob:test:8448", "m.read", None)], plain)
         self.assertEqual(self._stored_keys(), {("m.read", ""), ("m.read", "main"), ("m.read", root)})
 
     def _stored_keys(self) -> set[tuple[str, str]]:
         rows = self.get_success(self.hs.pool.run_read(
             "keys", lambda txn: (txn.execute("SELECT receipt_type, thread_id FROM receipts WHERE user_id = ?",
-                                             ("@bob:test",)), txn.fetchall())[1]
+                                             ("@bob:test:8448",)), txn.fetchall())[1]
         ))
         return {(str(r[0]), str(r[1])) for r in rows}
 
@@ -213,7 +213,7 @@ class ThreadedReceiptTests(ReceiptsTestCase):
 class ReadMarkerTests(ReceiptsTestCase):
     def fully_read(self, token: str) -> Any:
         channel = self.make_request(
-            "GET", f"{V3}/user/{'@bob:test' if token == self.bob else '@alice:test'}/rooms/{self.room_id}"
+            "GET", f"{V3}/user/{'@bob:test:8448' if token == self.bob else '@alice:test:8448'}/rooms/{self.room_id}"
             "/account_data/m.fully_read", access_token=token,
         )
         return channel.json_body if channel.code == 200 else None
@@ -231,9 +231,9 @@ class ReadMarkerTests(ReceiptsTestCase):
         self.assertIn({"type": "m.fully_read", "content": {"event_id": e1}}, room["account_data"]["events"])
         self.assertEqual(
             receipts_of(body, self.room_id),
-            {("@bob:test", "m.read", None): e2, ("@bob:test", "m.read.private", None): e2},
+            {("@bob:test:8448", "m.read", None): e2, ("@bob:test:8448", "m.read.private", None): e2},
         )
-        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test", "m.read", None): e2})
+        self.assertEqual(receipts_of(self.sync(self.alice), self.room_id), {("@bob:test:8448", "m.read", None): e2})
 
     def test_fully_read_via_receipt_endpoint_and_forward_only(self) -> None:
         """/receipt/m.fully_read sets the marker; an earlier event leaves it in place."""
@@ -248,7 +248,7 @@ class ReadMarkerTests(ReceiptsTestCase):
     def test_fully_read_cannot_be_set_as_account_data(self) -> None:
         """Clients cannot write m.fully_read directly (spec: the server MUST prevent it)."""
         channel = self.make_request(
-            "PUT", f"{V3}/user/@bob:test/rooms/{self.room_id}/account_data/m.fully_read", {"event_id": "$x"},
+            "PUT", f"{V3}/user/@bob:test:8448/rooms/{self.room_id}/account_data/m.fully_read", {"event_id": "$x"},
             access_token=self.bob,
         )
         self.assertEqual(channel.code, 405)
@@ -297,7 +297,7 @@ class ReceiptInputTests(ReceiptsTestCase):
         e1 = self.say(self.room_id, self.alice, "one")
         channel = self.receipt(self.carol, e1)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (403, "M_FORBIDDEN"))
-        channel = self.receipt(self.carol, e1, room_id="!unknown:test")
+        channel = self.receipt(self.carol, e1, room_id="!unknown:test:8448")
         self.assertEqual(channel.code, 403)
 
     def test_invisible_event_forbidden(self) -> None:
@@ -366,12 +366,12 @@ class UnreadCountTests(ReceiptsTestCase):
         """Only m.mentions naming the user highlights (the spec's default push rules since v1.17 no longer
         match the body for the user ID or display name); every message notifies."""
         channel = self.make_request(
-            "PUT", f"{V3}/profile/@bob:test/displayname", {"displayname": "Bob"}, access_token=self.bob
+            "PUT", f"{V3}/profile/@bob:test:8448/displayname", {"displayname": "Bob"}, access_token=self.bob
         )
         self.assertEqual(channel.code, 200, channel.json_body)
-        self.say(self.room_id, self.alice, "hello @bob:test")
+        self.say(self.room_id, self.alice, "hello @bob:test:8448")
         self.say(self.room_id, self.alice, "BOB, are you there?")
-        self.send_event(self.alice, {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": ["@bob:test"]}})
+        self.send_event(self.alice, {"msgtype": "m.text", "body": "hi", "m.mentions": {"user_ids": ["@bob:test:8448"]}})
         self.send_event(self.alice, {"msgtype": "m.text", "body": "bob!", "m.mentions": {}})
         self.say(self.room_id, self.alice, "bobcat is not bob's name")
         body = self.sync(self.bob)
@@ -397,8 +397,8 @@ class UnreadCountTests(ReceiptsTestCase):
         root = self.say(self.room_id, self.alice, "root")
         relates = {"rel_type": "m.thread", "event_id": root}
         t1 = self.send_event(self.alice, {"msgtype": "m.text", "body": "t1", "m.relates_to": relates})
-        self.send_event(self.alice, {"msgtype": "m.text", "body": "t2 @bob:test", "m.relates_to": relates,
-                                     "m.mentions": {"user_ids": ["@bob:test"]}})
+        self.send_event(self.alice, {"msgtype": "m.text", "body": "t2 @bob:test:8448", "m.relates_to": relates,
+                                     "m.mentions": {"user_ids": ["@bob:test:8448"]}})
         flt = {"room": {"timeline": {"unread_thread_notifications": True}}}
         body = self.sync(self.bob, filter=flt)
         room = body["rooms"]["join"][self.room_id]

@@ -196,7 +196,7 @@ class EditTests(RelationsTestCase):
         replace = event["unsigned"]["m.relations"]["m.replace"]
         self.assertEqual(replace["event_id"], latest)
         self.assertEqual(replace["content"]["m.new_content"]["body"], "v3")
-        self.assertEqual(replace["sender"], "@alice:test")
+        self.assertEqual(replace["sender"], "@alice:test:8448")
 
     def test_same_timestamp_edits_break_ties_by_event_id(self) -> None:
         """With equal origin_server_ts the lexicographically largest event ID is the latest."""
@@ -352,7 +352,7 @@ class RelationsEndpointTests(RelationsTestCase):
         private = self.create_room(self.alice)
         private_event = self.say(private, self.alice)
         self.assertEqual(self.relations_channel(self.carol, private_event, room=private).code, 403)
-        self.assertEqual(self.relations_channel(self.alice, "$nope:test").code, 404)
+        self.assertEqual(self.relations_channel(self.alice, "$nope:test:8448").code, 404)
         self.assertEqual(self.relations_channel(self.alice, parent, room=private).code, 404)
 
     def test_invisible_parent_and_children_are_hidden(self) -> None:

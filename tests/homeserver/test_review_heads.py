@@ -47,7 +47,7 @@ class StaleHeadTests(RoomsTestCase):
         creator = self.hs.rooms.creator
         creator._heads.clear()  # evicted from the LRU (or a fresh process)
         reader, gate = self._paused_head_load(room_id)
-        ban = self.make_request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": "@bob:test"}, access_token=self.alice)
+        ban = self.make_request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": "@bob:test:8448"}, access_token=self.alice)
         self.assertEqual(ban.code, 200, ban.json_body)
         gate.callback(None)
         self.get_success(reader)
@@ -55,7 +55,7 @@ class StaleHeadTests(RoomsTestCase):
         self.assertEqual(channel.code, 403, channel.json_body)
         head = self.get_success(creator.get_head(room_id))
         assert head is not None
-        member = head.state[("m.room.member", "@bob:test")]
+        member = head.state[("m.room.member", "@bob:test:8448")]
         stored = self.get_success(self.hs.rooms.events.get_event(member))
         assert stored is not None
         self.assertEqual(stored.event.membership, "ban")

@@ -57,13 +57,13 @@ class CreateRoomTests(RoomsTestCase):
         """10 and 11 are creatable with legacy IDs; unknown versions get 400 M_UNSUPPORTED_ROOM_VERSION."""
         for version in ("10", "11"):
             room_id = self.create_room(room_version=version)
-            self.assertTrue(room_id.endswith(":test"))
+            self.assertTrue(room_id.endswith(":test:8448"))
         channel = self.make_request("POST", f"{V3}/createRoom", {"room_version": "99"}, access_token=self.alice)
         self.assertEqual((channel.code, channel.json_body["errcode"]), (400, "M_UNSUPPORTED_ROOM_VERSION"))
 
     def test_name_topic_alias_invite(self) -> None:
         """name, topic, room_alias_name and invite produce their events; a taken alias is M_ROOM_IN_USE."""
-        room_id = self.create_room(name="Lobby", topic="Hello", room_alias_name="lobby", invite=["@bob:test"])
+        room_id = self.create_room(name="Lobby", topic="Hello", room_alias_name="lobby", invite=["@bob:test:8448"])
         types = [t for t, _ in self.room_events(room_id)]
         for t in ("m.room.name", "m.room.topic", "m.room.canonical_alias"):
             self.assertIn(t, types)
@@ -140,7 +140,7 @@ class SendTests(RoomsTestCase):
 
     def test_unknown_room_and_bad_bodies(self) -> None:
         """Unknown rooms are 404; floats and non-objects are 400."""
-        self.assertEqual(self.send("!nope:test", {"body": "x"}, self.alice).code, 404)
+        self.assertEqual(self.send("!nope:test:8448", {"body": "x"}, self.alice).code, 404)
         room_id = self.create_room()
         self.assertEqual(self.send(room_id, {"x": 1.5}, self.alice).code, 400)
         self.assertEqual(self.send(room_id, [1], self.alice).code, 400)
@@ -159,33 +159,33 @@ class MembershipTests(RoomsTestCase):
     def test_private_room_needs_invite(self) -> None:
         room_id = self.create_room()
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 403)
-        invite = self.make_request("POST", f"{V3}/rooms/{room_id}/invite", {"user_id": "@bob:test"}, access_token=self.alice)
+        invite = self.make_request("POST", f"{V3}/rooms/{room_id}/invite", {"user_id": "@bob:test:8448"}, access_token=self.alice)
         self.assertEqual(invite.code, 200, invite.json_body)
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 200)
 
     def test_ban_kick_unban(self) -> None:
         room_id = self.create_room(preset="public_chat")
         self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob)
-        kick = self.make_request("POST", f"{V3}/rooms/{room_id}/kick", {"user_id": "@bob:test"}, access_token=self.alice)
+        kick = self.make_request("POST", f"{V3}/rooms/{room_id}/kick", {"user_id": "@bob:test:8448"}, access_token=self.alice)
         self.assertEqual(kick.code, 200)
-        ban = self.make_request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": "@bob:test"}, access_token=self.alice)
+        ban = self.make_request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": "@bob:test:8448"}, access_token=self.alice)
         self.assertEqual(ban.code, 200)
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 403)
-        unban = self.make_request("POST", f"{V3}/rooms/{room_id}/unban", {"user_id": "@bob:test"}, access_token=self.alice)
+        unban = self.make_request("POST", f"{V3}/rooms/{room_id}/unban", {"user_id": "@bob:test:8448"}, access_token=self.alice)
         self.assertEqual(unban.code, 200)
         self.assertEqual(self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob).code, 200)
 
     def test_member_cannot_ban(self) -> None:
         room_id = self.create_room(preset="public_chat")
         self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob)
-        ban = self.make_request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": "@alice:test"}, access_token=self.bob)
+        ban = self.make_request("POST", f"{V3}/rooms/{room_id}/ban", {"user_id": "@alice:test:8448"}, access_token=self.bob)
         self.assertEqual(ban.code, 403)
 
     def test_join_by_alias(self) -> None:
         room_id = self.create_room(preset="public_chat", room_alias_name="hall")
-        channel = self.make_request("POST", f"{V3}/join/%23hall:test", {}, access_token=self.bob)
+        channel = self.make_request("POST", f"{V3}/join/%23hall:test:8448", {}, access_token=self.bob)
         self.assertEqual((channel.code, channel.json_body.get("room_id")), (200, room_id))
-        self.assertEqual(self.make_request("POST", f"{V3}/join/%23nohall:test", {}, access_token=self.bob).code, 404)
+        self.assertEqual(self.make_request("POST", f"{V3}/join/%23nohall:test:8448", {}, access_token=self.bob).code, 404)
 
 
 class StateAndRedactionTests(RoomsTestCase):
@@ -219,31 +219,31 @@ class ProfileAndDeactivationTests(RoomsTestCase):
     def test_displayname_change_updates_joined_rooms(self) -> None:
         """A profile change sends a new m.room.member event into every joined room."""
         room_a, room_b = self.create_room(), self.create_room()
-        channel = self.make_request("PUT", f"{V3}/profile/@alice:test/displayname", {"displayname": "Alice A."},
+        channel = self.make_request("PUT", f"{V3}/profile/@alice:test:8448/displayname", {"displayname": "Alice A."},
                                     access_token=self.alice)
         self.assertEqual(channel.code, 200)
         for room_id in (room_a, room_b):
-            content = self.member_content(room_id, "@alice:test")
+            content = self.member_content(room_id, "@alice:test:8448")
             self.assertEqual((content["membership"], content["displayname"]), ("join", "Alice A."))
-        self.make_request("DELETE", f"{V3}/profile/@alice:test/displayname", access_token=self.alice)
-        self.assertNotIn("displayname", self.member_content(room_a, "@alice:test"))
+        self.make_request("DELETE", f"{V3}/profile/@alice:test:8448/displayname", access_token=self.alice)
+        self.assertNotIn("displayname", self.member_content(room_a, "@alice:test:8448"))
 
     def test_new_joins_carry_the_profile(self) -> None:
-        self.make_request("PUT", f"{V3}/profile/@bob:test/displayname", {"displayname": "Bobby"}, access_token=self.bob)
+        self.make_request("PUT", f"{V3}/profile/@bob:test:8448/displayname", {"displayname": "Bobby"}, access_token=self.bob)
         room_id = self.create_room(preset="public_chat")
         self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob)
-        self.assertEqual(self.member_content(room_id, "@bob:test")["displayname"], "Bobby")
+        self.assertEqual(self.member_content(room_id, "@bob:test:8448")["displayname"], "Bobby")
 
     def test_deactivation_leaves_every_room(self) -> None:
         """A deactivated account leaves its rooms (and declines its invites)."""
         joined = self.create_room(preset="public_chat")
         self.make_request("POST", f"{V3}/join/{joined}", {}, access_token=self.bob)
-        invited = self.create_room(invite=["@bob:test"])
+        invited = self.create_room(invite=["@bob:test:8448"])
         auth = {"type": "m.login.password", "identifier": {"type": "m.id.user", "user": "bob"}, "password": "p4ssw0rd-long"}
         channel = self.make_request("POST", f"{V3}/account/deactivate", {"auth": auth}, access_token=self.bob)
         self.assertEqual(channel.code, 200, channel.json_body)
         for room_id in (joined, invited):
-            self.assertEqual(self.member_content(room_id, "@bob:test")["membership"], "leave")
+            self.assertEqual(self.member_content(room_id, "@bob:test:8448")["membership"], "leave")
 
 
 class LinearOrderTests(RoomsTestCase):

@@ -169,7 +169,7 @@ class FindTests(SearchTestCase):
                        groupings={"group_by": [{"key": "room_id"}, {"key": "sender"}]})
         self.assertEqual(body["groups"]["room_id"][room_b], {"results": [b1], "order": 1})
         self.assertEqual(body["groups"]["room_id"][room_a], {"results": [a1], "order": 2})
-        self.assertEqual(body["groups"]["sender"]["@alice:test"]["results"], [b1, a1])
+        self.assertEqual(body["groups"]["sender"]["@alice:test:8448"]["results"], [b1, a1])
         self.assertEqual(set(body["state"]), {room_a, room_b})
         names = [e["content"].get("name") for e in body["state"][room_a] if e["type"] == "m.room.name"]
         self.assertEqual(names, ["A"])
@@ -225,7 +225,7 @@ class PaginationTests(SearchTestCase):
             self.text(room_id, f"mixed a{i}")
             if i % 3 == 0:
                 bob_ids.append(self.text(room_id, f"mixed b{i}", self.bob))
-        seen, _pages = self.paginate("mixed", order_by="recent", filter={"limit": 4, "senders": ["@bob:test"]})
+        seen, _pages = self.paginate("mixed", order_by="recent", filter={"limit": 4, "senders": ["@bob:test:8448"]})
         self.assertEqual(seen, list(reversed(bob_ids)))
         self.assertEqual(len(set(seen)), len(seen))
 
@@ -272,7 +272,7 @@ class ContextTests(SearchTestCase):
     def test_context_before_after_tokens_and_profiles(self) -> None:
         """event_context returns the requested events around the result, pagination tokens usable with
         /messages, and the senders' profiles as of the result."""
-        self.make_request("PUT", f"{V3}/profile/@alice:test/displayname", {"displayname": "Alice A"},
+        self.make_request("PUT", f"{V3}/profile/@alice:test:8448/displayname", {"displayname": "Alice A"},
                           access_token=self.alice)
         room_id = self.create_room()
         before = [self.text(room_id, f"before {i}") for i in range(3)]
@@ -282,7 +282,7 @@ class ContextTests(SearchTestCase):
         context = body["results"][0]["context"]
         self.assertEqual([e["event_id"] for e in context["events_before"]], [before[2], before[1]])
         self.assertEqual([e["event_id"] for e in context["events_after"]], [after[0]])
-        self.assertEqual(context["profile_info"]["@alice:test"], {"displayname": "Alice A"})
+        self.assertEqual(context["profile_info"]["@alice:test:8448"], {"displayname": "Alice A"})
         older = self.make_request(
             "GET", f"{V3}/rooms/{room_id}/messages?dir=b&limit=1&from={context['start']}", access_token=self.alice
         )
@@ -342,7 +342,7 @@ class VisibilityTests(SearchTestCase):
         self.membership(room_id, "leave", self.bob)
         self.text(room_id, "departure afterwards")
         self.assertEqual(self.found("departure", self.bob), [during])
-        self.membership(room_id, "invite", self.alice, user_id="@dave:test")
+        self.membership(room_id, "invite", self.alice, user_id="@dave:test:8448")
         self.assertEqual(self.found("departure", self.dave), [])
 
     def test_rooms_and_not_rooms_filters(self) -> None:
@@ -353,7 +353,7 @@ class VisibilityTests(SearchTestCase):
         b = self.text(room_b, "filtered")
         self.assertEqual(self.found("filtered", filter={"rooms": [room_a]}), [a])
         self.assertEqual(self.found("filtered", filter={"not_rooms": [room_a]}), [b])
-        self.assertEqual(self.found("filtered", filter={"rooms": ["!unknown:test"]}), [])
+        self.assertEqual(self.found("filtered", filter={"rooms": ["!unknown:test:8448"]}), [])
         self.assertEqual(self.found("filtered", filter={"types": ["m.room.name"]}), [])
 
 
@@ -458,7 +458,7 @@ class BadRequestTests(SearchTestCase):
             {"search_term": "x", "keys": ["content.secret"]}, {"search_term": "x", "keys": "content.body"},
             {"search_term": "x", "order_by": "oldest"}, {"search_term": "x", "order_by": 1},
             {"search_term": "x", "filter": []}, {"search_term": "x", "filter": {"limit": 0}},
-            {"search_term": "x", "filter": {"limit": "5"}}, {"search_term": "x", "filter": {"rooms": "!a:test"}},
+            {"search_term": "x", "filter": {"limit": "5"}}, {"search_term": "x", "filter": {"rooms": "!a:test:8448"}},
             {"search_term": "x", "filter": {"senders": [1]}},
             {"search_term": "x", "event_context": []}, {"search_term": "x", "event_context": {"before_limit": -1}},
             {"search_term": "x", "event_context": {"after_limit": True}},
@@ -502,7 +502,7 @@ class BadRequestTests(SearchTestCase):
 
 def _event(etype: str, content: dict[str, Any], state_key: str | None = None) -> Event:
     pdu: dict[str, Any] = {
-        "type": etype, "content": content, "sender": "@a:test", "room_id": "!r:test", "depth": 1,
+        "type": etype, "content": content, "sender": "@a:test:8448", "room_id": "!r:test:8448", "depth": 1,
         "origin_server_ts": 1, "prev_events": [], "auth_events": [], "hashes": {"sha256": "x"}, "signatures": {},
     }
     if state_key is not None:

@@ -94,7 +94,7 @@ class InitialSyncTests(SyncTestCase):
         self.join(room_id, self.bob)
         self.say(room_id, self.alice, "hello")
         initial = self.sync(self.bob)
-        self.post(other, "invite", self.alice, {"user_id": "@bob:test"})
+        self.post(other, "invite", self.alice, {"user_id": "@bob:test:8448"})
         self.post(room_id, "leave", self.bob)
         incremental = self.sync(self.bob, since=initial["next_batch"])
         self.assertIn(other, incremental["rooms"]["invite"])
@@ -168,7 +168,7 @@ class InitialSyncTests(SyncTestCase):
         ids = [e["event_id"] for e in room["timeline"]["events"]]
         self.assertNotIn(secret, ids)
         self.assertIn(after, ids)
-        self.assertIn("@bob:test", [e.get("state_key") for e in room["timeline"]["events"]])
+        self.assertIn("@bob:test:8448", [e.get("state_key") for e in room["timeline"]["events"]])
 
     def test_shared_history_visible_to_newcomer(self) -> None:
         """With history_visibility shared (the preset), events before the join are visible."""
@@ -182,11 +182,11 @@ class InitialSyncTests(SyncTestCase):
         """Heroes exclude the user; joined and invited counts come from current state."""
         room_id = self.create_room(preset="public_chat")
         self.join(room_id, self.bob)
-        self.post(room_id, "invite", self.alice, {"user_id": "@carol:test"})
+        self.post(room_id, "invite", self.alice, {"user_id": "@carol:test:8448"})
         summary = self.sync(self.alice)["rooms"]["join"][room_id]["summary"]
         self.assertEqual(summary["m.joined_member_count"], 2)
         self.assertEqual(summary["m.invited_member_count"], 1)
-        self.assertEqual(summary["m.heroes"], ["@bob:test", "@carol:test"])
+        self.assertEqual(summary["m.heroes"], ["@bob:test:8448", "@carol:test:8448"])
 
     def test_full_state_on_initial_sync_ignores_timeout(self) -> None:
         """An initial sync answers at once even with a timeout."""
@@ -255,13 +255,13 @@ class IncrementalSyncTests(SyncTestCase):
         types = _types(room["state"]["events"])
         for t in ("m.room.create", "m.room.power_levels", "m.room.join_rules", "m.room.name"):
             self.assertIn(t, types)
-        self.assertEqual(room["timeline"]["events"][-1]["state_key"], "@bob:test")
+        self.assertEqual(room["timeline"]["events"][-1]["state_key"], "@bob:test:8448")
 
     def test_invite_with_stripped_state(self) -> None:
         """An invite appears in rooms.invite with stripped state: create, join rules, name, the invite."""
         room_id = self.create_room(name="Secret", room_alias_name="secret")
         token = self.sync(self.bob)["next_batch"]
-        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test:8448"})
         body = self.sync(self.bob, since=token)
         self.assertNotIn(room_id, body["rooms"]["join"])
         events = body["rooms"]["invite"][room_id]["invite_state"]["events"]
@@ -270,7 +270,7 @@ class IncrementalSyncTests(SyncTestCase):
             self.assertIn(t, by_type)
         for event in events:
             self.assertLessEqual(set(event), {"type", "state_key", "content", "sender"})
-        invite = [e for e in events if e["type"] == "m.room.member" and e["state_key"] == "@bob:test"]
+        invite = [e for e in events if e["type"] == "m.room.member" and e["state_key"] == "@bob:test:8448"]
         self.assertEqual(invite[0]["content"]["membership"], "invite")
         self.assertNotIn("m.room.power_levels", by_type)
         # The invite is in an initial sync too, and gone once accepted.
@@ -296,11 +296,11 @@ class PositionTests(SyncTestCase):
     def test_membership_written_after_to_is_rewound(self) -> None:
         """A membership committed after the sync's end position does not count yet (racing commits)."""
         room_id = self.create_room()
-        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test:8448"})
         to = self.hs.rooms.stream_tracker.current()
         self.join(room_id, self.bob)
         result = SyncResult()
-        ctx = SyncContext("@bob:test", None, SyncFilter())
+        ctx = SyncContext("@bob:test:8448", None, SyncFilter())
         self.get_success(self.hs.sync.room_events.fill_initial(ctx, result, to))
         self.assertEqual(set(result.invite), {room_id})
         self.assertEqual(result.join, {})
@@ -313,7 +313,7 @@ class PositionTests(SyncTestCase):
         to = self.hs.rooms.stream_tracker.current()
         self.say(room_id, self.alice, "later")
         result = SyncResult()
-        ctx = SyncContext("@alice:test", None, SyncFilter())
+        ctx = SyncContext("@alice:test:8448", None, SyncFilter())
         self.get_success(self.hs.sync.room_events.fill_initial(ctx, result, to))
         self.assertEqual(result.join[room_id]["timeline"]["events"][-1]["event_id"], first)
 
@@ -329,7 +329,7 @@ class LeaveSectionTests(SyncTestCase):
         """A kick since the token: the room is in leave with the timeline up to the kick, not in join."""
         room_id, token = self.setup_room()
         before = self.say(room_id, self.alice, "before kick")
-        self.post(room_id, "kick", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "kick", self.alice, {"user_id": "@bob:test:8448"})
         after = self.say(room_id, self.alice, "after kick")
         body = self.sync(self.bob, since=token)
         self.assertNotIn(room_id, body["rooms"]["join"])
@@ -338,12 +338,12 @@ class LeaveSectionTests(SyncTestCase):
         self.assertIn(before, ids)
         self.assertNotIn(after, ids)
         self.assertEqual(timeline[-1]["content"]["membership"], "leave")
-        self.assertEqual(timeline[-1]["sender"], "@alice:test")
+        self.assertEqual(timeline[-1]["sender"], "@alice:test:8448")
 
     def test_ban_and_leave(self) -> None:
         """A ban and a voluntary leave both put the room in leave."""
         room_id, token = self.setup_room()
-        self.post(room_id, "ban", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "ban", self.alice, {"user_id": "@bob:test:8448"})
         timeline = self.sync(self.bob, since=token)["rooms"]["leave"][room_id]["timeline"]["events"]
         self.assertEqual(timeline[-1]["content"]["membership"], "ban")
         room2, token2 = self.setup_room()
@@ -356,7 +356,7 @@ class LeaveSectionTests(SyncTestCase):
         """Rejecting an invite moves the room to leave without revealing events the user never could see."""
         room_id = self.create_room()
         self.state(room_id, self.alice, "m.room.history_visibility", {"history_visibility": "joined"})
-        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test:8448"})
         token = self.sync(self.bob)["next_batch"]
         secret = self.say(room_id, self.alice, "secret")
         self.post(room_id, "leave", self.bob)
@@ -388,7 +388,7 @@ class FilterTests(SyncTestCase):
         for i in range(4):
             self.say(room_id, self.alice, f"m{i}")
         channel = self.make_request(
-            "POST", f"{V3}/user/@alice:test/filter", {"room": {"timeline": {"limit": 2}}}, access_token=self.alice
+            "POST", f"{V3}/user/@alice:test:8448/filter", {"room": {"timeline": {"limit": 2}}}, access_token=self.alice
         )
         filter_id = channel.json_body["filter_id"]
         room = self.sync(self.alice, filter=filter_id)["rooms"]["join"][room_id]
@@ -413,8 +413,8 @@ class FilterTests(SyncTestCase):
         room_b = self.create_room()
         self.join(room_a, self.bob)
         self.say(room_a, self.bob, "from bob")
-        body = self.sync(self.alice, filter={"room": {"timeline": {"not_senders": ["@bob:test"]}}})
-        self.assertNotIn("@bob:test", {e["sender"] for e in body["rooms"]["join"][room_a]["timeline"]["events"]})
+        body = self.sync(self.alice, filter={"room": {"timeline": {"not_senders": ["@bob:test:8448"]}}})
+        self.assertNotIn("@bob:test:8448", {e["sender"] for e in body["rooms"]["join"][room_a]["timeline"]["events"]})
         self.assertEqual(set(self.sync(self.alice, filter={"room": {"rooms": [room_b]}})["rooms"]["join"]), {room_b})
         self.assertEqual(set(self.sync(self.alice, filter={"room": {"not_rooms": [room_b]}})["rooms"]["join"]), {room_a})
 
@@ -437,7 +437,7 @@ class FilterTests(SyncTestCase):
         body = self.sync(self.alice, filter=flt)
         room = body["rooms"]["join"][room_id]
         members = {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
-        self.assertEqual(members, {"@alice:test", "@bob:test"})
+        self.assertEqual(members, {"@alice:test:8448", "@bob:test:8448"})
         self.assertNotIn("m.room.member", _types(room["timeline"]["events"]))
         # Bob speaks again: his member event is redundant now and is not repeated.
         self.say(room_id, self.bob, "again")
@@ -450,7 +450,7 @@ class FilterTests(SyncTestCase):
         self.say(room_id, self.carol, "hi")
         third = self.sync(self.alice, filter=flt, since=quiet["next_batch"])["rooms"]["join"][room_id]
         # Carol speaks for the first time: only her member event comes along.
-        self.assertEqual({e["state_key"] for e in third["state"]["events"]}, {"@carol:test"})
+        self.assertEqual({e["state_key"] for e in third["state"]["events"]}, {"@carol:test:8448"})
 
     def test_lazy_loading_includes_heroes_of_unnamed_rooms(self) -> None:
         """A room without a name or alias: the heroes' member events come along (spec m.heroes)."""
@@ -461,8 +461,8 @@ class FilterTests(SyncTestCase):
         flt = {"room": {"timeline": {"limit": 1}, "state": {"lazy_load_members": True}}}
         room = self.sync(self.alice, filter=flt)["rooms"]["join"][room_id]
         members = {e["state_key"] for e in room["state"]["events"] if e["type"] == "m.room.member"}
-        self.assertEqual(members, {"@alice:test", "@bob:test", "@carol:test"})
-        self.assertEqual(room["summary"]["m.heroes"], ["@bob:test", "@carol:test"])
+        self.assertEqual(members, {"@alice:test:8448", "@bob:test:8448", "@carol:test:8448"})
+        self.assertEqual(room["summary"]["m.heroes"], ["@bob:test:8448", "@carol:test:8448"])
 
     def test_include_redundant_members(self) -> None:
         """include_redundant_members sends the senders' member events every time."""
@@ -473,7 +473,7 @@ class FilterTests(SyncTestCase):
         body = self.sync(self.alice, filter=flt)
         self.say(room_id, self.bob, "again")
         later = self.sync(self.alice, filter=flt, since=body["next_batch"])["rooms"]["join"][room_id]
-        self.assertEqual({e["state_key"] for e in later["state"]["events"]}, {"@bob:test"})
+        self.assertEqual({e["state_key"] for e in later["state"]["events"]}, {"@bob:test:8448"})
 
     def test_lazy_loading_resends_on_retried_since(self) -> None:
         """A client retrying an older since (it lost a response) gets the member events again."""
@@ -491,14 +491,14 @@ class AccountDataTests(SyncTestCase):
     def test_account_data_in_sync(self) -> None:
         """Global and room account data appear in initial and incremental syncs."""
         room_id = self.create_room()
-        put = self.make_request("PUT", f"{V3}/user/@alice:test/account_data/m.direct", {"a": 1}, access_token=self.alice)
+        put = self.make_request("PUT", f"{V3}/user/@alice:test:8448/account_data/m.direct", {"a": 1}, access_token=self.alice)
         self.assertEqual(put.code, 200)
         body = self.sync(self.alice)
         self.assertIn({"type": "m.direct", "content": {"a": 1}}, body["account_data"]["events"])
         token = body["next_batch"]
-        self.make_request("PUT", f"{V3}/user/@alice:test/account_data/m.direct", {"a": 2}, access_token=self.alice)
+        self.make_request("PUT", f"{V3}/user/@alice:test:8448/account_data/m.direct", {"a": 2}, access_token=self.alice)
         self.make_request(
-            "PUT", f"{V3}/user/@alice:test/rooms/{room_id}/account_data/m.tag", {"tags": {}}, access_token=self.alice
+            "PUT", f"{V3}/user/@alice:test:8448/rooms/{room_id}/account_data/m.tag", {"tags": {}}, access_token=self.alice
         )
         later = self.sync(self.alice, since=token)
         self.assertEqual(later["account_data"]["events"], [{"type": "m.direct", "content": {"a": 2}}])
@@ -510,7 +510,7 @@ class AccountDataTests(SyncTestCase):
     def test_account_data_filter(self) -> None:
         """The account_data filter selects global entries by type."""
         for t in ("a.one", "b.two"):
-            self.make_request("PUT", f"{V3}/user/@alice:test/account_data/{t}", {}, access_token=self.alice)
+            self.make_request("PUT", f"{V3}/user/@alice:test:8448/account_data/{t}", {}, access_token=self.alice)
         body = self.sync(self.alice, filter={"account_data": {"not_types": ["b.*"]}})
         # m.push_rules: every initial sync carries the push ruleset (homeserver.push.sync_source).
         self.assertEqual(_types(body["account_data"]["events"]), ["a.one", "m.push_rules"])

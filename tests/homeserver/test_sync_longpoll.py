@@ -96,7 +96,7 @@ class LongPollTests(SyncTestCase):
         room_id = self.create_room()
         since = self.sync(self.bob)["next_batch"]
         channel = self.start_poll(self.bob, since)
-        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test"})
+        self.post(room_id, "invite", self.alice, {"user_id": "@bob:test:8448"})
         self.pump(0.1)
         self.assertTrue(channel.is_finished())
         self.assertIn(room_id, channel.json_body["rooms"]["invite"])
@@ -105,7 +105,7 @@ class LongPollTests(SyncTestCase):
         """An account data write wakes the user's sync and is in it."""
         since = self.sync(self.alice)["next_batch"]
         channel = self.start_poll(self.alice, since)
-        put = self.make_request("PUT", f"{V3}/user/@alice:test/account_data/m.x", {"v": 1}, access_token=self.alice)
+        put = self.make_request("PUT", f"{V3}/user/@alice:test:8448/account_data/m.x", {"v": 1}, access_token=self.alice)
         self.assertEqual(put.code, 200)
         self.pump(0.1)
         self.assertTrue(channel.is_finished())
@@ -202,7 +202,7 @@ class PluggableSourceTests(SyncTestCase):
         self.pump(1)
         self.assertFalse(channel.is_finished())
         self.counter.position = 4
-        self.hs.rooms.notifier.on_new("counter", 4, users=["@alice:test"])
+        self.hs.rooms.notifier.on_new("counter", 4, users=["@alice:test:8448"])
         self.pump(0.1)
         self.assertEqual(channel.json_body["org.example.counter"], {"value": 4})
 
@@ -213,7 +213,7 @@ class PluggableSourceTests(SyncTestCase):
         sent: list[str] = []
 
         async def concurrent_send() -> None:
-            stored = await self.hs.rooms.creator.send(room_id, "@alice:test", "m.room.message", {"body": "race"})
+            stored = await self.hs.rooms.creator.send(room_id, "@alice:test:8448", "m.room.message", {"body": "race"})
             sent.append(stored.event_id)
 
         self.counter.on_fill = concurrent_send

@@ -176,7 +176,7 @@ class ThreadsEndpointTests(ThreadsTestCase):
         self.reply_in_thread(self.bob, root)
         private = self.create_room(self.alice)
         self.assertEqual(self.threads_channel(self.carol, room=private).code, 403)
-        self.assertEqual(self.threads_channel(self.carol, room="!unknown:test").code, 403)
+        self.assertEqual(self.threads_channel(self.carol, room="!unknown:test:8448").code, 403)
         self.state(self.room, self.alice, "m.room.history_visibility", {"history_visibility": "joined"})
         hidden = self.say(self.room, self.alice)
         self.reply_in_thread(self.bob, hidden)

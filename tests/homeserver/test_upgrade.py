@@ -37,7 +37,7 @@ class UpgradeTests(UpgradeTestCase):
             creation_content={"type": "m.space"},
             initial_state=[
                 {"type": "m.room.encryption", "content": {"algorithm": "m.megolm.v1.aes-sha2"}},
-                {"type": "m.room.avatar", "content": {"url": "mxc://test/a"}},
+                {"type": "m.room.avatar", "content": {"url": "mxc://test:8448/a"}},
                 {"type": "m.room.server_acl", "content": {"allow": ["*"], "deny": [], "allow_ip_literals": False}},
                 {"type": "m.room.guest_access", "content": {"guest_access": "can_join"}},
                 {"type": "org.example.custom", "content": {"x": 1}},
@@ -51,12 +51,12 @@ class UpgradeTests(UpgradeTestCase):
         self.assertEqual(create.content["type"], "m.space")
         self.assertEqual(create.content["predecessor"]["room_id"], old)
         self.assertTrue(create.content["predecessor"]["event_id"].startswith("$"))
-        self.assertEqual(state[("m.room.member", "@alice:test")].membership, "join")
+        self.assertEqual(state[("m.room.member", "@alice:test:8448")].membership, "join")
         for etype, key, value in (
             ("m.room.name", "name", "Lobby"), ("m.room.topic", "topic", "Talk"),
             ("m.room.join_rules", "join_rule", "public"), ("m.room.history_visibility", "history_visibility", "shared"),
-            ("m.room.encryption", "algorithm", "m.megolm.v1.aes-sha2"), ("m.room.avatar", "url", "mxc://test/a"),
-            ("m.room.guest_access", "guest_access", "can_join"), ("m.room.canonical_alias", "alias", "#lobby:test"),
+            ("m.room.encryption", "algorithm", "m.megolm.v1.aes-sha2"), ("m.room.avatar", "url", "mxc://test:8448/a"),
+            ("m.room.guest_access", "guest_access", "can_join"), ("m.room.canonical_alias", "alias", "#lobby:test:8448"),
         ):
             self.assertEqual(state[(etype, "")].content.get(key), value, etype)
         self.assertIn(("m.room.server_acl", ""), state)
@@ -65,17 +65,17 @@ class UpgradeTests(UpgradeTestCase):
         tombstone = old_state[("m.room.tombstone", "")]
         self.assertEqual(tombstone.content["replacement_room"], new)
         self.assertIsInstance(tombstone.content["body"], str)
-        self.assertEqual(old_state[("m.room.tombstone", "")].sender, "@alice:test")
+        self.assertEqual(old_state[("m.room.tombstone", "")].sender, "@alice:test:8448")
 
     def test_aliases_and_directory_move(self) -> None:
         """Local aliases resolve to the new room; the canonical alias leaves the old room; listing moves."""
         old = self.create_room(room_version="11", visibility="public", room_alias_name="main")
-        self.put_alias("#extra:test", old)
-        self.state(old, "m.room.canonical_alias", {"alias": "#main:test", "alt_aliases": ["#extra:test"]})
+        self.put_alias("#extra:test:8448", old)
+        self.state(old, "m.room.canonical_alias", {"alias": "#main:test:8448", "alt_aliases": ["#extra:test:8448"]})
         new = self.upgraded(old)
-        for alias in ("#main:test", "#extra:test"):
+        for alias in ("#main:test:8448", "#extra:test:8448"):
             self.assertEqual(self.make_request("GET", f"{V3}/directory/room/{enc(alias)}").json_body["room_id"], new)
-        self.assertEqual(self.current(new, "m.room.canonical_alias"), {"alias": "#main:test", "alt_aliases": ["#extra:test"]})
+        self.assertEqual(self.current(new, "m.room.canonical_alias"), {"alias": "#main:test:8448", "alt_aliases": ["#extra:test:8448"]})
         self.assertEqual(self.current(old, "m.room.canonical_alias"), {})
         listed = [r["room_id"] for r in self.make_request("GET", f"{V3}/publicRooms").json_body["chunk"]]
         self.assertEqual(listed, [new])
@@ -94,31 +94,31 @@ class UpgradeTests(UpgradeTestCase):
     def test_v12_upgrader_is_creator_not_listed(self) -> None:
         """Upgrading to v12: the upgrader is the creator (infinite power) and absent from users."""
         old = self.create_room(room_version="11", preset="public_chat",
-                               power_level_content_override={"users": {"@alice:test": 100, "@bob:test": 50}})
-        new = self.upgraded(old, "12", additional_creators=["@bob:test"])
-        self.assertFalse(new.endswith(":test"))  # v12 room IDs carry no server name
+                               power_level_content_override={"users": {"@alice:test:8448": 100, "@bob:test:8448": 50}})
+        new = self.upgraded(old, "12", additional_creators=["@bob:test:8448"])
+        self.assertFalse(new.endswith(":test:8448"))  # v12 room IDs carry no server name
         state = self.state_map(new)
         create = state[("m.room.create", "")]
-        self.assertEqual(create.sender, "@alice:test")
-        self.assertEqual(create.content["additional_creators"], ["@bob:test"])
+        self.assertEqual(create.sender, "@alice:test:8448")
+        self.assertEqual(create.content["additional_creators"], ["@bob:test:8448"])
         self.assertNotIn("creator", create.content)
         users = state[("m.room.power_levels", "")].content["users"]
-        self.assertNotIn("@alice:test", users)
-        self.assertNotIn("@bob:test", users)
+        self.assertNotIn("@alice:test:8448", users)
+        self.assertNotIn("@bob:test:8448", users)
 
     def test_v12_to_v11_gives_upgrader_level_100(self) -> None:
         """A v12 creator (infinite power) upgrading to v11 is listed with 100 in the new room."""
         old = self.create_room(room_version="12")
         new = self.upgraded(old, "11")
         users = self.state_map(new)[("m.room.power_levels", "")].content["users"]
-        self.assertEqual(users["@alice:test"], 100)
+        self.assertEqual(users["@alice:test:8448"], 100)
 
     def test_low_level_upgrader_power_restored_after_copy(self) -> None:
         """An upgrader below the copied state's levels is raised while copying, then restored."""
         old = self.create_room(
             room_version="10", preset="public_chat",
             power_level_content_override={
-                "users": {"@alice:test": 100, "@bob:test": 60},
+                "users": {"@alice:test:8448": 100, "@bob:test:8448": 60},
                 "events": {"m.room.tombstone": 60, "m.room.name": 80},
             },
             name="Room",
@@ -128,7 +128,7 @@ class UpgradeTests(UpgradeTestCase):
         self.assertEqual(channel.code, 200, channel.json_body)
         state = self.state_map(channel.json_body["replacement_room"])
         self.assertEqual(state[("m.room.name", "")].content["name"], "Room")
-        self.assertEqual(state[("m.room.power_levels", "")].content["users"]["@bob:test"], 60)
+        self.assertEqual(state[("m.room.power_levels", "")].content["users"]["@bob:test:8448"], 60)
 
     def test_retry_returns_same_replacement(self) -> None:
         """A retried upgrade (same user and version) returns the room the first one made."""
@@ -156,7 +156,7 @@ class UpgradeTests(UpgradeTestCase):
         self.assertEqual((missing.code, missing.json_body["errcode"]), (400, "M_MISSING_PARAM"))
         bad = self.upgrade(old, "12", additional_creators=["not a user"])
         self.assertEqual((bad.code, bad.json_body["errcode"]), (400, "M_INVALID_PARAM"))
-        self.assertEqual(self.upgrade("!unknown:test").code, 404)
+        self.assertEqual(self.upgrade("!unknown:test:8448").code, 404)
         self.assertEqual(self.upgrade("bad-id").code, 400)
         self.assertNotIn(("m.room.tombstone", ""), self.state_map(old))
 
@@ -166,15 +166,15 @@ class UpgradeHelperTests(unittest.TestCase):
         """String and float levels of old versions become integers; junk is dropped."""
         content = {
             "ban": " 50 ", "kick": 50.7, "invite": True, "users_default": "x", "custom": 1,
-            "users": {"@a:test": "100", "bad user": 5, "@b:test": math.nan},
+            "users": {"@a:test:8448": "100", "bad user": 5, "@b:test:8448": math.nan},
             "events": {"m.room.name": "+20"}, "notifications": {"room": 10},
         }
         out = portable_power_levels(content, RoomVersions.V1)
-        self.assertEqual(out, {"ban": 50, "kick": 50, "users": {"@a:test": 100},
+        self.assertEqual(out, {"ban": 50, "kick": 50, "users": {"@a:test:8448": 100},
                                "events": {"m.room.name": 20}, "notifications": {"room": 10}})
 
     def test_join_rules_adapt_to_version(self) -> None:
-        restricted = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": "!a:test"}]}
+        restricted = {"join_rule": "restricted", "allow": [{"type": "m.room_membership", "room_id": "!a:test:8448"}]}
         self.assertEqual(adapt_join_rules(restricted, RoomVersions.V8), restricted)
         self.assertEqual(adapt_join_rules(restricted, RoomVersions.V7), {"join_rule": "invite"})
         self.assertEqual(adapt_join_rules({"join_rule": "knock"}, RoomVersions.V6), {"join_rule": "invite"})

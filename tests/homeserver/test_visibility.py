@@ -54,7 +54,7 @@ class VisibilityTestCase(ReadsTestCase):
 
     def visible(self, user: str, event_ids: list[str]) -> list[str]:
         events = self.stored(event_ids)
-        kept = self.get_success(self.hs.rooms.visibility.filter_events_for_client(f"@{user}:test", events))
+        kept = self.get_success(self.hs.rooms.visibility.filter_events_for_client(f"@{user}:test:8448", events))
         return [e.event_id for e in kept]
 
 
@@ -63,8 +63,8 @@ class VisibilityMatrixTests(VisibilityTestCase):
         """m1; bob and dave invited; m2; bob joins; m3; bob leaves; m4. Carol is never in the room."""
         room_id = self.room_with(visibility)
         ids = {"m1": self.text(room_id, "m1")}
-        self.membership(room_id, "invite", self.alice, user_id="@bob:test")
-        self.membership(room_id, "invite", self.alice, user_id="@dave:test")
+        self.membership(room_id, "invite", self.alice, user_id="@bob:test:8448")
+        self.membership(room_id, "invite", self.alice, user_id="@dave:test:8448")
         ids["m2"] = self.text(room_id, "m2")
         self.membership(room_id, "join", self.bob)
         ids["m3"] = self.text(room_id, "m3")
@@ -90,7 +90,7 @@ class VisibilityMatrixTests(VisibilityTestCase):
         texts = [e["content"].get("body") for e in chunk if e["type"] == "m.room.message"]
         self.assertEqual(texts, ["m3"])
         memberships = [e["content"]["membership"] for e in chunk if e["type"] == "m.room.member"
-                       and e["state_key"] == "@bob:test"]
+                       and e["state_key"] == "@bob:test:8448"]
         # Own membership events: visible when the membership before or after allows (not the invite).
         self.assertEqual(memberships, ["leave", "join"])
         for token in (self.carol, self.dave):
@@ -150,9 +150,9 @@ class VisibilityChangeTests(VisibilityTestCase):
         room_id = self.room_with("world_readable")
         event = self.stored([self.text(room_id, "x")])[0]
         vis = self.hs.rooms.visibility
-        self.assertEqual(self.get_success(vis.filter_events_for_client("@carol:test", [replace(event, outlier=True)])), [])
+        self.assertEqual(self.get_success(vis.filter_events_for_client("@carol:test:8448", [replace(event, outlier=True)])), [])
         rejected = replace(event, rejected_reason="auth")
-        self.assertEqual(self.get_success(vis.filter_events_for_client("@carol:test", [rejected])), [])
+        self.assertEqual(self.get_success(vis.filter_events_for_client("@carol:test:8448", [rejected])), [])
 
 
 class VisibilityCostTests(VisibilityTestCase):
@@ -184,12 +184,12 @@ class VisibilityCostTests(VisibilityTestCase):
         for subset in (ids[:3], ids):
             events = self.stored(subset)
             calls.clear()
-            self.get_success(self.fresh_filter().filter_events_for_client("@bob:test", events))
+            self.get_success(self.fresh_filter().filter_events_for_client("@bob:test:8448", events))
             counts.append(len(calls))
         self.assertEqual(counts[0], counts[1])
         vis = self.fresh_filter()
         events = self.stored(ids)
-        self.get_success(vis.filter_events_for_client("@alice:test", events))
+        self.get_success(vis.filter_events_for_client("@alice:test:8448", events))
         calls.clear()
-        self.assertEqual(len(self.get_success(vis.filter_events_for_client("@alice:test", events))), 20)
+        self.assertEqual(len(self.get_success(vis.filter_events_for_client("@alice:test:8448", events))), 20)
         self.assertEqual(calls, [])

@@ -82,8 +82,8 @@ class CallsConfigTests(unittest.TestCase):
 class TurnCredentialTests(unittest.TestCase):
     def test_coturn_scheme(self) -> None:
         """username '<expiry>:<user>', password base64(HMAC-SHA1(secret, username))."""
-        username = turn_username("@alice:test", 1_700_000_000_999, 86400)
-        self.assertEqual(username, "1700086400:@alice:test")
+        username = turn_username("@alice:test:8448", 1_700_000_000_999, 86400)
+        self.assertEqual(username, "1700086400:@alice:test:8448")
         expected = base64.b64encode(hmac.new(SECRET.encode(), username.encode(), hashlib.sha1).digest()).decode()
         self.assertEqual(turn_password(SECRET, username), expected)
         # A known vector: HMAC-SHA1("key", "The quick brown fox jumps over the lazy dog").
@@ -95,22 +95,22 @@ class TurnCredentialTests(unittest.TestCase):
     def test_issuer(self) -> None:
         config = CallsConfig(turn_uris=("turn:a.test",), turn_shared_secret=SECRET, turn_allow_guests=False)
         issuer = TurnCredentialIssuer(config, lambda: 5_000)
-        creds = issuer.issue("@a:test", is_guest=False)
+        creds = issuer.issue("@a:test:8448", is_guest=False)
         assert creds is not None
-        self.assertEqual(creds.to_json()["username"], "86405:@a:test")
+        self.assertEqual(creds.to_json()["username"], "86405:@a:test:8448")
         self.assertNotIn(creds.password, repr(creds))
         with self.assertRaises(Exception) as ctx:
-            issuer.issue("@g:test", is_guest=True)
+            issuer.issue("@g:test:8448", is_guest=True)
         self.assertEqual(getattr(ctx.exception, "http_status", None), 403)
-        self.assertIsNone(TurnCredentialIssuer(CallsConfig(turn_uris=("turn:a",)), lambda: 0).issue("@a:test", False))
-        self.assertIsNone(TurnCredentialIssuer(CallsConfig(turn_shared_secret="x"), lambda: 0).issue("@a:test", False))
+        self.assertIsNone(TurnCredentialIssuer(CallsConfig(turn_uris=("turn:a",)), lambda: 0).issue("@a:test:8448", False))
+        self.assertIsNone(TurnCredentialIssuer(CallsConfig(turn_shared_secret="x"), lambda: 0).issue("@a:test:8448", False))
 
 
 class TurnServerEndpointTests(RoomsTestCase):
     def guest_token(self) -> str:
-        self.get_success(self.hs.stores.users.create_user("@guest1:test", None, 0, is_guest=True))
+        self.get_success(self.hs.stores.users.create_user("@guest1:test:8448", None, 0, is_guest=True))
         result = self.get_success(self.hs.sessions.create_session(
-            "@guest1:test", device_id=None, display_name=None, want_refresh=False, ip=None, user_agent=None
+            "@guest1:test:8448", device_id=None, display_name=None, want_refresh=False, ip=None, user_agent=None
         ))
         return str(result.access_token)
 
@@ -142,7 +142,7 @@ class TurnServerEndpointTests(RoomsTestCase):
         self.assertEqual(body["uris"], TURN["calls"]["turn_uris"])
         self.assertEqual(body["ttl"], 3600)
         expiry, user = body["username"].split(":", 1)
-        self.assertEqual(user, "@alice:test")
+        self.assertEqual(user, "@alice:test:8448")
         self.assertEqual(int(expiry), self.clock.time_msec() // 1000 + 3600)
         self.assertEqual(body["password"], turn_password(SECRET, body["username"]))
         self.assertNotIn(SECRET, channel.text_body)
@@ -154,7 +154,7 @@ class TurnServerEndpointTests(RoomsTestCase):
     def test_guests_allowed_by_default(self) -> None:
         channel = self.make_request("GET", f"{V3}/voip/turnServer", access_token=self.guest_token())
         self.assertEqual(channel.code, 200)
-        self.assertTrue(channel.json_body["username"].endswith(":@guest1:test"))
+        self.assertTrue(channel.json_body["username"].endswith(":@guest1:test:8448"))
 
     @override_config({"calls": {**TURN["calls"], "turn_allow_guests": False}})
     def test_guests_refused_when_disallowed(self) -> None:
@@ -180,7 +180,7 @@ class CallSignallingTests(RoomsTestCase):
 
     def test_call_events_are_stored_and_returned_in_order(self) -> None:
         """Every m.call.* event is stored as sent and /messages returns them in sending order."""
-        room_id = self.create_room(preset="trusted_private_chat", invite=["@bob:test"])
+        room_id = self.create_room(preset="trusted_private_chat", invite=["@bob:test:8448"])
         self.make_request("POST", f"{V3}/join/{room_id}", {}, access_token=self.bob)
         sent = []
         for i, etype in enumerate(CALL_TYPES):

@@ -97,7 +97,7 @@ class StreamingTests(SessionTestCase):
     def test_initial_frame_then_ready(self) -> None:
         """Without ``since`` the first frame is the initial sync (the room is in it) after a ``ready`` frame."""
         session, sink = self.open(self.bob)
-        self.assertEqual(sink.frames[0], {"type": "ready", "user_id": "@bob:test", "device_id": session.device_id})
+        self.assertEqual(sink.frames[0], {"type": "ready", "user_id": "@bob:test:8448", "device_id": session.device_id})
         (frame,) = sink.of_type("sync")
         self.assertIn(self.room, frame["body"]["rooms"]["join"])
         self.assertEqual(frame["next_batch"], frame["body"]["next_batch"])
@@ -157,7 +157,7 @@ class StreamingTests(SessionTestCase):
     def test_filter_applies(self) -> None:
         """An inline filter (object or JSON string) and a stored filter ID shape the frames."""
         flt = {"room": {"timeline": {"not_types": ["m.room.message"]}}}
-        channel = self.make_request("POST", "/_matrix/client/v3/user/@bob:test/filter", flt, access_token=self.bob)
+        channel = self.make_request("POST", "/_matrix/client/v3/user/@bob:test:8448/filter", flt, access_token=self.bob)
         for raw in (flt, json.dumps(flt), channel.json_body["filter_id"]):
             since = self.current()
             session, sink = self.open(self.bob, since=since, flt=raw)
@@ -282,7 +282,7 @@ class TimerAndLimitTests(SessionTestCase):
         first[0][0].closed()
         _session, sink = self.open(self.bob, limits=limits)
         self.assertIsNone(sink.closed)
-        self.assertEqual(limits.user_count("@bob:test"), 2)
+        self.assertEqual(limits.user_count("@bob:test:8448"), 2)
 
     def test_notifier_registrations_never_leak(self) -> None:
         """RACE-1/2: many sessions opening and closing in any order leave at most one waiter each, none after."""
@@ -310,7 +310,7 @@ class TimerAndLimitTests(SessionTestCase):
         for session, _ in sessions:
             session.closed()
         self.assertEqual(notifier.waiter_count(), 0)
-        self.assertEqual(self.limits.user_count("@bob:test"), 0)
+        self.assertEqual(self.limits.user_count("@bob:test:8448"), 0)
 
 
 # --------------------------------------------------------------------------- the autobahn endpoint
@@ -368,7 +368,7 @@ class EndpointTests(SyncTestCase):
         self.assertEqual(client.close_code, 1000)
         self.assertEqual(self.hs.rooms.notifier.waiter_count(), 0)
         self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.ip_count("10.2.2.2"), 0)
-        self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.user_count("@alice:test"), 0)
+        self.assertEqual(self.hs.features.get(SyncPushEndpoint).limits.user_count("@alice:test:8448"), 0)
         self.assertEqual(len(self.hs.features.get(SyncPushEndpoint).connections), 0)
 
     def test_dropped_tcp_connection_cleans_up(self) -> None:

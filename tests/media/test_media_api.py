@@ -54,7 +54,7 @@ class MediaTestCase(FullHomeserverTestCase):
         channel = self.upload(data, content_type, **kwargs)
         self.assertEqual(channel.code, 200, channel.json_body)
         uri: str = channel.json_body["content_uri"]
-        self.assertTrue(uri.startswith("mxc://test/"))
+        self.assertTrue(uri.startswith("mxc://test:8448/"))
         return uri[len("mxc://") :]
 
     def download(self, server_and_id: str, token: str | None = None, suffix: str = "", **kwargs: Any) -> FakeChannel:
@@ -471,7 +471,7 @@ class QuotaTests(MediaTestCase):
 
     def test_admin_sets_quota(self) -> None:
         """Admins read and set a user's quota (null resets); bad values are 400; users cannot."""
-        path = "/_synapse/admin/v1/users/@alice:test/media_quota"
+        path = "/_synapse/admin/v1/users/@alice:test:8448/media_quota"
         self.assertEqual(self.make_request("PUT", path, {"quota_bytes": 10}, access_token=self.alice).code, 403)
         for bad in ({"quota_bytes": -1}, {"quota_bytes": "1"}, {"quota_bytes": True}, {}):
             self.assertEqual(self.make_request("PUT", path, bad, access_token=self.admin).code, 400, bad)

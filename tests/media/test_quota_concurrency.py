@@ -22,7 +22,7 @@ async def _run_inline(fn: Any, *args: Any, **kwargs: Any) -> Any:
 
 
 def _upload(i: int, size: int) -> NewUpload:
-    return NewUpload(f"media{i}", "@alice:test", "text/plain", size, f"{i:064x}", None)
+    return NewUpload(f"media{i}", "@alice:test:8448", "text/plain", size, f"{i:064x}", None)
 
 
 class QuotaConcurrencyTests:
@@ -38,7 +38,7 @@ class QuotaConcurrencyTests:
             refusals = [r.value.refusal for ok, r in outcomes if not ok and isinstance(r.value, UploadRefusedError)]
             assert len(succeeded) == 10
             assert refusals == [UploadRefusal.QUOTA_EXCEEDED] * 20
-            usage = reactor.wait(defer.ensureDeferred(store.get_usage("@alice:test")))
+            usage = reactor.wait(defer.ensureDeferred(store.get_usage("@alice:test:8448")))
             assert (usage.used_bytes, usage.file_count) == (1000, 10)
         finally:
             prepared_database.close_pools(reactor)
@@ -51,10 +51,10 @@ class QuotaConcurrencyTests:
             root = str(tmp_path / "media")
             blobs = BlobStore(LocalFilesystemProvider(os.path.join(root, "blobs")), os.path.join(root, "tmp"))
             config = MediaConfig(media_store_path=root, default_quota=500)
-            repo = MediaRepository("test", config, MediaStore(pool), blobs, Clock(task.Clock()), _run_inline)
+            repo = MediaRepository("test:8448", config, MediaStore(pool), blobs, Clock(task.Clock()), _run_inline)
             bodies = [(f"file number {i:03d} ".encode() * 10)[:100] for i in range(20)]
             attempts = [
-                defer.ensureDeferred(repo.upload("@alice:test", io.BytesIO(body), "text/plain", None)) for body in bodies
+                defer.ensureDeferred(repo.upload("@alice:test:8448", io.BytesIO(body), "text/plain", None)) for body in bodies
             ]
             outcomes = reactor.wait(defer.DeferredList(attempts, consumeErrors=True))
             assert sum(ok for ok, _ in outcomes) == 5

@@ -15,7 +15,7 @@ from tests.storage.harness import TestDatabase, ThreadCallbackReactor
 
 def _session(i: int) -> NewSession:
     return NewSession(
-        user_id="@alice:test", device_id=f"DEV{i}", display_name=None, access_hash=f"hash{i}",
+        user_id="@alice:test:8448", device_id=f"DEV{i}", display_name=None, access_hash=f"hash{i}",
         access_expires_at_ts=None, refresh_hash=None, refresh_expires_at_ts=None, ip="127.0.0.1", user_agent="t",
     )
 
@@ -27,10 +27,10 @@ class AccountConcurrencyTests:
         pool = prepared_database.make_pool(reactor=reactor, run_in_thread=True, pool_max=6, txn_retries=50)
         try:
             users, devices = UserStore(pool), DeviceStore(pool)
-            assert reactor.wait(defer.ensureDeferred(users.create_user("@alice:test", None, 1)))
+            assert reactor.wait(defer.ensureDeferred(users.create_user("@alice:test:8448", None, 1)))
             logins = [defer.ensureDeferred(devices.create_session(_session(i), 1000 + i, 3)) for i in range(12)]
             reactor.wait(defer.gatherResults(logins))
-            left = reactor.wait(defer.ensureDeferred(devices.get_devices("@alice:test")))
+            left = reactor.wait(defer.ensureDeferred(devices.get_devices("@alice:test:8448")))
             assert len(left) == 3
         finally:
             prepared_database.close_pools(reactor)
@@ -41,10 +41,10 @@ class AccountConcurrencyTests:
         pool = prepared_database.make_pool(reactor=reactor, run_in_thread=True, pool_max=6, txn_retries=50)
         try:
             users = UserStore(pool)
-            assert reactor.wait(defer.ensureDeferred(users.create_user("@alice:test", None, 1)))
+            assert reactor.wait(defer.ensureDeferred(users.create_user("@alice:test:8448", None, 1)))
             attempts = [
                 defer.ensureDeferred(
-                    users.reserve_login_attempt("@alice:test", 10_000, max_attempts=5, window_ms=60_000, lock_ms=60_000)
+                    users.reserve_login_attempt("@alice:test:8448", 10_000, max_attempts=5, window_ms=60_000, lock_ms=60_000)
                 )
                 for _ in range(30)
             ]

@@ -35,6 +35,7 @@ from twisted.web.server import Request
 from homeserver.auth.accounts import AccountService
 from homeserver.auth.sessions import SessionService
 from homeserver.http.auth import Authenticator, Requester
+from homeserver.http.params import parse_local_path_user_id
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import (
     optional_bool,
@@ -47,10 +48,11 @@ from homeserver.http.servlet import (
     require_str,
     require_str_list,
 )
+from homeserver.identity import LocalServer
 from homeserver.storage.stores.devices import DeviceRecord, DeviceStore
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.users import ADMIN_USER_ORDERS, AdminUserQuery, AdminUserView, UserStore
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
+from sc_proto.errors import Codes, MatrixError
 from sc_proto.identifiers import UserID, is_valid_user_localpart
 
 logger = logging.getLogger(__name__)
@@ -84,13 +86,7 @@ def parse_local_user_id(user_id: str, server_name: str) -> str:
     Raises:
         MatrixError: 400 ``M_INVALID_PARAM`` for a malformed or remote user ID.
     """
-    try:
-        parsed = UserID.parse(user_id, historical=True)
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user ID") from None
-    if parsed.domain != server_name:
-        raise MatrixError(400, Codes.INVALID_PARAM, "This endpoint can only be used with local users")
-    return str(parsed)
+    return str(parse_local_path_user_id(user_id, LocalServer(server_name)))
 
 
 def _user_not_found() -> MatrixError:
@@ -319,7 +315,7 @@ class AdminUserServlets:
         return status, user_to_json(await self._existing_user(target), full=True)
 
     async def _create_user(self, requester: Requester, target: str, update: UserUpdate) -> None:
-        localpart = target[1:].split(":", 1)[0]
+        localpart = UserID.parse(target, historical=True).localpart
         if not is_valid_user_localpart(localpart):
             raise MatrixError(400, Codes.INVALID_USERNAME, "User ID may only contain a-z, 0-9, '._=-/+'")
         password_hash = None if update.password is None else await self._sessions.hash_password(update.password)

@@ -27,6 +27,7 @@ from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.account_data import AccountDataStore
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.users import UserStore
+from sc_proto.identifiers import UserID
 
 logger = logging.getLogger(__name__)
 
@@ -35,8 +36,8 @@ PASSWORD_FLOWS = [[PASSWORD]]
 
 
 def localpart_of(user_id: str) -> str:
-    """``@alice:example.org`` -> ``alice``."""
-    return user_id[1:].split(":", 1)[0]
+    """``@alice:example.org`` -> ``alice`` (``@alice:localhost:8448`` -> ``alice`` too)."""
+    return UserID.parse(user_id, historical=True).localpart
 
 
 class AccountServlets:

@@ -12,8 +12,9 @@ from __future__ import annotations
 from twisted.web.server import Request
 
 from homeserver.http.auth import Authenticator
+from homeserver.http.params import parse_room_id
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request, parse_room_id
+from homeserver.http.servlet import parse_json_object_from_request
 from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.account_data import AccountDataStore
 from sc_proto.errors import Codes, MatrixError

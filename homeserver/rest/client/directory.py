@@ -25,6 +25,7 @@ from homeserver.http.servlet import (
     parse_string,
     require_str,
 )
+from homeserver.identity import LocalServer
 from homeserver.rest.client.login import client_paths
 from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.directory import PublicRoomsQuery, RoomDirectoryService
@@ -68,6 +69,7 @@ class DirectoryServlets:
         upgrades: RoomUpgradeService,
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._auth = authenticator
         self._aliases = aliases
         self._directory = directory
@@ -131,7 +133,7 @@ class DirectoryServlets:
         return 200, {}
 
     def _check_server(self, server: str | None) -> None:
-        if server is not None and server != self._server_name:
+        if server is not None and not self._local.is_mine_server(server):
             # NOTSPEC: other servers' directories need federation, which does not exist yet.
             raise MatrixError(400, Codes.INVALID_PARAM, "Listing other servers' rooms is not supported")
 

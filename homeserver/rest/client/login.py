@@ -22,6 +22,7 @@ from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import optional_bool, optional_str, parse_json_object_from_request, require_str
 from homeserver.http.site import client_ip_of, user_agent_of
+from homeserver.identity import LocalServer
 from homeserver.storage.stores.login_tokens import LoginTokenStore
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import UserID
@@ -57,13 +58,12 @@ def parse_user_identifier(body: Mapping[str, Any], server_name: str) -> str:
         user = identifier.get("user")
         if not isinstance(user, str):
             raise MatrixError(400, Codes.BAD_JSON, "'identifier.user' must be a string")
-    if not user.startswith("@"):
-        user = f"@{user}:{server_name}"
+    local = LocalServer(server_name)
     try:
-        parsed = UserID.parse(user, historical=True)
+        parsed = UserID.parse(local.qualify(user), historical=True)
     except InvalidIdentifierError:
         raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password") from None
-    if parsed.domain != server_name:
+    if not local.is_mine(parsed):
         raise MatrixError(403, Codes.FORBIDDEN, "Invalid username or password")
     return str(parsed)
 

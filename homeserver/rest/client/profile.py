@@ -17,14 +17,15 @@ from typing import Any
 from twisted.web.server import Request
 
 from homeserver.http.auth import Authenticator
+from homeserver.http.params import parse_path_user_id
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import parse_json_object_from_request
+from homeserver.identity import LocalServer
 from homeserver.profiles import ProfileService
 from homeserver.rest.client.account_data import require_own_user
 from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.profiles import AVATAR_URL, DISPLAYNAME, ProfileStore
 from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import UserID
 from sc_proto.media.mxc import parse_mxc
 
 logger = logging.getLogger(__name__)
@@ -36,16 +37,6 @@ MAX_AVATAR_URL_LENGTH = 1024
 """Longest avatar URL accepted (an ``mxc://`` URI is far shorter)."""
 
 
-def parse_path_user_id(user_id: str) -> UserID:
-    """Parses the ``{userId}`` path parameter.
-
-    Raises:
-        MatrixError: 400 ``M_INVALID_PARAM`` when it is not a user ID.
-    """
-    try:
-        return UserID.parse(user_id, historical=True)
-    except InvalidIdentifierError:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid user ID") from None
 
 
 def _check_value(field: str, value: Any) -> str | None:
@@ -88,6 +79,7 @@ class ProfileServlets:
         lookups: ProfileService | None = None,
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._auth = authenticator
         self._profiles = profiles
         self._on_changed = on_profile_changed

@@ -10,9 +10,10 @@ from twisted.web.server import Request
 
 from homeserver.ephemeral.receipts import ReceiptService
 from homeserver.http.auth import Authenticator, Requester
+from homeserver.http.params import parse_room_id
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request, parse_room_id
+from homeserver.http.servlet import parse_json_object_from_request
 from homeserver.rest.client.login import client_paths
 from sc_proto.errors import Codes, MatrixError
 

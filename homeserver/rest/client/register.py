@@ -25,10 +25,11 @@ from homeserver.http.servlet import (
     parse_string,
 )
 from homeserver.http.site import client_ip_of, user_agent_of
+from homeserver.identity import LocalServer
 from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.ui_auth import UIAuthStore
 from homeserver.storage.stores.users import UserStore
-from sc_proto.errors import Codes, MatrixError
+from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
 from sc_proto.identifiers import is_valid_user_localpart
 
 MAX_LOCALPART_BYTES = 255 - 2  # the whole user ID is at most 255 bytes; the domain is added below
@@ -62,6 +63,7 @@ class RegistrationServlets:
         ui_auth_store: UIAuthStore,
     ) -> None:
         self._server_name = server_name
+        self._local = LocalServer(server_name)
         self._config = config
         self._users = users
         self._sessions = sessions
@@ -90,9 +92,10 @@ class RegistrationServlets:
     async def _check_username(self, localpart: str) -> str:
         if not is_valid_user_localpart(localpart) or len(localpart.encode()) > MAX_LOCALPART_BYTES:
             raise MatrixError(400, Codes.INVALID_USERNAME, "User ID may contain only a-z, 0-9, . _ = - and /")
-        user_id = f"@{localpart}:{self._server_name}"
-        if len(user_id.encode()) > 255:
-            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID is too long")
+        try:
+            user_id = self._local.user_id(localpart)
+        except InvalidIdentifierError:  # the localpart passed its check, so only the length is left
+            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID is too long") from None
         if await self._users.find_user_case_insensitive(user_id) is not None:
             raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
         return user_id
@@ -144,7 +147,7 @@ class RegistrationServlets:
     async def _generate_localpart(self) -> str:
         for _ in range(10):
             candidate = "u" + secrets.token_hex(6)
-            if await self._users.find_user_case_insensitive(f"@{candidate}:{self._server_name}") is None:
+            if await self._users.find_user_case_insensitive(self._local.user_id(candidate)) is None:
                 return candidate
         raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a user ID")
 

@@ -12,8 +12,9 @@ from twisted.web.server import Request
 
 from homeserver.events.serialize import EventSerializer, Viewer
 from homeserver.http.auth import Authenticator
+from homeserver.http.params import parse_event_id, parse_room_id
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_boolean, parse_integer, parse_room_id, parse_string
+from homeserver.http.servlet import parse_boolean, parse_integer, parse_string
 from homeserver.relations.service import RelationsQuery, RelationsService
 from homeserver.storage.stores.relations import MAX_RECURSION_DEPTH
 from sc_proto.errors import Codes, MatrixError
@@ -25,10 +26,6 @@ MAX_LIMIT = 100
 MAX_TOKEN_LENGTH = 512
 
 
-def _check_event_id(event_id: str) -> str:
-    if not event_id.startswith("$") or len(event_id) > 255:
-        raise MatrixError(400, Codes.INVALID_PARAM, "Invalid event ID")
-    return event_id
 
 
 def _token(request: Request, name: str) -> str | None:
@@ -69,7 +66,7 @@ class RelationServlets:
         """GET /_matrix/client/v1/rooms/{roomId}/relations/{eventId}/{relType}/{eventType}"""
         requester = await self._auth.get_requester(request)
         parse_room_id(room_id)
-        _check_event_id(event_id)
+        parse_event_id(event_id)
         direction = parse_string(request, "dir", "b", allowed_values=("b", "f"))
         recurse = parse_boolean(request, "recurse")
         from_token = _token(request, "from")

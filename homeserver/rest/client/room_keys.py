@@ -20,8 +20,9 @@ from homeserver.e2ee.key_backup import (
     rooms_to_json,
 )
 from homeserver.http.auth import Authenticator
+from homeserver.http.params import parse_room_id
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_json_object_from_request, parse_room_id, parse_string
+from homeserver.http.servlet import parse_json_object_from_request, parse_string
 from homeserver.rest.client.login import client_paths
 from sc_proto.errors import Codes, MatrixError
 

@@ -17,8 +17,9 @@ from twisted.web.server import Request
 
 from homeserver.events.serialize import EventSerializer, Viewer
 from homeserver.http.auth import Authenticator, Requester
+from homeserver.http.params import parse_room_id
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import parse_integer, parse_room_id, parse_string
+from homeserver.http.servlet import parse_integer, parse_string
 from homeserver.rest.client.login import client_paths
 from homeserver.rooms.pagination import (
     DEFAULT_LIMIT,

@@ -18,18 +18,13 @@ from twisted.web.server import Request
 
 from homeserver.events.persister import TxnKey
 from homeserver.http.auth import Authenticator, Requester
+from homeserver.http.params import parse_room_id, parse_user_id
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import (
-    optional_str,
-    parse_json_object_from_request,
-    parse_room_id,
-    parse_strings,
-    require_str,
-)
+from homeserver.http.servlet import optional_str, parse_json_object_from_request, parse_strings, require_str
 from homeserver.rest.client.login import client_paths
 from homeserver.rooms.creation import RoomCreationService
-from homeserver.rooms.membership import INVITE, LEAVE, MembershipService, parse_user_id
+from homeserver.rooms.membership import INVITE, LEAVE, MembershipService
 from homeserver.rooms.messages import EventCreator
 from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.errors import Codes, MatrixError
@@ -168,7 +163,7 @@ class RoomServlets:
             if action == "leave":
                 await self._membership.update_membership(user, room_id, user, LEAVE, reason=reason)
                 return 200, {}
-            target = parse_user_id(require_str(body, "user_id"))
+            target = str(parse_user_id(require_str(body, "user_id")))
             self._rate_limit_join(requester)
             if action == "invite":
                 await self._membership.update_membership(user, room_id, target, INVITE, reason=reason)

@@ -9,9 +9,10 @@ from twisted.web.server import Request
 
 from homeserver.ephemeral.typing import TypingService
 from homeserver.http.auth import Authenticator, Requester
+from homeserver.http.params import parse_room_id
 from homeserver.http.ratelimit import RateLimiter
 from homeserver.http.server import JsonDict, JsonResource
-from homeserver.http.servlet import optional_int, parse_json_object_from_request, parse_room_id, require_bool
+from homeserver.http.servlet import optional_int, parse_json_object_from_request, require_bool
 from homeserver.rest.client.account_data import require_own_user
 from homeserver.rest.client.login import client_paths
 

@@ -12,7 +12,7 @@ from homeserver.http.auth import Authenticator, Requester, TokenInfo
 from homeserver.http.server import JsonResource
 from tests.unittest import HomeserverTestCase
 
-ALICE = TokenInfo(user_id="@alice:test", device_id="DEV", token_id=7, is_admin=True)
+ALICE = TokenInfo(user_id="@alice:test:8448", device_id="DEV", token_id=7, is_admin=True)
 
 
 class FakeTokenLookup:
@@ -36,11 +36,11 @@ class AuthenticatorTests(HomeserverTestCase):
         self.lookup = FakeTokenLookup()
         self.lookup.tokens = {
             "alice_token": ALICE,
-            "guest_token": TokenInfo("@guest:test", "G", 8, is_guest=True),
-            "expiring": TokenInfo("@bob:test", "B", 9, expires_at_ms=int(self.clock.time_msec()) + 1000),
-            "deactivated": TokenInfo("@gone:test", "X", 10, deactivated=True),
-            "locked": TokenInfo("@locked:test", "L", 11, locked=True),
-            "suspended": TokenInfo("@sus:test", "S", 12, suspended=True),
+            "guest_token": TokenInfo("@guest:test:8448", "G", 8, is_guest=True),
+            "expiring": TokenInfo("@bob:test:8448", "B", 9, expires_at_ms=int(self.clock.time_msec()) + 1000),
+            "deactivated": TokenInfo("@gone:test:8448", "X", 10, deactivated=True),
+            "locked": TokenInfo("@locked:test:8448", "L", 11, locked=True),
+            "suspended": TokenInfo("@sus:test:8448", "S", 12, suspended=True),
         }
         self.auth = Authenticator(self.lookup, self.clock.time_msec, allow_query_token=self.allow_query_token)
 
@@ -79,7 +79,7 @@ class AuthenticatorTests(HomeserverTestCase):
         self.assertEqual(
             channel.json_body["requester"],
             {
-                "user_id": "@alice:test",
+                "user_id": "@alice:test:8448",
                 "device_id": "DEV",
                 "access_token_id": 7,
                 "is_guest": False,
@@ -166,7 +166,7 @@ class AuthenticatorTests(HomeserverTestCase):
         """get_optional_requester: None without a token, still an error for a bad one."""
         self.assertIsNone(self.make_request("GET", "/optional").json_body["requester"])
         channel = self.make_request("GET", "/optional", access_token="alice_token")
-        self.assertEqual(channel.json_body["requester"]["user_id"], "@alice:test")
+        self.assertEqual(channel.json_body["requester"]["user_id"], "@alice:test:8448")
         self.assert_error(self.make_request("GET", "/optional", access_token="bad"), 401, "M_UNKNOWN_TOKEN")
 
     def test_has_access_token(self) -> None:
@@ -188,7 +188,7 @@ class AuthenticatorTests(HomeserverTestCase):
         """Authenticated requests are attributed to their user in the access log."""
         with self.assertLogs("homeserver.http.access", logging.INFO) as logs:
             self.make_request("GET", "/protected", access_token="alice_token")
-        self.assertIn("@alice:test", "\n".join(logs.output))
+        self.assertIn("@alice:test:8448", "\n".join(logs.output))
 
 
 class QueryTokenTests(AuthenticatorTests):
@@ -199,7 +199,7 @@ class QueryTokenTests(AuthenticatorTests):
     def test_query_token_refused_by_default(self) -> None:
         """Overridden: with the option on, the query parameter authenticates."""
         channel = self.make_request("GET", "/protected?access_token=alice_token")
-        self.assertEqual(channel.json_body["requester"]["user_id"], "@alice:test")
+        self.assertEqual(channel.json_body["requester"]["user_id"], "@alice:test:8448")
 
     def test_header_and_query_must_agree(self) -> None:
         """The same token in both places is fine; different tokens are a 400."""

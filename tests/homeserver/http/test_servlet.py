@@ -303,14 +303,14 @@ class ParseRoomIdTests:
     """parse_room_id: the one room-ID check every endpoint uses."""
 
     def test_valid_forms(self) -> None:
-        from homeserver.http.servlet import parse_room_id
+        from homeserver.http.params import parse_room_id
 
         assert parse_room_id("!abc:example.org") == "!abc:example.org"
         v12 = "!" + "A" * 43
         assert parse_room_id(v12) == v12
 
     def test_bad_inputs(self) -> None:
-        from homeserver.http.servlet import parse_room_id
+        from homeserver.http.params import parse_room_id
 
         for bad in ("", "abc:example.org", "#alias:example.org", "!:", 5, None, "!a" * 200):
             with pytest.raises(MatrixError) as info:

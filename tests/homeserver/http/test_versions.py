@@ -20,9 +20,9 @@ from tests.unittest import HomeserverTestCase
 class Tokens:
     async def lookup(self, token: str) -> TokenInfo | None:
         if token == "user":
-            return TokenInfo("@u:test", "D", 1)
+            return TokenInfo("@u:test:8448", "D", 1)
         if token == "guest":
-            return TokenInfo("@g:test", "G", 2, is_guest=True)
+            return TokenInfo("@g:test:8448", "G", 2, is_guest=True)
         return None
 
 
@@ -40,7 +40,7 @@ class VersionsTests(HomeserverTestCase):
 
         register_versions_servlets(
             resource,
-            server_name="test",
+            server_name="test:8448",
             public_baseurl=self.public_baseurl,
             unstable_features={"org.example.feature": True},
             capabilities_provider=provider,
@@ -86,7 +86,7 @@ class VersionsTests(HomeserverTestCase):
             self.assertEqual(caps["m.set_avatar_url"], {"enabled": True})
             self.assertEqual(caps["m.3pid_changes"], {"enabled": False})
             self.assertEqual(caps["m.get_login_token"], {"enabled": True})
-        self.assertEqual(self.seen, ["@u:test", "@u:test"])
+        self.assertEqual(self.seen, ["@u:test:8448", "@u:test:8448"])
 
     def test_capabilities_for_guests(self) -> None:
         """Guests may read capabilities (read-only and harmless)."""
@@ -117,7 +117,7 @@ def test_unknown_default_room_version_rejected() -> None:
     with pytest.raises(ValueError):
         register_versions_servlets(
             JsonResource(),
-            server_name="test",
+            server_name="test:8448",
             public_baseurl=None,
             authenticator=Authenticator(Tokens(), lambda: 0),
             default_room_version="99",

@@ -29,6 +29,7 @@ from homeserver.config.auth import AuthConfig
 from homeserver.config.calls import CallsConfig
 from homeserver.config.database import DatabaseConfig
 from homeserver.config.errors import ConfigError
+from homeserver.config.federation import FederationConfig
 from homeserver.config.logging import LoggingConfig
 from homeserver.config.media import MediaConfig
 from homeserver.config.presence import PresenceConfig
@@ -92,6 +93,10 @@ class HomeserverConfig:
     websocket: WebSocketConfig = attrs.field(
         factory=WebSocketConfig,
         metadata=section_meta(WebSocketConfig, "WebSocket sync push (SecureConnect extension, docs/websocket.md)."),
+    )
+    federation: FederationConfig = attrs.field(
+        factory=FederationConfig,
+        metadata=section_meta(FederationConfig, "Federation with other homeservers (Server-Server API)."),
     )
     experimental: Mapping[str, Any] = attrs.field(
         factory=lambda: MappingProxyType({}),

@@ -490,6 +490,17 @@ def run(config: HomeserverConfig) -> int:
     return 1 if "failed" in state else 0
 
 
+async def register_user_in(hs: Homeserver, user: str, password: str, admin: bool) -> int:
+    """The ``register-user`` command on a built homeserver; returns the exit code (0: created)."""
+    try:
+        user_id = await hs.create_user(user, password, admin=admin)
+    except Exception as e:
+        print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
+        return 1
+    print(f"created {user_id}{' (admin)' if admin else ''}")
+    return 0
+
+
 def register_user(config: HomeserverConfig, user: str, password: str, admin: bool) -> int:
     """Creates an account from the command line (``sc-homeserver register-user``)."""
     from twisted.internet import task
@@ -499,11 +510,7 @@ def register_user(config: HomeserverConfig, user: str, password: str, admin: boo
     async def main(reactor: Any) -> None:
         hs = await build_homeserver(config, reactor)
         try:
-            user_id = await hs.create_user(user, password, admin=admin)
-            print(f"created {user_id}{' (admin)' if admin else ''}")
-        except Exception as e:
-            print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
-            result["code"] = 1
+            result["code"] = await register_user_in(hs, user, password, admin)
         finally:
             await hs.pool.close()
 

@@ -122,11 +122,14 @@ class AccountService:
     def requested_localpart(self, user: str) -> str:
         """The localpart of a user the CLI or admin API names (a bare localpart or a full user ID).
 
-        The localpart itself is validated by :meth:`user_id_for`.
+        A bare localpart is returned as it is; it and the localpart of a full ID are validated by
+        :meth:`user_id_for`, so both spellings get the same errors as ``/register``.
 
         Raises:
-            MatrixError: 400 ``M_INVALID_PARAM`` for a malformed ID or another server's user.
+            MatrixError: 400 ``M_INVALID_PARAM`` for a malformed full ID or another server's user.
         """
+        if not user.startswith("@"):
+            return user
         return self._local.local_user(user, user).localpart
 
     def user_id_for(self, localpart: str) -> str:

@@ -24,6 +24,7 @@ from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, SyncS
 from homeserver.app.features import Feature, FeatureServices, wire_features
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.app.stream_wiring import StreamWriters, build_stores_and_streams
+from homeserver.auth.accounts import AccountService, NewAccount
 from homeserver.auth.passwords import Argon2Parameters, PasswordHasher, PasswordPolicy
 from homeserver.auth.sessions import SessionService, ThreadRunner
 from homeserver.auth.uia import InteractiveAuth
@@ -199,6 +200,12 @@ class Homeserver:
         )
         self.resource = JsonResource("client")
         self._build_remote_aware_services()
+        self.accounts = AccountService(
+            self.local_server, self.stores.users, self.sessions, self.stores.profiles, self.password_policy,
+            clock.time_msec, self.stores.account_data,
+            on_deactivated=self.membership.leave_all_rooms,
+            on_profile_changed=self.membership.refresh_profile_in_rooms,
+        )
         self.room_creation = RoomCreationService(
             server_name, room_services.creator, self.membership, room_services.rooms, clock.time_msec
         )
@@ -258,23 +265,21 @@ class Homeserver:
         RegistrationServlets(
             server_name,
             config.registration,
-            self.stores.users,
+            self.accounts,
             self.sessions,
             self.uia,
-            self.password_policy,
             self.ratelimiter,
             self.clock.time_msec,
             self.stores.ui_auth,
         ).register(self.resource)
         AdminUserServlets(
             server_name,
+            self.accounts,
             self.stores.users,
             self.stores.devices,
             self.stores.profiles,
             self.sessions,
             self.authenticator,
-            self.clock.time_msec,
-            on_deactivated=self.membership.leave_all_rooms,
         ).register(self.resource)
         RegistrationTokenServlets(self.stores.ui_auth, self.authenticator, self.clock.time_msec).register(self.resource)
         self._register_account_servlets()
@@ -324,16 +329,7 @@ class Homeserver:
     def _register_account_servlets(self) -> None:
         """Account management (issue 3): password, deactivation, devices, profile, account data, filters."""
         stores = self.stores
-        AccountServlets(
-            self.authenticator,
-            self.sessions,
-            self.uia,
-            self.password_policy,
-            stores.users,
-            stores.profiles,
-            stores.account_data,
-            on_deactivated=self.membership.leave_all_rooms,
-        ).register(self.resource)
+        AccountServlets(self.authenticator, self.accounts, self.uia, self.password_policy).register(self.resource)
         DeviceServlets(self.authenticator, stores.devices, self.sessions, self.uia).register(self.resource)
         ProfileServlets(
             self.config.server.server_name,
@@ -346,19 +342,19 @@ class Homeserver:
         FilterServlets(self.authenticator, stores.filters).register(self.resource)
 
     async def create_user(self, localpart_or_id: str, password: str | None, *, admin: bool = False) -> str:
-        """Creates an account directly (CLI and admin API); returns its user ID.
+        """Creates an account through :class:`AccountService` (CLI and tests); returns its user ID.
+
+        The password policy applies (as for ``/register``).
 
         Raises:
-            ValueError: the user ID is invalid, another server's or taken.
+            ValueError: the user ID is invalid, another server's or taken, or the password is weak
+                (the message names the reason and our server name).
         """
         try:
-            user_id = str(self.local_server.local_user(localpart_or_id, localpart_or_id))
+            localpart = self.accounts.requested_localpart(localpart_or_id)
+            return await self.accounts.create_account(NewAccount(localpart, password, admin=admin))
         except MatrixError as e:
             raise ValueError(f"{e.message} ({self.local_server.name})") from None
-        password_hash = await self.sessions.hash_password(password) if password is not None else None
-        if not await self.stores.users.create_user(user_id, password_hash, self.clock.time_msec(), is_admin=admin):
-            raise ValueError(f"{user_id} already exists")
-        return user_id
 
     def listen(self) -> None:
         """Opens every configured listener."""
@@ -494,6 +490,17 @@ def run(config: HomeserverConfig) -> int:
     return 1 if "failed" in state else 0
 
 
+async def register_user_in(hs: Homeserver, user: str, password: str, admin: bool) -> int:
+    """The ``register-user`` command on a built homeserver; returns the exit code (0: created)."""
+    try:
+        user_id = await hs.create_user(user, password, admin=admin)
+    except Exception as e:
+        print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
+        return 1
+    print(f"created {user_id}{' (admin)' if admin else ''}")
+    return 0
+
+
 def register_user(config: HomeserverConfig, user: str, password: str, admin: bool) -> int:
     """Creates an account from the command line (``sc-homeserver register-user``)."""
     from twisted.internet import task
@@ -503,12 +510,7 @@ def register_user(config: HomeserverConfig, user: str, password: str, admin: boo
     async def main(reactor: Any) -> None:
         hs = await build_homeserver(config, reactor)
         try:
-            hs.password_policy.check(password, hs.local_server.local_user(user, user).localpart)
-            user_id = await hs.create_user(user, password, admin=admin)
-            print(f"created {user_id}{' (admin)' if admin else ''}")
-        except Exception as e:
-            print(f"error: {getattr(e, 'message', None) or e}", file=sys.stderr)
-            result["code"] = 1
+            result["code"] = await register_user_in(hs, user, password, admin)
         finally:
             await hs.pool.close()
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Protocol
 
 from homeserver.rooms.messages import RoomHead
+from homeserver.storage.stores.events import StoredEvent
 from homeserver.storage.stores.state_groups import StateMap
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.events.model import Event, StateKey
@@ -23,14 +24,15 @@ class RoomHeads(Protocol):
         """Loads the events of ``state`` (only ``keys``)."""
         ...
 
+    async def get_current_member(self, room_id: str, user_id: str) -> StoredEvent | None:
+        """The user's current member event (:meth:`homeserver.rooms.state_reader.RoomStateReader.get_current_member`)."""
+        ...
+
 
 async def get_current_member_event(heads: RoomHeads, room_id: str, user_id: str) -> Event | None:
     """The user's current ``m.room.member`` event in the room (None: unknown room or never a member)."""
-    head = await heads.get_head(room_id)
-    if head is None:
-        return None
-    events = await heads.get_state_events(head.state, [(MEMBER, user_id)])
-    return events.get((MEMBER, user_id))
+    member = await heads.get_current_member(room_id, user_id)
+    return None if member is None else member.event
 
 
 async def require_joined(heads: RoomHeads, room_id: str, user_id: str) -> Event:

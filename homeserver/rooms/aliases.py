@@ -23,6 +23,7 @@ from homeserver.api.local import LocalOnlyDirectoryQuerier
 from homeserver.api.ports import RemoteDirectoryQuerier
 from homeserver.identity import LocalServer, domain_of, require_room_alias, require_room_id
 from homeserver.rooms.messages import EventCreator, RoomHead
+from homeserver.rooms.state_reader import RoomStateReader
 from homeserver.storage.stores.room_directory import RoomDirectoryStore
 from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.auth.power_levels import get_required_level, get_user_power_level
@@ -37,15 +38,9 @@ CANONICAL_ALIAS = "m.room.canonical_alias"
 
 
 
-def membership_of(state: Mapping[StateKey, Event], user_id: str) -> str | None:
-    """The user's current membership in ``state`` (None when there is no member event)."""
-    event = state.get(("m.room.member", user_id))
-    return None if event is None else event.membership
-
-
 def may_send_state(head: RoomHead, state: Mapping[StateKey, Event], user_id: str, event_type: str) -> bool:
     """Whether ``user_id`` is joined and has the power to send the state event ``event_type``."""
-    if membership_of(state, user_id) != "join":
+    if RoomStateReader.membership_in(state, user_id) != "join":
         return False
     pl = state.get(("m.room.power_levels", ""))
     create = state.get(("m.room.create", ""))
@@ -121,7 +116,7 @@ class RoomAliasService:
             raise MatrixError(404, Codes.NOT_FOUND, "Room not found")
         # NOTSPEC: the spec sets no rule for who may create aliases; we require membership so nobody
         # can squat names for rooms they are not in.
-        if not is_admin and membership_of(found[1], user_id) != "join":
+        if not is_admin and RoomStateReader.membership_in(found[1], user_id) != "join":
             raise MatrixError(403, Codes.FORBIDDEN, "You must be joined to the room to give it an alias")
         if not await self._rooms.create_alias(alias, room_id, user_id, self._now()):
             raise MatrixError(409, Codes.UNKNOWN, f"Room alias {alias} already exists")
@@ -207,7 +202,7 @@ class RoomAliasService:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a member of the room")
         visibility = found[1].get(("m.room.history_visibility", ""))
         world_readable = visibility is not None and visibility.content.get("history_visibility") == "world_readable"
-        if not (is_admin or world_readable or membership_of(found[1], user_id) == "join"):
+        if not (is_admin or world_readable or RoomStateReader.membership_in(found[1], user_id) == "join"):
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a member of the room")
         return await self._rooms.get_aliases_for_room(room_id)
 

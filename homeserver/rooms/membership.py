@@ -22,6 +22,7 @@ from homeserver.api.local import LocalOnlyMembership
 from homeserver.api.ports import RemoteRoomMembership
 from homeserver.identity import LocalServer, require_room_id
 from homeserver.rooms.messages import EventCreator, RoomHead
+from homeserver.rooms.state_reader import RoomStateReader
 from homeserver.storage.stores.events import StoredEvent
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.rooms import RoomStore
@@ -261,9 +262,7 @@ class MembershipService:
         head = await self._creator.get_head(room_id)
         if head is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
-        events = await self._creator.get_state_events(head.state, [("m.room.member", target)])
-        current = events.get(("m.room.member", target))
-        if current is None or current.membership not in allowed:
+        if await self._creator.state.get_membership(room_id, target, head) not in allowed:
             raise MatrixError(403, Codes.FORBIDDEN, f"Cannot {action} a user whose membership is not {'/'.join(allowed)}")
 
     async def join(self, user_id: str, room_id: str, reason: str | None = None) -> StoredEvent:
@@ -283,8 +282,7 @@ class MembershipService:
         restricted = (rule == "restricted" and rv.restricted_join_rule) or (
             rule == "knock_restricted" and rv.knock_restricted_join_rule
         )
-        current = state.get(("m.room.member", user_id))
-        if not restricted or (current is not None and current.membership in (JOIN, INVITE)):
+        if not restricted or RoomStateReader.membership_in(state, user_id) in (JOIN, INVITE):
             return None
         allow = join_rules.content.get("allow") if join_rules else None
         allowed_rooms = [
@@ -311,6 +309,18 @@ class MembershipService:
                 return skey
         return None
 
+    async def get_joined_members(self, user_id: str, room_id: str) -> dict[str, Event]:
+        """``user_id -> member event`` of the room's joined members, for a joined member.
+
+        Raises:
+            MatrixError: 403 when ``user_id`` is not joined (an unknown room looks the same).
+        """
+        head = await self._creator.get_head(room_id)
+        if head is None or await self._creator.state.get_membership(room_id, user_id, head) != JOIN:
+            raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
+        members = await self._creator.get_state_events(head.state, [k for k in head.state if k[0] == "m.room.member"])
+        return {skey: event for (_, skey), event in members.items() if event.membership == JOIN}
+
     async def refresh_profile_in_rooms(self, user_id: str) -> None:
         """Sends ``user_id``'s current displayname/avatar into each joined room's member event.
 
@@ -324,11 +334,10 @@ class MembershipService:
             head = await self._creator.get_head(room.room_id)
             if head is None:
                 continue
-            current = (await self._creator.get_state_events(head.state, [("m.room.member", user_id)])).get(
-                ("m.room.member", user_id)
-            )
-            if current is None or current.membership != JOIN:
+            member = await self._creator.state.get_current_member(room.room_id, user_id, head)
+            if member is None or member.event.membership != JOIN:
                 continue
+            current = member.event
             content = {k: v for k, v in current.content.items() if k not in ("displayname", "avatar_url", "reason")}
             content.update(profile)
             if content == dict(current.content):
@@ -353,11 +362,9 @@ class MembershipService:
         head = await self._creator.get_head(room_id)
         if head is None:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
-        member_id = head.state.get(("m.room.member", user_id))
-        if member_id is None:
+        membership = await self._creator.state.get_membership(room_id, user_id, head)
+        if membership is None:
             raise MatrixError(404, Codes.NOT_FOUND, "You were never in this room")
-        events = await self._creator.get_state_events(head.state, [("m.room.member", user_id)])
-        membership = events[("m.room.member", user_id)].membership
         if membership in (JOIN, INVITE, KNOCK):
             raise MatrixError(400, Codes.UNKNOWN, "You must leave the room before forgetting it")
         await self._rooms.forget_room(user_id, head.room.room_nid)

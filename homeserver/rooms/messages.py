@@ -99,6 +99,10 @@ class EventCreator:
         """Loads the events of ``state`` (all, or only ``keys``) as ``(type, state_key) -> Event``."""
         return await self.state.get_state_events(state, keys)
 
+    async def get_current_member(self, room_id: str, user_id: str) -> StoredEvent | None:
+        """The user's current member event (:meth:`RoomStateReader.get_current_member`)."""
+        return await self.state.get_current_member(room_id, user_id)
+
     async def send(
         self,
         room_id: str,

@@ -14,13 +14,16 @@ the newer head (``tests/homeserver/test_review_heads.py``).
 from __future__ import annotations
 
 from collections import OrderedDict
+from collections.abc import Mapping
 from dataclasses import dataclass
 
-from homeserver.storage.stores.events import EventStore
+from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.rooms import RoomRecord, RoomStore
 from homeserver.storage.stores.state_groups import StateMap
 from sc_proto.events.model import Event, StateKey
 from sc_proto.room_versions import RoomVersion, get_room_version
+
+MEMBER = "m.room.member"
 
 
 @dataclass(frozen=True)
@@ -122,17 +125,42 @@ class RoomStateReader:
         stored = await self._events.get_events(wanted.values())
         return {k: stored[e].event for k, e in wanted.items() if e in stored}
 
-    async def get_membership(self, room_id: str, user_id: str) -> str | None:
-        """The current membership of ``user_id`` in ``room_id`` (``join``, ``invite``, ``leave``,
-        ``ban``, ``knock``), or None when the user has no member event or the room is unknown.
+    async def get_current_member(
+        self, room_id: str, user_id: str, head: RoomHead | None = None
+    ) -> StoredEvent | None:
+        """The user's current ``m.room.member`` event in the room (None: unknown room or no member event).
 
-        The one place that answers "current membership" from the room's current state.
+        The one place that answers "current membership" from a room's current state; callers that
+        hold the room's full state already use :meth:`membership_in` (the same answer from the same
+        state).
+
+        Args:
+            room_id: the room.
+            user_id: the member (local or remote).
+            head: the room's head when the caller has just read it (so both answers come from the
+                same state); read here when not given.
         """
-        head = await self.get_head(room_id)
+        if head is None:
+            head = await self.get_head(room_id)
         if head is None:
             return None
-        event_id = head.state.get(("m.room.member", user_id))
+        event_id = head.state.get((MEMBER, user_id))
         if event_id is None:
             return None
-        stored = await self._events.get_event(event_id)
-        return stored.event.membership if stored is not None else None
+        return await self._events.get_event(event_id)
+
+    async def get_membership(self, room_id: str, user_id: str, head: RoomHead | None = None) -> str | None:
+        """The current membership of ``user_id`` in ``room_id`` (``join``, ``invite``, ``leave``,
+        ``ban``, ``knock``), or None when the user has no member event or the room is unknown."""
+        member = await self.get_current_member(room_id, user_id, head)
+        return None if member is None else member.event.membership
+
+    @staticmethod
+    def membership_in(state: Mapping[StateKey, Event], user_id: str) -> str | None:
+        """The membership of ``user_id`` in already loaded state events (None: no member event).
+
+        For callers that loaded the whole state for other reasons (power levels, join rules): it
+        answers as :meth:`get_membership` does for the same state.
+        """
+        member = state.get((MEMBER, user_id))
+        return None if member is None else member.membership

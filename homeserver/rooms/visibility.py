@@ -217,11 +217,9 @@ class HistoryVisibilityFilter:
         head = await self._creator.get_head(room_id)
         if head is None:
             raise MatrixError(403, Codes.FORBIDDEN, "You are not a member of this room")
-        keys = [(MEMBER_TYPE, user_id), (HISTORY_VISIBILITY_TYPE, "")]
-        wanted = {k: head.state[k] for k in keys if k in head.state}
-        loaded = await self._events.get_events(wanted.values())
-        member = loaded.get(wanted.get((MEMBER_TYPE, user_id), ""))
-        vis_event = loaded.get(wanted.get((HISTORY_VISIBILITY_TYPE, ""), ""))
+        member = await self._creator.state.get_current_member(room_id, user_id, head)
+        vis_id = head.state.get((HISTORY_VISIBILITY_TYPE, ""))
+        vis_event = await self._events.get_event(vis_id) if vis_id is not None else None
         membership = member.event.membership if member is not None else None
         world_readable = visibility_of(vis_event.event.content if vis_event else None) == WORLD_READABLE
         departure: StoredEvent | None = None

@@ -2,6 +2,7 @@
 
 AUTH-4: concurrent logins never leave a user with more sessions than the limit.
 RACE-5/7: concurrent password attempts never reserve more checks than the lockout limit.
+Issue 10: concurrent creations of one user ID create it once (the others are told it is taken).
 """
 
 from __future__ import annotations
@@ -9,6 +10,7 @@ from __future__ import annotations
 from twisted.internet import defer
 
 from homeserver.storage.stores.devices import DeviceStore, NewSession
+from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.users import UserStore
 from tests.storage.harness import TestDatabase, ThreadCallbackReactor
 
@@ -50,5 +52,25 @@ class AccountConcurrencyTests:
             ]
             decisions = reactor.wait(defer.gatherResults(attempts))
             assert sum(d.allowed for d in decisions) == 5
+        finally:
+            prepared_database.close_pools(reactor)
+
+    def test_concurrent_creations_of_one_user_id(self, prepared_database: TestDatabase) -> None:
+        """Eight creations of one user ID at once (real threads): exactly one creates it, none fails."""
+        reactor = ThreadCallbackReactor()
+        pool = prepared_database.make_pool(reactor=reactor, run_in_thread=True, pool_max=6, txn_retries=50)
+        try:
+            users = UserStore(pool)
+            creations = [
+                defer.ensureDeferred(users.create_user("@bob:test:8448", f"hash{i}", i, displayname=f"Bob {i}"))
+                for i in range(8)
+            ]
+            results = reactor.wait(defer.gatherResults(creations))
+            assert sorted(results) == [False] * 7 + [True]
+            winner = results.index(True)
+            user = reactor.wait(defer.ensureDeferred(users.get_user("@bob:test:8448")))
+            assert user is not None and user.password_hash == f"hash{winner}"
+            profile = reactor.wait(defer.ensureDeferred(ProfileStore(pool).get_profile("@bob:test:8448")))
+            assert profile is not None and profile.displayname == f"Bob {winner}"
         finally:
             prepared_database.close_pools(reactor)

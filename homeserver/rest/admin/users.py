@@ -26,13 +26,12 @@ Theory of operation:
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
 from twisted.web.server import Request
 
-from homeserver.auth.accounts import AccountService
+from homeserver.auth.accounts import AccountService, NewAccount
 from homeserver.auth.sessions import SessionService
 from homeserver.http.auth import Authenticator, Requester
 from homeserver.http.params import parse_local_path_user_id
@@ -53,7 +52,6 @@ from homeserver.storage.stores.devices import DeviceRecord, DeviceStore
 from homeserver.storage.stores.profiles import ProfileStore
 from homeserver.storage.stores.users import ADMIN_USER_ORDERS, AdminUserQuery, AdminUserView, UserStore
 from sc_proto.errors import Codes, MatrixError
-from sc_proto.identifiers import UserID, is_valid_user_localpart
 
 logger = logging.getLogger(__name__)
 
@@ -192,33 +190,31 @@ class AdminUserServlets:
 
     Args:
         server_name: our server name.
+        accounts: creates, deactivates accounts and changes passwords.
         users: the users store.
         devices: the devices store.
         profiles: the profiles store.
-        sessions: the session service (password hashing, ending sessions).
+        sessions: the session service (ending sessions).
         authenticator: authenticates requests.
-        time_msec: the clock.
     """
 
     def __init__(
         self,
         server_name: str,
+        accounts: AccountService,
         users: UserStore,
         devices: DeviceStore,
         profiles: ProfileStore,
         sessions: SessionService,
         authenticator: Authenticator,
-        time_msec: Callable[[], int],
-        on_deactivated: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._accounts = AccountService(users, sessions, profiles, on_deactivated=on_deactivated)
+        self._accounts = accounts
         self._server_name = server_name
         self._users = users
         self._devices = devices
         self._profiles = profiles
         self._sessions = sessions
         self._auth = authenticator
-        self._now = time_msec
 
     def register(self, resource: JsonResource) -> None:
         """Adds every endpoint to ``resource``."""
@@ -315,15 +311,17 @@ class AdminUserServlets:
         return status, user_to_json(await self._existing_user(target), full=True)
 
     async def _create_user(self, requester: Requester, target: str, update: UserUpdate) -> None:
-        localpart = UserID.parse(target, historical=True).localpart
-        if not is_valid_user_localpart(localpart):
-            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID may only contain a-z, 0-9, '._=-/+'")
-        password_hash = None if update.password is None else await self._sessions.hash_password(update.password)
-        created = await self._users.create_user(target, password_hash, self._now(), is_admin=bool(update.admin))
-        if not created:  # another spelling of the same ID (IDs are unique case-insensitively)
-            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+        # Like Synapse, the password policy does not bind admins: they may set any password.
+        account = NewAccount(
+            self._accounts.requested_localpart(target),
+            update.password,
+            admin=bool(update.admin),
+            displayname=update.displayname,
+            avatar_url=update.avatar_url,
+            enforce_password_policy=False,
+        )
+        await self._accounts.create_account(account)
         self._audit("created user", requester, target, admin=bool(update.admin))
-        await self._set_profile(target, update.profile_fields())
         if update.locked:
             await self._users.set_admin_lock(target, True)
             self._audit("locked user", requester, target)
@@ -364,24 +362,22 @@ class AdminUserServlets:
         ended = await self._accounts.change_password(target, password, logout_devices=logout_devices, keep_device_id=keep)
         self._audit("set password", requester, target, sessions_ended=len(ended))
 
-    async def _deactivate(self, requester: Requester, target: str) -> None:
-        ended = await self._accounts.deactivate(target, clear_profile=False)
-        self._audit("deactivated user", requester, target, sessions_ended=len(ended))
+    async def _deactivate(self, requester: Requester, target: str, *, erase: bool = False) -> None:
+        ended = await self._accounts.deactivate(target, erase=erase)
+        self._audit("deactivated user", requester, target, sessions_ended=len(ended), erase=erase)
 
     async def on_deactivate(self, request: Request, user_id: str) -> tuple[int, JsonDict]:
         """POST /_synapse/admin/v1/deactivate/{userId}
 
-        ``erase`` is accepted and validated, but there is nothing to erase beyond the profile yet.
+        The same deactivation as the client's ``/account/deactivate`` (sessions end, rooms are left,
+        the profile is cleared); ``erase: true`` deletes the account data too.
         """
         requester = await require_admin(self._auth, request)
         target = parse_local_user_id(user_id, self._server_name)
         body = parse_json_object_from_request(request, allow_empty=True)
         erase = optional_bool(body, "erase", False)
         await self._existing_user(target)
-        await self._deactivate(requester, target)
-        if erase:
-            await self._profiles.clear_profile(target)
-            self._audit("erased profile", requester, target)
+        await self._deactivate(requester, target, erase=bool(erase))
         return 200, {"id_server_unbind_result": "success"}
 
     async def on_reset_password(self, request: Request, user_id: str) -> tuple[int, JsonDict]:

@@ -12,21 +12,16 @@ account.
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 
 from twisted.web.server import Request
 
 from homeserver.auth.accounts import AccountService
 from homeserver.auth.passwords import PasswordPolicy
-from homeserver.auth.sessions import SessionService
 from homeserver.auth.uia import PASSWORD, InteractiveAuth
 from homeserver.http.auth import Authenticator
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import optional_bool, optional_str, parse_json_object_from_request, require_str
 from homeserver.rest.client.login import client_paths
-from homeserver.storage.stores.account_data import AccountDataStore
-from homeserver.storage.stores.profiles import ProfileStore
-from homeserver.storage.stores.users import UserStore
 from sc_proto.identifiers import UserID
 
 logger = logging.getLogger(__name__)
@@ -45,33 +40,22 @@ class AccountServlets:
 
     Args:
         authenticator: authenticates requests.
-        sessions: hashes passwords and ends sessions.
+        accounts: changes passwords and deactivates accounts.
         uia: user-interactive auth.
         policy: the password policy new passwords must meet.
-        users: the users store.
-        profiles: cleared on deactivation.
-        account_data: erased on deactivation with ``erase: true``.
     """
 
     def __init__(
         self,
         authenticator: Authenticator,
-        sessions: SessionService,
+        accounts: AccountService,
         uia: InteractiveAuth,
         policy: PasswordPolicy,
-        users: UserStore,
-        profiles: ProfileStore,
-        account_data: AccountDataStore,
-        on_deactivated: Callable[[str], Awaitable[None]] | None = None,
     ) -> None:
-        self._accounts = AccountService(users, sessions, profiles, account_data, on_deactivated)
+        self._accounts = accounts
         self._auth = authenticator
-        self._sessions = sessions
         self._uia = uia
         self._policy = policy
-        self._users = users
-        self._profiles = profiles
-        self._account_data = account_data
 
     def register(self, resource: JsonResource) -> None:
         resource.register("POST", client_paths("/account/password"), self.on_password)
@@ -105,18 +89,17 @@ class AccountServlets:
     async def on_deactivate(self, request: Request) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/account/deactivate
 
-        Marks the account deactivated (which also forgets its password hash, so it can never log in
-        again), ends every session, and clears the profile. With ``erase: true`` the account data is
-        erased too.
+        Deactivates the account through :meth:`AccountService.deactivate`, as the admin API does: it is
+        marked deactivated (its password hash is forgotten, so it can never log in again), every
+        session ends, the user leaves their rooms and the profile is cleared. With ``erase: true``
+        the account data is erased too.
         """
         requester = await self._auth.get_requester(request)
         body = parse_json_object_from_request(request, allow_empty=True)
         erase = optional_bool(body, "erase", False)
         optional_str(body, "id_server")  # validated only: no third-party identifiers are stored
         await self._uia.authenticate("POST /account/deactivate", body, PASSWORD_FLOWS, user_id=requester.user_id)
-        user_id = requester.user_id
-        await self._accounts.deactivate(user_id, clear_profile=True, erase_account_data=bool(erase))
-        logger.info("account deactivated", extra={"user_id": user_id, "erase": erase})
+        await self._accounts.deactivate(requester.user_id, erase=bool(erase))
         # The spec requires "success" when the server holds no third-party identifiers to unbind,
         # which is always the case here (we store none).
         return 200, {"id_server_unbind_result": "success"}

@@ -7,12 +7,11 @@
 
 from __future__ import annotations
 
-import secrets
 from collections.abc import Callable
 
 from twisted.web.server import Request
 
-from homeserver.auth.passwords import PasswordPolicy
+from homeserver.auth.accounts import AccountService, NewAccount
 from homeserver.auth.sessions import SessionService
 from homeserver.auth.uia import DUMMY, REGISTRATION_TOKEN, InteractiveAuth
 from homeserver.config.registration import RegistrationConfig
@@ -25,26 +24,20 @@ from homeserver.http.servlet import (
     parse_string,
 )
 from homeserver.http.site import client_ip_of, user_agent_of
-from homeserver.identity import LocalServer
 from homeserver.rest.client.login import client_paths
 from homeserver.storage.stores.ui_auth import UIAuthStore
-from homeserver.storage.stores.users import UserStore
-from sc_proto.errors import Codes, InvalidIdentifierError, MatrixError
-from sc_proto.identifiers import is_valid_user_localpart
-
-MAX_LOCALPART_BYTES = 255 - 2  # the whole user ID is at most 255 bytes; the domain is added below
+from sc_proto.errors import Codes, MatrixError
 
 
 class RegistrationServlets:
-    """Registers the registration endpoints.
+    """Registers the registration endpoints (accounts are created by :class:`AccountService`).
 
     Args:
         server_name: our server name.
         config: the ``registration`` config section.
-        users: the users store.
+        accounts: validates and creates accounts.
         sessions: creates the first session.
         uia: user-interactive auth.
-        policy: the password policy.
         ratelimiter: rate limits registrations per IP.
         time_msec: the clock.
         ui_auth_store: registration-token lookups.
@@ -54,21 +47,18 @@ class RegistrationServlets:
         self,
         server_name: str,
         config: RegistrationConfig,
-        users: UserStore,
+        accounts: AccountService,
         sessions: SessionService,
         uia: InteractiveAuth,
-        policy: PasswordPolicy,
         ratelimiter: RateLimiter,
         time_msec: Callable[[], int],
         ui_auth_store: UIAuthStore,
     ) -> None:
         self._server_name = server_name
-        self._local = LocalServer(server_name)
         self._config = config
-        self._users = users
+        self._accounts = accounts
         self._sessions = sessions
         self._uia = uia
-        self._policy = policy
         self._ratelimiter = ratelimiter
         self._now = time_msec
         self._tokens = ui_auth_store
@@ -89,17 +79,6 @@ class RegistrationServlets:
             return [[REGISTRATION_TOKEN]]
         return []
 
-    async def _check_username(self, localpart: str) -> str:
-        if not is_valid_user_localpart(localpart) or len(localpart.encode()) > MAX_LOCALPART_BYTES:
-            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID may contain only a-z, 0-9, . _ = - and /")
-        try:
-            user_id = self._local.user_id(localpart)
-        except InvalidIdentifierError:  # the localpart passed its check, so only the length is left
-            raise MatrixError(400, Codes.INVALID_USERNAME, "User ID is too long") from None
-        if await self._users.find_user_case_insensitive(user_id) is not None:
-            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
-        return user_id
-
     async def on_register(self, request: Request) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/register"""
         kind = parse_string(request, "kind", default="user", allowed_values=("user", "guest"))
@@ -117,20 +96,19 @@ class RegistrationServlets:
         display_name = optional_str(body, "initial_device_display_name")
         inhibit_login = optional_bool(body, "inhibit_login", False) or False
         want_refresh = optional_bool(body, "refresh_token", False) or False
+        # The spec's username is "the basis for the localpart": we lower-case it, as Synapse does.
         localpart = username.lower() if username is not None else None
+        # Checked before UIA so that a client learns about a bad name or password at its first try.
         if localpart is not None:
-            await self._check_username(localpart)
+            await self._accounts.check_available(localpart)
         if password is not None:
-            self._policy.check(password, localpart)
+            self._accounts.check_password(password, localpart)
         await self._uia.authenticate("POST /register", body, flows)
         if password is None:
             raise MatrixError(400, Codes.MISSING_PARAM, "'password' is required")
         if localpart is None:
-            localpart = await self._generate_localpart()
-        user_id = await self._check_username(localpart)
-        password_hash = await self._sessions.hash_password(password)
-        if not await self._users.create_user(user_id, password_hash, self._now()):
-            raise MatrixError(400, Codes.USER_IN_USE, "User ID already taken")
+            localpart = await self._accounts.generate_localpart()
+        user_id = await self._accounts.create_account(NewAccount(localpart, password))
         response: JsonDict = {"user_id": user_id, "home_server": self._server_name}
         if inhibit_login:
             return 200, response
@@ -144,19 +122,12 @@ class RegistrationServlets:
         )
         return 200, result.to_json(self._server_name)
 
-    async def _generate_localpart(self) -> str:
-        for _ in range(10):
-            candidate = "u" + secrets.token_hex(6)
-            if await self._users.find_user_case_insensitive(self._local.user_id(candidate)) is None:
-                return candidate
-        raise MatrixError(500, Codes.UNKNOWN, "Could not allocate a user ID")
-
     async def on_available(self, request: Request) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/register/available"""
         self._ratelimiter.check("registration.ip", client_ip_of(request))
         username = parse_string(request, "username", required=True)
         assert username is not None  # required=True
-        await self._check_username(username)
+        await self._accounts.check_available(username)
         return 200, {"available": True}
 
     async def on_token_validity(self, request: Request) -> tuple[int, JsonDict]:

@@ -217,18 +217,9 @@ class RoomServlets:
     async def on_joined_members(self, request: Request, room_id: str) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/rooms/{roomId}/joined_members"""
         requester = await self._auth.get_requester(request)
-        head = await self._creator.get_head(parse_room_id(room_id))
-        if head is None:
-            raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
-        state = await self._creator.get_state_events(head.state)
-        me = state.get(("m.room.member", requester.user_id))
-        if me is None or me.membership != "join":
-            raise MatrixError(403, Codes.FORBIDDEN, "You are not in this room")
-        joined: JsonDict = {}
-        for (etype, skey), event in state.items():
-            if etype == "m.room.member" and event.membership == "join":
-                joined[skey] = {
-                    "display_name": event.content.get("displayname"),
-                    "avatar_url": event.content.get("avatar_url"),
-                }
+        members = await self._membership.get_joined_members(requester.user_id, parse_room_id(room_id))
+        joined: JsonDict = {
+            user_id: {"display_name": event.content.get("displayname"), "avatar_url": event.content.get("avatar_url")}
+            for user_id, event in members.items()
+        }
         return 200, {"joined": joined}

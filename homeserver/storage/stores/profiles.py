@@ -1,6 +1,7 @@
 """The ``profiles`` aggregate: a local user's display name and avatar URL.
 
-A profile row is created with its account (:meth:`UserStore.create_user`); the writes below upsert
+A profile row is created with its account (:meth:`UserStore.create_user` calls
+:meth:`ProfileStore.insert_profile_txn`); the writes below upsert
 anyway, so an account whose row went missing heals on its next profile change.
 """
 
@@ -61,6 +62,14 @@ class ProfileStore:
 
     def __init__(self, pool: DatabasePool) -> None:
         self._pool = pool
+
+    @staticmethod
+    def insert_profile_txn(txn: Txn, user_id: str, displayname: str | None, avatar_url: str | None) -> None:
+        """Creates a new account's profile row (called by :meth:`UserStore.create_user` in its transaction)."""
+        txn.execute(
+            "INSERT INTO profiles (user_id, displayname, avatar_url) VALUES (?, ?, ?)",
+            (user_id, displayname, avatar_url),
+        )
 
     async def get_profile(self, user_id: str) -> ProfileRecord | None:
         """Returns the profile of a local account, or None when there is no such account."""

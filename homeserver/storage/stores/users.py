@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from homeserver.storage.pool import DatabasePool, Txn
+from homeserver.storage.stores.profiles import ProfileStore
 
 
 @dataclass(frozen=True)
@@ -170,19 +171,36 @@ class UserStore:
         self._pool = pool
 
     async def create_user(
-        self, user_id: str, password_hash: str | None, now_ms: int, *, is_admin: bool = False, is_guest: bool = False
+        self,
+        user_id: str,
+        password_hash: str | None,
+        now_ms: int,
+        *,
+        is_admin: bool = False,
+        is_guest: bool = False,
+        displayname: str | None = None,
+        avatar_url: str | None = None,
     ) -> bool:
-        """Creates an account. Returns False (and changes nothing) when the user ID is taken."""
+        """Creates an account and its profile row in one transaction.
+
+        Returns False (and changes nothing) when the user ID is taken, in any spelling of its case.
+        Two creations of the same ID at once are safe on both engines: the insert does nothing on a
+        conflict (and PostgreSQL's serialization failure for a row its snapshot cannot see is retried,
+        when the re-run of the check finds the row), so exactly one returns True.
+        """
 
         def create_user_txn(txn: Txn) -> bool:
             txn.execute("SELECT 1 FROM users WHERE lower(user_id) = lower(?)", (user_id,))
             if txn.fetchone() is not None:
                 return False
             txn.execute(
-                "INSERT INTO users (user_id, password_hash, created_ts, is_admin, is_guest) VALUES (?, ?, ?, ?, ?)",
+                "INSERT INTO users (user_id, password_hash, created_ts, is_admin, is_guest) VALUES (?, ?, ?, ?, ?)"
+                " ON CONFLICT (user_id) DO NOTHING",
                 (user_id, password_hash, now_ms, is_admin, is_guest),
             )
-            txn.execute("INSERT INTO profiles (user_id, displayname) VALUES (?, ?)", (user_id, None))
+            if txn.rowcount != 1:
+                return False
+            ProfileStore.insert_profile_txn(txn, user_id, displayname, avatar_url)
             return True
 
         return await self._pool.run_txn("create_user", create_user_txn)

@@ -88,7 +88,14 @@ class TwistedDns:
     """
 
     def __init__(self, resolver: Any = None) -> None:
-        self._resolver = resolver if resolver is not None else untyped(dns_client).createResolver()
+        self._given = resolver
+
+    @property
+    def _resolver(self) -> Any:
+        # Built on first use: creating it reads resolv.conf and schedules re-reads on the global reactor.
+        if self._given is None:
+            self._given = untyped(dns_client).createResolver()
+        return self._given
 
     async def lookup_srv(self, name: str) -> list[SrvRecord]:
         """See :class:`DnsLookups`; NXDOMAIN, timeouts and server failures all mean "no records"."""
@@ -273,12 +280,14 @@ class ServerNameResolver:
             waiters.append(waiter)
             return await waiter
         self._inflight[hostname] = []
+        delegated: str | None = None
         try:
             delegated = await self._fetch_and_cache(hostname, entry)
         finally:
-            waiting = self._inflight.pop(hostname, [])
-        for waiter in waiting:
-            waiter.callback(delegated)
+            # Waiters get the answer; if this fetch was cancelled (its request timed out), they
+            # get "no delegation" for this once, and nothing is cached.
+            for waiter in self._inflight.pop(hostname, []):
+                waiter.callback(delegated)
         return delegated
 
     async def _fetch_and_cache(self, hostname: str, previous: _CacheEntry | None) -> str | None:
@@ -287,6 +296,8 @@ class ServerNameResolver:
             response = await self._well_known.fetch(hostname)
             headers = response.headers
             delegated = parse_well_known(response.status, response.body)
+        except defer.CancelledError:
+            raise
         except Exception as error:
             logger.info("well-known fetch for %s failed: %s", hostname, type(error).__name__)
             delegated = None

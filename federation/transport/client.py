@@ -29,7 +29,7 @@ from __future__ import annotations
 import binascii
 import logging
 from collections.abc import Mapping, Sequence
-from typing import Any
+from typing import Any, NoReturn
 from urllib.parse import quote, urlencode
 
 from twisted.internet import defer
@@ -215,23 +215,39 @@ class FederationClient:
             raise LocalProtocolError(f"request content is not canonical JSON: {error.message}") from None
         limit = timeout_s if timeout_s is not None else float(self._config.request_timeout_s)
         deferred = defer.Deferred.fromCoroutine(self._exchange(method, destination, uri, content, body, signed))
-        deferred.addTimeout(limit, self._reactor)
+        timed_out = []
+
+        def on_timeout() -> None:
+            # Cancelling aborts the connection; what surfaces then (CancelledError,
+            # ResponseNeverReceived...) depends on the stage, so the flag says why.
+            timed_out.append(True)
+            deferred.cancel()
+
+        timer = self._reactor.callLater(limit, on_timeout)
         try:
             status, response_body = await deferred
-        except (RemoteUnreachable, LocalProtocolError):
-            raise
-        except defer.TimeoutError:
-            raise RemoteUnreachable(destination, f"no complete answer within {limit:g}s") from None
-        except ResponseTooLarge:
-            raise RemoteUnreachable(destination, "response larger than federation.max_response_bytes") from None
-        except InvalidIdentifierError:
-            raise DestinationRefused(destination, "not a valid server name") from None
-        except (ConnectError, DNSLookupError) as error:
-            raise RemoteUnreachable(destination, f"connection failed: {type(error).__name__}") from None
         except Exception as error:
-            # ResponseFailed, ResponseNeverReceived (TLS verification failures land here), ...
-            raise RemoteUnreachable(destination, f"request failed: {type(error).__name__}") from None
+            if timed_out:
+                raise RemoteUnreachable(destination, f"no complete answer within {limit:g}s") from None
+            self._raise_unreachable(destination, error)
+        finally:
+            if timer.active():
+                timer.cancel()
         return self._parse_answer(destination, status, response_body)
+
+    @staticmethod
+    def _raise_unreachable(destination: str, error: Exception) -> NoReturn:
+        """Maps a failed exchange to the interface's errors."""
+        if isinstance(error, (RemoteUnreachable, LocalProtocolError)):
+            raise error
+        if isinstance(error, ResponseTooLarge):
+            raise RemoteUnreachable(destination, "response larger than federation.max_response_bytes") from None
+        if isinstance(error, InvalidIdentifierError):
+            raise DestinationRefused(destination, "not a valid server name") from None
+        if isinstance(error, (ConnectError, DNSLookupError)):
+            raise RemoteUnreachable(destination, f"connection failed: {type(error).__name__}") from None
+        # ResponseFailed, ResponseNeverReceived (TLS verification failures land here), ...
+        raise RemoteUnreachable(destination, f"request failed: {type(error).__name__}") from None
 
     def _parse_answer(self, destination: str, status: int, body: bytes) -> JsonDict:
         parsed: Any = None

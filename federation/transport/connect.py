@@ -103,7 +103,11 @@ class AddressPolicy:
         return cls(config.ip_range_blacklist, config.ip_range_whitelist)
 
     def allows(self, address: str | IPAddress) -> bool:
-        """Whether we may connect to ``address``; text that is not an IP address is refused."""
+        """Whether we may connect to ``address``; text that is not an IP address is refused.
+
+        Each form of the address (an IPv4-mapped IPv6 address also as its IPv4 address) must be
+        whitelisted or outside every deny-listed network.
+        """
         ip = parse_ip(address) if isinstance(address, str) else address
         if ip is None:
             return False

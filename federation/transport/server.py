@@ -148,7 +148,9 @@ class FederationTransport:
         method = method.upper()
 
         async def route(request: Request, **path_args: str) -> tuple[int, JsonDict]:
-            federation_request = await self._authenticate(request, method, authenticated, path_args, names)
+            # The method as sent (HEAD reaches GET routes) is what the signature covers.
+            sent_method = (request.method or method.encode()).decode("latin-1").upper()
+            federation_request = await self._authenticate(request, sent_method, authenticated, path_args, names)
             return await handler(federation_request)
 
         limit = max_body_size if max_body_size is not None else self._config.max_request_body_bytes

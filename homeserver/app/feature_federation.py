@@ -23,6 +23,8 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from twisted.internet import defer
+
 from federation.discovery import ServerNameResolver, TwistedDns, WellKnownClient
 from federation.transport.client import FederationClient
 from federation.transport.connect import AddressPolicy, CheckedConnector, TLSPolicy
@@ -50,6 +52,7 @@ async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
     client = FederationClient(
         hs.reactor, server_name, hs.signing_key, config, resolver, connector, user_agent=USER_AGENT
     )
+    hs.reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(client.close()))
     transport = FederationTransport(hs.resource, server_name, config, hs.clock.time_msec)
     transport.register_version()
     return [client, transport]

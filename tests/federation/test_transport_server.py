@@ -102,6 +102,12 @@ class SignedRequestTests(_TransportCase):
         good = signed_headers("GET", path)
         assert self.get_event(bad + good).code == 200
 
+    def test_head_is_verified_as_sent(self) -> None:
+        """HEAD reaches the GET route, and the signature must cover HEAD (the method sent), not GET."""
+        path = "/_matrix/federation/v1/event/%24abc"
+        assert self.make_request("HEAD", path, headers=signed_headers("HEAD", path)).code == 200
+        assert self.make_request("HEAD", path, headers=signed_headers("GET", path)).code == 401
+
     def test_unauthenticated_route(self) -> None:
         """A route registered with authenticated=False needs no header and has no origin."""
         channel = self.make_request("GET", "/_matrix/key/v2/server")

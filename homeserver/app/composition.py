@@ -138,6 +138,7 @@ class Homeserver:
         ports: the outward ports (``homeserver.api.ports``); local-only (no federation) when not given.
         stores: every store, built once.
         streams: the stream writers of this process (features write their streams through them).
+        signing_key: the server's signing key (federation signs requests with it).
 
     Attributes:
         features: the services the feature modules provide, by type (``hs.features.get(TypingService)``).
@@ -154,9 +155,12 @@ class Homeserver:
         stores: Stores,
         streams: StreamWriters,
         ports: RemotePorts | None = None,
+        *,
+        signing_key: SigningKey | None = None,
     ) -> None:
         self.config = config
         self.ports = ports or local_only_ports()
+        self.signing_key = signing_key
         self.rooms = room_services
         self.reactor = reactor
         self.clock = clock
@@ -439,7 +443,9 @@ async def build_homeserver(
         async def run_in_thread(fn: Callable[..., Any], *args: Any) -> Any:  # type: ignore[misc]  # same shape
             return fn(*args)
 
-    hs = Homeserver(config, reactor, clock, pool, run_in_thread, room_services, stores, streams, ports)
+    hs = Homeserver(
+        config, reactor, clock, pool, run_in_thread, room_services, stores, streams, ports, signing_key=signing_key
+    )
     await wire_feature_modules(hs)
     return hs
 

@@ -51,6 +51,21 @@ def build_parser() -> argparse.ArgumentParser:
     gen.add_argument("--registration", choices=REGISTRATION_MODES, default="closed", help="default: closed")
     gen.add_argument("--no-rate-limits", action="store_true", help="write ratelimits.enabled: false")
     gen.add_argument("--force", action="store_true", help="overwrite an existing config (never the key)")
+    gen.add_argument("--tls-cert", metavar="FILE", help="PEM certificate: listeners serve HTTPS (with --tls-key)")
+    gen.add_argument("--tls-key", metavar="FILE", help="PEM private key of --tls-cert")
+    gen.add_argument(
+        "--federation-verify-certificates",
+        choices=("true", "false"),
+        default="true",
+        help="false: accept any certificate from other servers (self-signed test federations only; unsafe)",
+    )
+    gen.add_argument(
+        "--federation-allow-ip",
+        action="append",
+        default=[],
+        metavar="CIDR",
+        help="let federation reach this range despite the deny list (e.g. 127.0.0.0/8; repeatable; unsafe)",
+    )
 
     run = commands.add_parser("run", help="run the homeserver")
     run.add_argument("--config", required=True, metavar="FILE", help="path to homeserver.yaml")
@@ -77,11 +92,21 @@ def _generate_config(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
             database_url=args.database_url,
             registration=args.registration,
             rate_limits=not args.no_rate_limits,
+            tls_certificate_path=args.tls_cert,
+            tls_private_key_path=args.tls_key,
+            federation_verify_certificates=args.federation_verify_certificates == "true",
+            federation_allow_ips=tuple(args.federation_allow_ip),
         )
         path = generate_files(options, force=args.force)
     except ConfigError as e:
         print(f"error: {e}", file=err)
         return EXIT_USAGE
+    if options.is_test_federation:
+        print(
+            "warning: this config weakens federation safety (unverified certificates or allowed private "
+            "addresses); use it only for test federations, never in production (docs/federation.md)",
+            file=err,
+        )
     print(path, file=out)
     return EXIT_OK
 

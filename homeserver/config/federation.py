@@ -119,6 +119,12 @@ class FederationConfig:
         BYTE_SIZE,
         "Largest response body accepted from a remote server (send_join state of a big room is large).",
     )
+    max_request_body_bytes: int = option(
+        8 * 1024 * 1024,
+        BYTE_SIZE,
+        "Largest request body accepted on the federation and key APIs (a transaction holds at most "
+        "50 PDUs of 64 KiB and 100 EDUs); larger ones get 413 M_TOO_LARGE while still being received.",
+    )
     clock_skew_s: int = option(
         300,
         integer(minimum=0, maximum=3600),

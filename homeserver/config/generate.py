@@ -47,6 +47,13 @@ class GenerateOptions:
         database_url: the database URL; ``None`` means SQLite in the data directory.
         registration: ``"open"``, ``"token"`` or ``"closed"``.
         rate_limits: ``False`` writes ``ratelimits.enabled: false``.
+        tls_certificate_path: PEM certificate chain; with ``tls_private_key_path``, every listener
+            terminates TLS (and so serves the federation and key APIs over HTTPS).
+        tls_private_key_path: PEM private key.
+        federation_verify_certificates: ``False`` writes ``federation.verify_certificates: false``
+            (self-signed test federations only).
+        federation_allow_ips: CIDR ranges written as ``federation.ip_range_whitelist`` (e.g.
+            ``127.0.0.0/8`` so servers on one machine can federate; unsafe in production).
     """
 
     server_name: str
@@ -55,6 +62,15 @@ class GenerateOptions:
     database_url: str | None = None
     registration: str = "closed"
     rate_limits: bool = True
+    tls_certificate_path: str | None = None
+    tls_private_key_path: str | None = None
+    federation_verify_certificates: bool = True
+    federation_allow_ips: tuple[str, ...] = ()
+
+    @property
+    def is_test_federation(self) -> bool:
+        """Whether the options weaken federation safety (unverified certificates or allowed private ranges)."""
+        return not self.federation_verify_certificates or bool(self.federation_allow_ips)
 
 
 def parse_listen_address(text: str) -> tuple[str, int]:
@@ -77,13 +93,18 @@ def parse_listen_address(text: str) -> tuple[str, int]:
 def _overrides(options: GenerateOptions, data_dir: str) -> dict[str, Any]:
     """The live (uncommented) values of the generated file, as YAML data."""
     listen = options.listen or (("127.0.0.1", 8008),)
+    tls = _tls_paths(options)
+    listener_tls: dict[str, Any] = {"tls": False}
+    if tls is not None:
+        listener_tls = {"tls": True, "tls_certificate_path": tls[0], "tls_private_key_path": tls[1]}
     server: dict[str, Any] = {
         "server_name": options.server_name,
         "data_dir": data_dir,
-        "listeners": [{"bind_address": host, "port": port, "tls": False} for host, port in listen],
+        "listeners": [{"bind_address": host, "port": port, **listener_tls} for host, port in listen],
     }
     if options.listen:
-        server["public_baseurl"] = f"http://localhost:{listen[0][1]}/"
+        scheme = "https" if tls is not None else "http"
+        server["public_baseurl"] = f"{scheme}://localhost:{listen[0][1]}/"
     if options.registration not in REGISTRATION_MODES:
         raise ConfigError(f"--registration must be one of {', '.join(REGISTRATION_MODES)}")
     registration: dict[str, Any] = {"mode": options.registration}
@@ -91,12 +112,30 @@ def _overrides(options: GenerateOptions, data_dir: str) -> dict[str, Any]:
         # One ready-to-use token; more can be added here or through the admin API.
         registration["tokens"] = [secrets.token_urlsafe(24)]
     database = {"url": options.database_url or "sqlite://" + os.path.join(data_dir, "homeserver.db")}
-    return {
+    overrides: dict[str, Any] = {
         "server": server,
         "database": database,
         "registration": registration,
         "ratelimits": {"enabled": options.rate_limits},
     }
+    federation: dict[str, Any] = {}
+    if not options.federation_verify_certificates:
+        federation["verify_certificates"] = False
+    if options.federation_allow_ips:
+        federation["ip_range_whitelist"] = list(options.federation_allow_ips)
+    if federation:
+        overrides["federation"] = federation
+    return overrides
+
+
+def _tls_paths(options: GenerateOptions) -> tuple[str, str] | None:
+    """The absolute (certificate, key) paths, or None without TLS."""
+    cert, key = options.tls_certificate_path, options.tls_private_key_path
+    if cert is None and key is None:
+        return None
+    if not cert or not key:
+        raise ConfigError("--tls-cert and --tls-key must be given together")
+    return os.path.abspath(cert), os.path.abspath(key)
 
 
 def render_config(options: GenerateOptions) -> str:

@@ -170,17 +170,23 @@ class RemoteRoomDirectoryQuerier:
         search_term: str | None = None,
         include_all_networks: bool = False,
         third_party_instance_id: str | None = None,
+        room_types: Sequence[str | None] | None = None,
     ) -> JsonDict:
         """The server's ``/publicRooms`` answer, checked (malformed entries dropped).
 
-        A search term needs the POST form; otherwise GET.
+        A filter (search term or room types) needs the POST form; otherwise GET.
 
         Raises:
             MatrixError: 404/403 as the server answered, 502 when it fails or answers garbage.
         """
         try:
-            if search_term is not None:
-                body: JsonDict = {"filter": {"generic_search_term": search_term}, "include_all_networks": include_all_networks}
+            if search_term is not None or room_types is not None:
+                search_filter: JsonDict = {}
+                if search_term is not None:
+                    search_filter["generic_search_term"] = search_term
+                if room_types is not None:
+                    search_filter["room_types"] = list(room_types)
+                body: JsonDict = {"filter": search_filter, "include_all_networks": include_all_networks}
                 if limit is not None:
                     body["limit"] = limit
                 if since is not None:

@@ -4,7 +4,8 @@ Two steps, because the core takes its outward ports when it is built, while the 
 database and the core's events reader, which exist only afterwards:
 
 1. :func:`build_outbound` (before the homeserver): the sender and the remote queriers, to put in
-   :class:`~homeserver.api.ports.RemotePorts` (``sender``, ``profiles``, ``directory``).
+   :class:`~homeserver.api.ports.RemotePorts` (``sender``, ``profiles``, ``directory``,
+   ``public_rooms``).
 2. :func:`start_outbound` (once the homeserver is built): registers the query servlets on the
    federation router and starts the sender over the database (it resumes what a previous process
    left queued). Until then the sender remembers notifications and holds EDUs in memory.
@@ -14,6 +15,7 @@ database and the core's events reader, which exist only afterwards:
 
 from __future__ import annotations
 
+import dataclasses
 import random
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -22,6 +24,7 @@ from federation.interfaces import FederationHttp, FederationRouter
 from federation.queries import RemoteDirectoryQueries, RemoteProfileQueries, RemoteRoomDirectoryQuerier
 from federation.query_servlets import QueryServlets
 from federation.sender.service import FederationSenderService, SenderSettings
+from homeserver.api.ports import RemotePorts
 from homeserver.api.services import OutboundEventsAPI, ProfileAPI, RoomDirectoryAPI
 from homeserver.storage.pool import DatabasePool
 from homeserver.util.clock import Clock
@@ -35,7 +38,7 @@ class OutboundFederation:
         sender: PDUs and EDUs to other servers (``FederationSender``).
         profiles: remote profiles (``RemoteProfileQuerier``).
         directory: remote aliases (``RemoteDirectoryQuerier``).
-        public_rooms: remote room directories (no port yet: see docs/federation-sending.md).
+        public_rooms: remote room directories (``RemoteRoomDirectory``).
     """
 
     sender: FederationSenderService
@@ -57,6 +60,17 @@ def build_outbound(
         profiles=RemoteProfileQueries(http),
         directory=RemoteDirectoryQueries(http),
         public_rooms=RemoteRoomDirectoryQuerier(http),
+    )
+
+
+def with_outbound_ports(ports: RemotePorts, outbound: OutboundFederation) -> RemotePorts:
+    """``ports`` with the sender, profile, directory and room-directory ports replaced by ours."""
+    return dataclasses.replace(
+        ports,
+        sender=outbound.sender,
+        profiles=outbound.profiles,
+        directory=outbound.directory,
+        public_rooms=outbound.public_rooms,
     )
 
 

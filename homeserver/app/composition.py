@@ -336,9 +336,10 @@ class Homeserver:
             server_name, core.creator, self.membership, core.rooms, directory_store, self.aliases
         )
         room_servlets.state_content_checks["m.room.canonical_alias"] = self.aliases.check_canonical_alias_content
-        DirectoryServlets(server_name, self.authenticator, self.aliases, self.room_directory, self.room_upgrades).register(
-            self.resource
-        )
+        DirectoryServlets(
+            server_name, self.authenticator, self.aliases, self.room_directory, self.room_upgrades,
+            remote=self.ports.public_rooms,
+        ).register(self.resource)
         turn = TurnCredentialIssuer(self.config.calls, self.clock.time_msec)
         VoipServlets(self.authenticator, turn).register(self.resource)
 

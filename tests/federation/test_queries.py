@@ -15,7 +15,7 @@ from federation.queries import (
     RemoteRoomDirectoryQuerier,
 )
 from federation.query_servlets import PREFIX
-from federation.sender_wiring import build_outbound, start_outbound
+from federation.sender_wiring import build_outbound, start_outbound, with_outbound_ports
 from sc_proto.errors import MatrixError
 from tests.federation.fakes import FakeFederationHttp, FakeRouter
 from tests.homeserver.server_case import TEST_SERVER_NAME
@@ -219,3 +219,53 @@ class RemotePublicRoomsTests(RoomsTestCase):
         self.assertEqual(http.requests[-1][3]["filter"], {"generic_search_term": "a"})
         http.answers[("remote.example", PUBLIC_ROOMS_PATH)] = {"chunk": "x"}
         self.assertEqual(get_failure(q.get_public_rooms("remote.example"), MatrixError).http_status, 502)  # type: ignore[attr-defined]
+
+
+class ClientRemoteDirectoryTests(RoomsTestCase):
+    """The client API reaches other servers through our queriers once they are the ports."""
+
+    def make_ports(self) -> Any:
+        from homeserver.api.local import local_only_ports
+
+        self.http = FakeFederationHttp()
+        outbound = build_outbound(TEST_SERVER_NAME, _NoClock(), self.http)  # type: ignore[arg-type]
+        return with_outbound_ports(local_only_ports(), outbound)
+
+    def test_public_rooms_of_another_server(self) -> None:
+        """GET and POST /publicRooms?server= ask that server (POST with the filter) and relay its checked answer."""
+        answer = {"chunk": [{"room_id": "!a:remote.example", "num_joined_members": 2}], "total_room_count_estimate": 1}
+        self.http.answers[("remote.example", PUBLIC_ROOMS_PATH)] = answer
+        channel = self.make_request("GET", f"{V3}/publicRooms?server=remote.example&limit=5")
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(channel.json_body, answer)
+        self.assertEqual(self.http.requests[-1][3]["limit"], ["5"])
+        body = {"filter": {"generic_search_term": "x", "room_types": [None]}, "limit": 3}
+        channel = self.make_request("POST", f"{V3}/publicRooms?server=remote.example", body, access_token=self.alice)
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(self.http.requests[-1][3]["filter"], {"generic_search_term": "x", "room_types": [None]})
+
+    def test_unreachable_or_malformed_server(self) -> None:
+        """An unknown server is the peer's 404, an unreachable one 502, a malformed name 400."""
+        self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?server=remote.example").code, 404)
+        self.http.answers[("down.example", PUBLIC_ROOMS_PATH)] = RemoteUnreachable("down.example", "refused")
+        self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?server=down.example").code, 502)
+        self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?server=bad%20name").code, 400)
+        self.assertEqual(self.make_request("GET", f"{V3}/publicRooms?server={TEST_SERVER_NAME}").code, 200)
+
+    def test_remote_alias_and_profile_through_the_ports(self) -> None:
+        """GET /directory/room/{alias} and /profile/{userId} of another server use the queriers."""
+        self.http.answers[("remote.example", DIRECTORY_PATH)] = {"room_id": "!r:remote.example", "servers": ["remote.example"]}
+        channel = self.make_request("GET", f"{V3}/directory/room/{urllib.parse.quote('#x:remote.example')}")
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(channel.json_body, {"room_id": "!r:remote.example", "servers": ["remote.example"]})
+        self.http.answers[("remote.example", PROFILE_PATH)] = {"displayname": "Bob", "avatar_url": 7}
+        channel = self.make_request("GET", f"{V3}/profile/{urllib.parse.quote('@bob:remote.example')}", access_token=self.alice)
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(channel.json_body, {"displayname": "Bob"})
+
+
+class _NoClock:
+    """The queriers need no clock; the sender only reads the start time."""
+
+    def time_msec(self) -> int:
+        return 0

@@ -258,8 +258,13 @@ class DestinationQueue:
             if rows:
                 found = await self._events.get_pdus([so for so, _ in rows])
                 pdus = [QueuedPdu(p.stream_ordering, p.room_id, p.event_id, p.pdu) for p in found]
-                # Purged events are skipped, but the rooms count as caught up to the newest row.
-                return pdus, max(so for so, _ in rows)
+                upto = max(so for so, _ in rows)
+                if pdus:
+                    return pdus, upto
+                # Every one was purged: nothing to send for these rooms; move past them.
+                await self._store.mark_delivered(self.destination, upto, [], reset_retry=False)
+                self._last_successful = max(self._last_successful, upto)
+                continue
             if not self._catchup_dirty:
                 self._catching_up = False
                 logger.info("caught up", extra={"destination": self.destination})

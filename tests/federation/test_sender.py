@@ -220,6 +220,10 @@ class RestartTests(SenderTestCase):
         self.assertEqual(http.pdus_to(OTHER), ids)
 
 
+async def _async(value: Any) -> Any:
+    return value
+
+
 class _Silent:
     """A sender that hears nothing (the process was down)."""
 
@@ -290,6 +294,22 @@ class BackoffTests(SenderTestCase):
         self.assertEqual(self.http.pdus_to(REMOTE)[-1], more[0])
         # The healthy server got everything, in order.
         self.assertEqual([e for e in self.http.pdus_to(OTHER) if e in ids], ids)
+
+    def test_purged_catchup_events_do_not_block_the_queue(self) -> None:
+        """Catch-up rows whose events are gone are skipped, and the queue goes live again."""
+        self.http.behaviour[REMOTE] = "fail"
+        self.say(12)
+        events: Any = self.hs.api.outbound_events
+        real = events.get_pdus
+        events.get_pdus = lambda orderings: _async([])
+        self.http.behaviour[REMOTE] = "ok"
+        self.reactor.advance(60)
+        queue = self.sender.queue_for(REMOTE)
+        assert queue is not None
+        self.assertFalse(queue.catching_up)
+        events.get_pdus = real
+        more = self.say(1, prefix="after")
+        self.assertEqual(self.http.pdus_to(REMOTE), more)
 
     def test_short_outage_resends_the_queue(self) -> None:
         """Below the queue bound, a destination that comes back gets every missed event in order."""

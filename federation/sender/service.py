@@ -22,7 +22,9 @@ Theory of operation:
   Changing the number of shards needs the queues drained (like the event persisters').
 
 Invariants: the shard position never moves backwards, and never past an event whose
-destination rows are not committed; our own server is never a destination; at most one
+destination rows are not committed (pages without destinations may leave it up to
+:data:`POSITION_WRITE_INTERVAL` behind: re-reading them finds no destinations again, as an
+event's destinations depend only on the state after it); our own server is never a destination; at most one
 transaction per destination is in flight (the queue's guard).
 """
 
@@ -54,6 +56,12 @@ JsonDict = dict[str, Any]
 
 PERSISTENT_EDU_TYPES = frozenset({"m.direct_to_device", "m.device_list_update", "m.signing_key_update"})
 """EDU types that must survive a restart (to-device delivery is a promise to the sender)."""
+
+
+POSITION_WRITE_INTERVAL = 1000
+"""A page that owes nobody anything moves the persisted position only this far behind (a restart
+re-reads at most this many events, which have no destinations: one write per page is saved in
+rooms without other servers)."""
 
 
 def destination_shard(destination: str, shards: int) -> int:
@@ -119,6 +127,7 @@ class FederationSenderService:
         self._store: SenderStore | None = None
         self._events: OutboundEventsAPI | None = None
         self._position = 0
+        self._persisted_position = 0
         self._wanted = 0
         self._fanning = False
         self._fan_again = False
@@ -135,6 +144,7 @@ class FederationSenderService:
             position = events.current_position()
             await store.record_fanout(self._settings.shard, position, [])
         self._store, self._events, self._position = store, events, position
+        self._persisted_position = position
         for destination in await store.get_destinations_with_work():
             if self._is_my_destination(destination):
                 self._queue(destination).start_catchup()
@@ -212,7 +222,9 @@ class FederationSenderService:
                         if self._is_remote_server(destination) and self._is_my_destination(destination):
                             offers.append((destination, pdu))
                 rows = [(d, p.room_id, p.stream_ordering) for d, p in offers]
-                await self._store.record_fanout(self._settings.shard, page.upto, rows)
+                if rows or page.upto - self._persisted_position >= POSITION_WRITE_INTERVAL:
+                    await self._store.record_fanout(self._settings.shard, page.upto, rows)
+                    self._persisted_position = page.upto
                 self._position = page.upto
                 for destination, pdu in offers:
                     self._queue(destination).enqueue_pdu(pdu)

@@ -59,3 +59,25 @@ class ProfileService:
         if value is None:
             raise MatrixError(404, Codes.NOT_FOUND, f"No {field} set")
         return value
+
+
+class LocalProfileReader:
+    """Our users' profiles for the federation profile query (satisfies ``ProfileAPI``).
+
+    Args:
+        server_name: our server name.
+        profiles: the profile store.
+    """
+
+    def __init__(self, server_name: str, profiles: ProfileStore) -> None:
+        self._local = LocalServer(server_name)
+        self._profiles = profiles
+
+    async def get_local_profile(self, user_id: str) -> JsonDict | None:
+        """The public profile of one of our users; None when unknown, deactivated or not ours."""
+        if not self._local.is_mine(user_id):
+            return None
+        profile = await self._profiles.get_profile(user_id)
+        if profile is None or profile.deactivated:
+            return None
+        return dict(profile.to_json())

@@ -99,6 +99,23 @@ class LocalOnlyDirectoryQuerier:
         raise MatrixError(404, Codes.NOT_FOUND, "Room alias not found")
 
 
+class LocalOnlyRoomDirectory:
+    """Other servers' room directories cannot be listed (as before federation)."""
+
+    async def get_public_rooms(
+        self,
+        server: str,
+        limit: int | None = None,
+        since: str | None = None,
+        search_term: str | None = None,
+        include_all_networks: bool = False,
+        third_party_instance_id: str | None = None,
+        room_types: Sequence[str | None] | None = None,
+    ) -> JsonDict:
+        # NOTSPEC: other servers' directories need federation, which is disabled here.
+        raise MatrixError(400, Codes.INVALID_PARAM, "Listing other servers' rooms is not supported")
+
+
 def local_only_ports() -> RemotePorts:
     """The ports of a server without federation."""
     return RemotePorts(
@@ -109,4 +126,5 @@ def local_only_ports() -> RemotePorts:
         media=LocalOnlyMediaFetcher(),
         profiles=LocalOnlyProfileQuerier(),
         directory=LocalOnlyDirectoryQuerier(),
+        public_rooms=LocalOnlyRoomDirectory(),
     )

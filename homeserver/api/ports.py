@@ -139,6 +139,26 @@ class RemoteDirectoryQuerier(Protocol):
         """
 
 
+class RemoteRoomDirectory(Protocol):
+    """Other servers' published room directories (``/publicRooms?server=``)."""
+
+    async def get_public_rooms(
+        self,
+        server: str,
+        limit: int | None = None,
+        since: str | None = None,
+        search_term: str | None = None,
+        include_all_networks: bool = False,
+        third_party_instance_id: str | None = None,
+        room_types: Sequence[str | None] | None = None,
+    ) -> JsonDict:
+        """``GET``/``POST /publicRooms`` on ``server``: its ``PublishedRoomsResponse``.
+
+        Raises:
+            MatrixError: 502 when the server fails; its 403/404 otherwise.
+        """
+
+
 @dataclass(frozen=True)
 class RemotePorts:
     """Every outward port, as the composition root hands them to the core."""
@@ -150,3 +170,5 @@ class RemotePorts:
     media: RemoteMediaFetcher
     profiles: RemoteProfileQuerier
     directory: RemoteDirectoryQuerier
+    public_rooms: RemoteRoomDirectory | None = None
+    """Other servers' room directories (None: refused as without federation)."""

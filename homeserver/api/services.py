@@ -84,6 +84,81 @@ class MembershipAPI(Protocol):
 
 
 @dataclass(frozen=True)
+class OutboundPDU:
+    """One of our events, as the federation sender fans it out.
+
+    Attributes:
+        stream_ordering: its position in the ``events`` stream.
+        room_id: its room.
+        event_id: its event ID.
+        pdu: the PDU as sent over federation (no local-only ``unsigned`` data).
+        destinations: the servers it is for: those with members joined in the state after the
+            event, plus the server of a membership event's target (invitee, kicked, banned or
+            leaving user). May include our own server; the sender drops it.
+    """
+
+    stream_ordering: int
+    room_id: str
+    event_id: str
+    pdu: JsonDict
+    destinations: frozenset[str]
+
+
+@dataclass(frozen=True)
+class OutboundEvents:
+    """A page of :meth:`OutboundEventsAPI.get_outbound_events`.
+
+    Attributes:
+        upto: every timeline event with ``after < stream_ordering <= upto`` was examined (the next
+            page starts after it); equals ``after`` when nothing new is readable yet.
+        events: the locally-originated ones among them, ascending.
+    """
+
+    upto: int
+    events: list[OutboundPDU]
+
+
+class OutboundEventsAPI(Protocol):
+    """The ``events`` stream as the federation sender reads it (DESIGN.md 2.4, last step)."""
+
+    def current_position(self) -> int:
+        """The position below which every event has been persisted (safe to read up to)."""
+
+    async def get_outbound_events(self, after: int, limit: int) -> OutboundEvents:
+        """Our own timeline events after stream position ``after`` (at most ``limit`` examined)."""
+
+    async def get_pdus(self, stream_orderings: Sequence[int]) -> list[OutboundPDU]:
+        """The given events (unknown ones left out), in the given order; for catch-up."""
+
+
+class RoomDirectoryAPI(Protocol):
+    """Our room directory, for the federation query servlets."""
+
+    async def get_local_alias(self, alias: str) -> tuple[str, list[str]] | None:
+        """``(room_id, servers)`` of one of our aliases (ours first), or None when unknown."""
+
+    async def list_public_rooms(
+        self,
+        limit: int | None,
+        since: str | None,
+        search_term: str | None = None,
+        room_types: tuple[str | None, ...] | None = None,
+    ) -> JsonDict:
+        """Our published rooms (the ``/publicRooms`` response body).
+
+        Raises:
+            MatrixError: 400 ``M_INVALID_PARAM`` for a malformed ``since`` token.
+        """
+
+
+class ProfileAPI(Protocol):
+    """Our users' public profiles, for the federation profile query."""
+
+    async def get_local_profile(self, user_id: str) -> JsonDict | None:
+        """The profile of one of our users, or None when unknown or deactivated."""
+
+
+@dataclass(frozen=True)
 class Requester:
     """An authenticated client, as adapters see it."""
 

@@ -20,7 +20,15 @@ from twisted.python.threadpool import ThreadPool
 
 from homeserver.api.local import local_only_ports
 from homeserver.api.ports import RemotePorts
-from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, SyncSourceRegistry
+from homeserver.api.services import (
+    AuthAPI,
+    DeviceKeysAPI,
+    MembershipAPI,
+    OutboundEventsAPI,
+    ProfileAPI,
+    RoomDirectoryAPI,
+    SyncSourceRegistry,
+)
 from homeserver.app.features import Feature, FeatureServices, wire_features
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.app.stream_wiring import StreamWriters, build_stores_and_streams
@@ -38,7 +46,7 @@ from homeserver.http.ratelimit import RateLimiter, RateLimitRule
 from homeserver.http.server import JsonResource
 from homeserver.http.site import SCSite
 from homeserver.identity import LocalServer
-from homeserver.profiles import ProfileService
+from homeserver.profiles import LocalProfileReader, ProfileService
 from homeserver.rest.admin.registration_tokens import RegistrationTokenServlets
 from homeserver.rest.admin.users import AdminUserServlets
 from homeserver.rest.client.account import AccountServlets
@@ -57,8 +65,10 @@ from homeserver.rest.client.voip import VoipServlets
 from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.directory import RoomDirectoryService
+from homeserver.rooms.directory_api import LocalDirectoryReader
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.membership_api import RoomMembershipReader
+from homeserver.rooms.outbound import OutboundEventReader
 from homeserver.rooms.pagination import RoomReader
 from homeserver.rooms.upgrade import RoomUpgradeService
 from homeserver.storage.engines import DatabaseSettings, create_engine
@@ -123,6 +133,12 @@ class AdapterServices:
     auth: AuthAPI
     sync_sources: SyncSourceRegistry
     device_keys: DeviceKeysAPI | None = None
+    outbound_events: OutboundEventsAPI | None = None
+    """Our events after a stream position with their destinations (the federation sender)."""
+    directory: RoomDirectoryAPI | None = None
+    """Our aliases and published rooms (federation directory and publicRooms queries)."""
+    profiles: ProfileAPI | None = None
+    """Our users' profiles (federation profile query)."""
 
 
 class Homeserver:
@@ -218,6 +234,11 @@ class Homeserver:
             membership=RoomMembershipReader(room_services.rooms),
             auth=ClientAuthAPI(self.authenticator, self._can_see_event),
             sync_sources=self.sync.registry,
+            outbound_events=OutboundEventReader(
+                server_name, room_services.events, room_services.state_groups, room_services.stream_tracker
+            ),
+            directory=LocalDirectoryReader(server_name, self.aliases, self.room_directory),
+            profiles=LocalProfileReader(server_name, self.stores.profiles),
         )
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []
@@ -324,9 +345,10 @@ class Homeserver:
             server_name, core.creator, self.membership, core.rooms, directory_store, self.aliases
         )
         room_servlets.state_content_checks["m.room.canonical_alias"] = self.aliases.check_canonical_alias_content
-        DirectoryServlets(server_name, self.authenticator, self.aliases, self.room_directory, self.room_upgrades).register(
-            self.resource
-        )
+        DirectoryServlets(
+            server_name, self.authenticator, self.aliases, self.room_directory, self.room_upgrades,
+            remote=self.ports.public_rooms,
+        ).register(self.resource)
         turn = TurnCredentialIssuer(self.config.calls, self.clock.time_msec)
         VoipServlets(self.authenticator, turn).register(self.resource)
 

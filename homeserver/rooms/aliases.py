@@ -132,9 +132,16 @@ class RoomAliasService:
         alias = require_room_alias(alias_value)
         if not self._local.is_mine(alias):
             return await self._remote.resolve_alias(str(alias))
-        found = await self._rooms.get_alias(str(alias))
+        found = await self.get_alias_target(str(alias))
         if found is None:
             raise MatrixError(404, Codes.NOT_FOUND, f"Room alias {alias} not found")
+        return found
+
+    async def get_alias_target(self, alias: str) -> tuple[str, list[str]] | None:
+        """``(room_id, servers)`` of one of our aliases (servers with joined members, ours first), or None."""
+        found = await self._rooms.get_alias(alias)
+        if found is None:
+            return None
         room_id = found[0]
         servers = [self._server_name]
         room = await self._rooms.get_room(room_id)

@@ -21,6 +21,10 @@ OWNERS: dict[str, str] = {
     "current_state": "homeserver/storage/stores/rooms.py",
     "current_state_deltas": "homeserver/storage/stores/rooms.py",
     "forward_extremities": "homeserver/storage/stores/rooms.py",
+    "federation_sender_position": "federation/sender/store.py",
+    "federation_destinations": "federation/sender/store.py",
+    "federation_destination_rooms": "federation/sender/store.py",
+    "federation_edu_outbox": "federation/sender/store.py",
 }
 """Table -> the one module whose SQL may name it (joins live with the store of the main table)."""
 

@@ -14,9 +14,13 @@ from typing import Any
 
 from twisted.web.server import Request
 
+from homeserver.api.local import LocalOnlyRoomDirectory
+from homeserver.api.ports import RemoteRoomDirectory
 from homeserver.http.auth import Authenticator
+from homeserver.http.params import parse_server_name
 from homeserver.http.server import JsonDict, JsonResource
 from homeserver.http.servlet import (
+    optional_bool,
     optional_int,
     optional_object,
     optional_str,
@@ -58,6 +62,7 @@ class DirectoryServlets:
         aliases: room aliases.
         directory: the published room directory.
         upgrades: room upgrades.
+        remote: other servers' directories (``server`` naming another server; local-only: 400).
     """
 
     def __init__(
@@ -67,8 +72,10 @@ class DirectoryServlets:
         aliases: RoomAliasService,
         directory: RoomDirectoryService,
         upgrades: RoomUpgradeService,
+        remote: RemoteRoomDirectory | None = None,
     ) -> None:
         self._server_name = server_name
+        self._remote: RemoteRoomDirectory = remote or LocalOnlyRoomDirectory()
         self._local = LocalServer(server_name)
         self._auth = authenticator
         self._aliases = aliases
@@ -132,33 +139,40 @@ class DirectoryServlets:
         await self._directory.set_visibility(requester.user_id, requester.is_admin, room_id, visibility)
         return 200, {}
 
-    def _check_server(self, server: str | None) -> None:
-        if server is not None and not self._local.is_mine_server(server):
-            # NOTSPEC: other servers' directories need federation, which does not exist yet.
-            raise MatrixError(400, Codes.INVALID_PARAM, "Listing other servers' rooms is not supported")
+    def _remote_server(self, request: Request) -> str | None:
+        """The ``server`` parameter when it names another server (400 when malformed)."""
+        server = parse_string(request, "server")
+        if server is None or self._local.is_mine_server(server):
+            return None
+        return str(parse_server_name(server))
 
     async def on_get_public_rooms(self, request: Request) -> tuple[int, JsonDict]:
         """GET /_matrix/client/v3/publicRooms"""
         await self._auth.get_optional_requester(request, allow_guest=True)
-        self._check_server(parse_string(request, "server"))
-        query = PublicRoomsQuery(
-            limit=parse_integer(request, "limit", minimum=0), since=parse_string(request, "since")
-        )
-        return 200, await self._directory.list_public_rooms(query)
+        server = self._remote_server(request)
+        limit = parse_integer(request, "limit", minimum=0)
+        since = parse_string(request, "since")
+        if server is not None:
+            return 200, await self._remote.get_public_rooms(server, limit=limit, since=since)
+        return 200, await self._directory.list_public_rooms(PublicRoomsQuery(limit=limit, since=since))
 
     async def on_post_public_rooms(self, request: Request) -> tuple[int, JsonDict]:
         """POST /_matrix/client/v3/publicRooms"""
         await self._auth.get_requester(request, allow_guest=True)
-        self._check_server(parse_string(request, "server"))
+        server = self._remote_server(request)
         body = parse_json_object_from_request(request, allow_empty=True)
         term, room_types = parse_public_rooms_filter(body)
-        query = PublicRoomsQuery(
-            limit=optional_int(body, "limit", minimum=0),
-            since=optional_str(body, "since"),
-            search_term=term,
-            room_types=room_types,
-        )
-        if optional_str(body, "third_party_instance_id") is not None:
+        limit = optional_int(body, "limit", minimum=0)
+        since = optional_str(body, "since")
+        third_party = optional_str(body, "third_party_instance_id")
+        if server is not None:
+            include_all = optional_bool(body, "include_all_networks", False)
+            return 200, await self._remote.get_public_rooms(
+                server, limit=limit, since=since, search_term=term, include_all_networks=bool(include_all),
+                third_party_instance_id=third_party, room_types=room_types,
+            )
+        query = PublicRoomsQuery(limit=limit, since=since, search_term=term, room_types=room_types)
+        if third_party is not None:
             # No application services bridge third-party networks here: their lists are empty.
             return 200, {"chunk": [], "total_room_count_estimate": 0}
         return 200, await self._directory.list_public_rooms(query)

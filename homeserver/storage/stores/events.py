@@ -319,6 +319,24 @@ class EventStore:
             return {}
         return await self._pool.run_read("get_recent_room_event_ids", recent_txn)
 
+    async def get_timeline_senders_after(self, after: int, upto: int, limit: int) -> list[tuple[int, str, str]]:
+        """``(stream_ordering, event_id, sender)`` of timeline events with ``after < stream <= upto``.
+
+        Ascending, at most ``limit`` rows; outliers, soft-failed and rejected events are left out.
+        Used by the federation sender's fan-out (:class:`homeserver.rooms.outbound.OutboundEventReader`).
+        """
+
+        def senders_txn(txn: Txn) -> list[tuple[int, str, str]]:
+            txn.execute(
+                "SELECT stream_ordering, event_id, sender FROM events WHERE stream_ordering > ?"
+                " AND stream_ordering <= ? AND outlier = ? AND rejected_reason IS NULL"
+                " ORDER BY stream_ordering LIMIT ?",
+                (after, upto, False, limit),
+            )
+            return [(int(r[0]), str(r[1]), str(r[2])) for r in txn.fetchall()]
+
+        return await self._pool.run_read("get_timeline_senders_after", senders_txn)
+
     async def get_max_stream_ordering(self) -> int:
         def max_txn(txn: Txn) -> int:
             txn.execute("SELECT MAX(stream_ordering) FROM events")

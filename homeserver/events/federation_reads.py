@@ -19,6 +19,7 @@ from homeserver.storage.stores.rooms import RoomStore
 from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
 from sc_proto.errors import InvalidIdentifierError
 from sc_proto.events.model import Event
+from sc_proto.events.redaction import redact
 from sc_proto.identifiers import UserID
 
 MAX_WALK = 10_000
@@ -48,6 +49,14 @@ class RoomHistoryReader:
         self._state_groups = state_groups
         self._state = state
 
+    @staticmethod
+    def _served(stored: StoredEvent) -> Event:
+        """The event as other servers may see it: redacted once a redaction took effect on it."""
+        event = stored.event
+        if stored.redacted_by is None:
+            return event
+        return Event(redact(event.pdu, event.room_version), event.room_version, event.event_id)
+
     async def _usable(self, event_ids: Collection[str]) -> dict[str, StoredEvent]:
         found = await self._events.get_events(event_ids)
         return {e: s for e, s in found.items() if s.rejected_reason is None}
@@ -67,7 +76,7 @@ class RoomHistoryReader:
 
     async def get_events(self, event_ids: Collection[str]) -> dict[str, Event]:
         """The known, non-rejected events among ``event_ids``."""
-        return {e: s.event for e, s in (await self._usable(list(event_ids)[:MAX_WALK])).items()}
+        return {e: self._served(s) for e, s in (await self._usable(list(event_ids)[:MAX_WALK])).items()}
 
     async def get_state_ids_before(self, room_id: str, event_id: str) -> list[str] | None:
         """The state before ``event_id`` as event IDs, or None."""
@@ -112,7 +121,7 @@ class RoomHistoryReader:
             for stored in layer[: limit - len(found)]:
                 found[stored.event_id] = stored
             frontier = sorted({p for s in layer for p in s.event.prev_event_ids if p not in found})
-        return [s.event for s in sorted(found.values(), key=lambda s: (-s.depth, s.event_id))]
+        return [self._served(s) for s in sorted(found.values(), key=lambda s: (-s.depth, s.event_id))]
 
     async def get_missing_events(
         self, room_id: str, earliest: Collection[str], latest: Collection[str], limit: int
@@ -132,7 +141,7 @@ class RoomHistoryReader:
             for stored in layer[: limit - len(found)]:
                 found[stored.event_id] = stored
             frontier = sorted({p for s in layer for p in s.event.prev_event_ids if p not in found and p not in stop})
-        return [s.event for s in sorted(found.values(), key=lambda s: (s.depth, s.event_id))]
+        return [self._served(s) for s in sorted(found.values(), key=lambda s: (s.depth, s.event_id))]
 
     async def get_event_at_timestamp(self, room_id: str, ts: int, forwards: bool) -> Event | None:
         """The timeline event closest to ``ts`` in the given direction, or None."""
@@ -143,7 +152,7 @@ class RoomHistoryReader:
         if event_id is None:
             return None
         stored = (await self._usable([event_id])).get(event_id)
-        return None if stored is None else stored.event
+        return None if stored is None else self._served(stored)
 
     async def is_server_in_room(self, server_name: str, room_id: str) -> bool:
         """Whether ``server_name`` has a joined member in the room now."""

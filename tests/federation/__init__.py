@@ -1,0 +1,1 @@
+"""Tests of the federation adapter (issue 13)."""

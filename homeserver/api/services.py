@@ -146,7 +146,8 @@ class RoomHistoryAPI(Protocol):
         no state for it (unknown, rejected, outlier or in another room)."""
 
     async def get_auth_chain_ids(self, event_ids: Collection[str], limit: int) -> list[str]:
-        """The auth chain of ``event_ids`` (their auth events, recursively; the inputs excluded)."""
+        """The auth chain of ``event_ids``: their auth events, recursively (an input appears only when it
+        is itself an auth event of another)."""
 
     async def get_backfill(self, room_id: str, from_event_ids: Collection[str], limit: int) -> list[Event]:
         """``from_event_ids`` and the events before them (breadth-first over ``prev_events``),

@@ -89,13 +89,13 @@ class RoomHistoryReader:
         return sorted((await self._state_groups.get_state(stored.state_group_before)).values())
 
     async def get_auth_chain_ids(self, event_ids: Collection[str], limit: int) -> list[str]:
-        """The auth chain of ``event_ids`` (inputs excluded), at most ``limit`` IDs."""
+        """The auth chain of ``event_ids``, at most ``limit`` IDs: an input is in it only when it is an
+        auth event of another input (or of their auth events)."""
         limit = max(0, min(limit, MAX_WALK))
-        start = set(event_ids)
         seen: dict[str, None] = {}
-        frontier = list((await self._usable(list(start))).values())
+        frontier = list((await self._usable(list(event_ids))).values())
         while frontier and len(seen) < limit:
-            wanted = {a for s in frontier for a in s.event.auth_event_ids if a not in seen and a not in start}
+            wanted = {a for s in frontier for a in s.event.auth_event_ids if a not in seen}
             if not wanted:
                 break
             loaded = await self._usable(sorted(wanted))
@@ -121,7 +121,9 @@ class RoomHistoryReader:
             for stored in layer[: limit - len(found)]:
                 found[stored.event_id] = stored
             frontier = sorted({p for s in layer for p in s.event.prev_event_ids if p not in found})
-        return [self._served(s) for s in sorted(found.values(), key=lambda s: (-s.depth, s.event_id))]
+        # Depth first; among equal depths the walk's order (children before parents) decides.
+        order = {e: i for i, e in enumerate(found)}
+        return [self._served(s) for s in sorted(found.values(), key=lambda s: (-s.depth, order[s.event_id]))]
 
     async def get_missing_events(
         self, room_id: str, earliest: Collection[str], latest: Collection[str], limit: int
@@ -141,7 +143,8 @@ class RoomHistoryReader:
             for stored in layer[: limit - len(found)]:
                 found[stored.event_id] = stored
             frontier = sorted({p for s in layer for p in s.event.prev_event_ids if p not in found and p not in stop})
-        return [self._served(s) for s in sorted(found.values(), key=lambda s: (s.depth, s.event_id))]
+        order = {e: i for i, e in enumerate(found)}
+        return [self._served(s) for s in sorted(found.values(), key=lambda s: (s.depth, -order[s.event_id]))]
 
     async def get_event_at_timestamp(self, room_id: str, ts: int, forwards: bool) -> Event | None:
         """The timeline event closest to ``ts`` in the given direction, or None."""

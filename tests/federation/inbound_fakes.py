@@ -10,7 +10,13 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any
 
-from federation.interfaces import FederationHandler, FederationRequest, JsonDict, RemoteHttpError, RemoteUnreachable
+from federation.interfaces import (
+    FederationHandler,
+    FederationRequest,
+    JsonDict,
+    RemoteHttpError,
+    RemoteUnreachable,
+)
 from sc_proto.crypto.keys import VerifyKey
 from sc_proto.crypto.signing import verify_json
 from sc_proto.errors import Codes, MatrixError, SignatureError

@@ -12,8 +12,8 @@ from federation.interfaces import RemoteHttpError
 from sc_proto.crypto.keys import get_key_id
 from sc_proto.crypto.signing import sign_event
 from sc_proto.errors import MatrixError
-from sc_proto.events.model import Event
 from sc_proto.events.hashes import compute_event_id
+from sc_proto.events.model import Event
 from tests.federation.test_inbound import InboundTestCase
 from tests.homeserver.test_room_input import REMOTE
 

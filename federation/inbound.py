@@ -145,7 +145,6 @@ class InboundTransactions:
         try:
             version_id = await self._history.get_room_version(room_id)
             room_version = get_room_version(version_id) if version_id is not None else None
-            acl = await self._history.get_current_state_event(room_id, SERVER_ACL_TYPE, "")
         except Exception:
             logger.exception("could not read room %s", room_id, extra={"room_id": room_id})
             return results
@@ -153,7 +152,6 @@ class InboundTransactions:
             # We cannot compute v3+ event IDs without the room version: nothing to answer with.
             logger.info("dropping %d PDUs for unknown room from %s", len(pdus), origin, extra={"room_id": room_id})
             return results
-        allowed = is_server_allowed_by_acl(origin, acl.content if acl is not None else None)
         for pdu in pdus:
             event_id = _event_id_or_none(pdu, room_version)
             if event_id is None:
@@ -162,9 +160,10 @@ class InboundTransactions:
             if event_id in results:
                 continue  # the same PDU twice in one transaction
             try:
-                if not allowed:
+                # Read per PDU: an earlier PDU of this transaction may have changed the ACL.
+                if not await self.is_server_allowed(origin, room_id):
                     raise _Refused("Server is banned from this room by its server ACL")
-                results[event_id] = await self._process_pdu(origin, pdu, room_version)
+                results[event_id] = await self._process_pdu(origin, pdu, event_id, room_version)
             except _Refused as e:
                 results[event_id] = {"error": str(e)}
             except (InvalidEventError, SignatureError, MatrixError) as e:
@@ -174,15 +173,17 @@ class InboundTransactions:
                 results[event_id] = {"error": "internal error"}
         return results
 
-    async def _process_pdu(self, origin: str, pdu: Mapping[str, Any], room_version: RoomVersion) -> JsonDict:
+    async def _process_pdu(
+        self, origin: str, pdu: Mapping[str, Any], event_id: str, room_version: RoomVersion
+    ) -> JsonDict:
         sender = pdu.get("sender")
         sender_domain = domain_of(sender) if isinstance(sender, str) else None
         if sender_domain is not None and self._local.is_mine_server(sender_domain) and not self._local.is_mine_server(origin):
             raise _Refused("Sender is a user of the receiving server")
+        if await self._room_events.get_pdu(event_id) is not None:
+            return {}  # already known (same ID: same reference hash): no key lookups, nothing to do
         checked = await self._checker.check(pdu, room_version)
         event = checked.event
-        if await self._room_events.get_pdu(event.event_id) is not None:
-            return {}
         outcome = await self._room_events.receive_pdu(origin, event)
         if outcome.status is PDUStatus.REJECTED:
             return {"error": f"rejected: {outcome.reason or 'not authorised'}"}

@@ -164,3 +164,24 @@ class ServletAnswerTests(ServletTestCase):
         self.assertIsInstance(body["origin_server_ts"], int)
         self.assertEqual(self.refused("GET", "/timestamp_to_event/{roomId}", query={"ts": ["0"], "dir": ["x"]})[0], 400)
         self.assertEqual(self.refused("GET", "/timestamp_to_event/{roomId}", query={"ts": ["0"], "dir": ["b"]})[0], 404)
+
+
+class ServedFormTests(ServletTestCase):
+    def test_rejected_events_are_never_served(self) -> None:
+        """A PDU the room input rejected is stored but /event answers 404 and walks skip it."""
+        rogue = self.remote_event("m.room.message", {"msgtype": "m.text", "body": "x"}, sender="@nobody:remote:8448")
+        self.assertIn("rejected", self.send_txn([dict(rogue.pdu)], txn_id="rogue")[rogue.event_id]["error"])
+        self.assertEqual(self.refused("GET", "/event/{eventId}", args={"eventId": rogue.event_id}), (404, "M_NOT_FOUND"))
+        body = self.ok("GET", "/backfill/{roomId}", query={"v": [rogue.event_id, self.msgs[2]], "limit": ["10"]})
+        self.assertNotIn(rogue.event_id, [compute_id(p) for p in body["pdus"]])
+
+    def test_redacted_events_are_served_redacted(self) -> None:
+        """After alice redacts a message, other servers get its redacted form (no body)."""
+        channel = self.send(self.room_id, {"msgtype": "m.text", "body": "oops"}, self.alice, txn="r1")
+        event_id = channel.json_body["event_id"]
+        redact = self.make_request("PUT", f"/_matrix/client/v3/rooms/{self.room_id}/redact/{event_id}/r2", {},
+                                   access_token=self.alice)
+        self.assertEqual(redact.code, 200, redact.json_body)
+        pdu = self.ok("GET", "/event/{eventId}", args={"eventId": event_id})["pdus"][0]
+        self.assertEqual(pdu["content"], {})
+        self.assertEqual(compute_id(pdu), event_id)

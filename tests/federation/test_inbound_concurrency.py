@@ -82,6 +82,7 @@ class ConcurrencyTests(InboundTestCase):
         self.held.gate.callback(None)
         self.pump()
         code, body = self.successResultOf(d)
+        self.assertEqual(code, 200)
         self.assertEqual(body["pdus"], {a1.event_id: {}, a2.event_id: {}, b1.event_id: {}})
         log = self.held.log
         self.assertLess(log.index(("done", a1.event_id)), log.index(("start", a2.event_id)))

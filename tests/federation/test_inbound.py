@@ -300,6 +300,18 @@ class TransactionDedupTests(InboundTestCase):
         self.assertEqual((code, body), (200, {"pdus": {}}))
 
 
+class TransactionStoreTests(InboundTestCase):
+    def test_prune_forgets_old_answers_only(self) -> None:
+        """prune(before) deletes answers recorded before it; later ones stay (both engines)."""
+        store = self.inbound.transactions._store
+        self.get_success(store.set_response(REMOTE, "old", {"pdus": {}}, 1_000))
+        self.get_success(store.set_response(REMOTE, "new", {"pdus": {"$x": {}}}, 5_000))
+        self.get_success(store.set_response(REMOTE, "new", {"pdus": {"$y": {}}}, 6_000))  # first answer wins
+        self.assertEqual(self.get_success(store.prune(2_000)), 1)
+        self.assertIsNone(self.get_success(store.get_response(REMOTE, "old")))
+        self.assertEqual(self.get_success(store.get_response(REMOTE, "new")), {"pdus": {"$x": {}}})
+
+
 class RateLimitTests(InboundTestCase):
     def prepare(self, reactor: object, clock: object, homeserver: object) -> None:
         self.ratelimiter = RateLimiter(

@@ -85,6 +85,19 @@ class TestTransaction:
         txn = parse_transaction("t", {"origin": REMOTE, "origin_server_ts": 1, "pdus": [{}] * 50, "edus": edus})
         assert (len(txn.pdus), len(txn.edus), txn.dropped_edus) == (50, 99, 1)
 
+    @given(
+        st.lists(st.dictionaries(st.text(max_size=5), st.integers(), max_size=3), max_size=50),
+        st.lists(st.tuples(st.text(min_size=1, max_size=10), st.dictionaries(st.text(max_size=5), st.booleans())), max_size=100),
+        st.integers(min_value=0, max_value=2**53),
+    )
+    def test_build_parse_round_trip(self, pdus: list[dict[str, int]], edus: list[Any], ts: int) -> None:
+        """Property: any buildable transaction parses back to the same PDUs, EDUs and timestamp."""
+        body = build_transaction(REMOTE, ts, pdus, [EDU(t, c) for t, c in edus])
+        txn = parse_transaction("t", body)
+        assert [dict(p) for p in txn.pdus] == pdus
+        assert [(e.edu_type, dict(e.content)) for e in txn.edus] == [(t, c) for t, c in edus]
+        assert (txn.origin_server_ts, txn.dropped_edus) == (ts, 0)
+
     def test_build_refuses_too_many(self) -> None:
         """The sender side must batch: more than 50 PDUs is a local error."""
         with pytest.raises(LocalProtocolError):

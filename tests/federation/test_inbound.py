@@ -46,7 +46,7 @@ class InboundTestCase(RoomInputTestCase):
             room_events=self.input, history=self.hs.rooms.history, time_msec=self.hs.clock.time_msec,
             ratelimiter=self.ratelimiter,
         )
-        self.input._fetcher = self.inbound.fetcher
+        self.input.use_fetcher(self.inbound.fetcher)
         self.edus_seen: list[tuple[str, str, Any]] = []
 
     def txn(self, pdus: list[Any], *, txn_id: str = "t1", origin: str = REMOTE, body_origin: str | None = None,

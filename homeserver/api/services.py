@@ -198,3 +198,52 @@ class SyncSourceRegistry(Protocol):
 
     def names(self) -> Collection[str]:
         """The token names of the registered sources."""
+
+
+class RoomHistoryAPI(Protocol):
+    """Reads of rooms' event graphs that the federation servlets serve to other servers (issue 13).
+
+    Implemented by :class:`homeserver.events.federation_reads.RoomHistoryReader`. Rejected events
+    are never returned; outliers are. Every read is bounded by its ``limit``.
+    """
+
+    async def get_room_version(self, room_id: str) -> str | None:
+        """The room's version identifier, or None for a room we do not know."""
+
+    async def get_current_state_event(self, room_id: str, event_type: str, state_key: str) -> Event | None:
+        """The event at ``(event_type, state_key)`` in the room's current state, or None."""
+
+    async def get_events(self, event_ids: Collection[str]) -> dict[str, Event]:
+        """The known, non-rejected events among ``event_ids``."""
+
+    async def get_state_ids_before(self, room_id: str, event_id: str) -> list[str] | None:
+        """The state event IDs before ``event_id`` (what ``/state_ids`` serves), or None when we hold
+        no state for it (unknown, rejected, outlier or in another room)."""
+
+    async def get_auth_chain_ids(self, event_ids: Collection[str], limit: int) -> list[str]:
+        """The auth chain of ``event_ids``: their auth events, recursively (an input appears only when it
+        is itself an auth event of another)."""
+
+    async def get_backfill(self, room_id: str, from_event_ids: Collection[str], limit: int) -> list[Event]:
+        """``from_event_ids`` and the events before them (breadth-first over ``prev_events``),
+        at most ``limit``, newest (highest depth) first."""
+
+    async def get_missing_events(
+        self, room_id: str, earliest: Collection[str], latest: Collection[str], limit: int
+    ) -> list[Event]:
+        """The ancestors of ``latest`` (excluded) not reachable past ``earliest``, at most ``limit``,
+        oldest first (``/get_missing_events``)."""
+
+    async def get_event_at_timestamp(self, room_id: str, ts: int, forwards: bool) -> Event | None:
+        """The room's timeline event closest to ``ts`` (first at or after it when ``forwards``)."""
+
+    async def is_server_in_room(self, server_name: str, room_id: str) -> bool:
+        """Whether ``server_name`` has a joined member in the room's current state."""
+
+    async def server_can_see_event(self, server_name: str, event_id: str) -> bool:
+        """Whether history visibility lets ``server_name`` read ``event_id``.
+
+        The server must have a joined member now or at the event; then ``world_readable`` and
+        ``shared`` allow, ``invited`` needs an invited or joined member at the event, ``joined`` a
+        joined member at the event.
+        """

@@ -11,6 +11,7 @@ import os
 from dataclasses import dataclass
 
 from homeserver.api.ports import RemoteEventFetcher
+from homeserver.events.federation_reads import RoomHistoryReader
 from homeserver.events.input_queue import RoomInput
 from homeserver.events.persister import EventPersister
 from homeserver.events.serialize import EventSerializer
@@ -62,11 +63,19 @@ class RoomServices:
     serializer: EventSerializer
     visibility: HistoryVisibilityFilter
     """History visibility: ``filter_events_for_client`` and room-state access (``/sync``, ``/messages``)."""
+    _history: RoomHistoryReader | None = None
 
     @property
     def room_input(self) -> RoomInput:
         """The room input (:class:`homeserver.api.services.RoomEventsAPI` for the federation adapter)."""
         return self.creator.input
+
+    @property
+    def history(self) -> RoomHistoryReader:
+        """Graph reads served to other servers (:class:`homeserver.api.services.RoomHistoryAPI`)."""
+        if self._history is None:
+            self._history = RoomHistoryReader(self.events, self.rooms, self.state_groups, self.creator.state)
+        return self._history
 
 
 async def build_room_services(

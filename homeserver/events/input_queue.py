@@ -107,6 +107,11 @@ class RoomInput:
         """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
         duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
 
+    def use_fetcher(self, fetcher: RemoteEventFetcher) -> None:
+        """Installs the port that fetches missing events (composition root, before serving): the
+        federation adapter's fetcher reads the rooms core, so it is built after this object."""
+        self._fetcher = fetcher
+
     # ------------------------------------------------------------------ local events
 
     async def send_local(

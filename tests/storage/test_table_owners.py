@@ -25,6 +25,7 @@ OWNERS: dict[str, str] = {
     "federation_destinations": "federation/sender/store.py",
     "federation_destination_rooms": "federation/sender/store.py",
     "federation_edu_outbox": "federation/sender/store.py",
+    "federation_inbound_transactions": "federation/transaction_store.py",
 }
 """Table -> the one module whose SQL may name it (joins live with the store of the main table)."""
 

@@ -180,7 +180,9 @@ def build_server_keys_response(
     return response
 
 
-def notary_sign(response: Mapping[str, Any], origin: str, notary_name: str, signing_key: SigningKey) -> dict[str, Any]:
+def notary_sign(
+    response: Mapping[str, Any], origin: str, notary_name: str, signing_key: SigningKey
+) -> dict[str, Any]:
     """A server-keys response as a notary serves it: the origin's signatures kept, others dropped, ours added."""
     signatures = response.get("signatures")
     kept: dict[str, Any] = {}
@@ -244,7 +246,9 @@ def _parse_keys(obj: Mapping[str, Any], valid_until_ts: int) -> dict[str, Server
     return keys
 
 
-def _check_self_signature(obj: Mapping[str, Any], server_name: str, keys: Mapping[str, ServerVerifyKey]) -> None:
+def _check_self_signature(
+    obj: Mapping[str, Any], server_name: str, keys: Mapping[str, ServerVerifyKey]
+) -> None:
     signatures = obj.get("signatures")
     if not isinstance(signatures, Mapping) or not isinstance(signatures.get(server_name), Mapping):
         raise SignatureError(f"server keys of {server_name!r} are not signed by it", Codes.UNAUTHORIZED)
@@ -257,7 +261,8 @@ def _check_self_signature(obj: Mapping[str, Any], server_name: str, keys: Mappin
         verified = True
     if not verified:
         raise SignatureError(
-            f"server keys of {server_name!r} carry no signature by one of their verify_keys", Codes.UNAUTHORIZED
+            f"server keys of {server_name!r} carry no signature by one of their verify_keys",
+            Codes.UNAUTHORIZED,
         )
 
 
@@ -334,7 +339,9 @@ def parse_notary_entry(
     signatures = entry.get("signatures")
     notary_sigs = signatures.get(notary_name) if isinstance(signatures, Mapping) else None
     if not isinstance(notary_sigs, Mapping):
-        raise SignatureError(f"keys of {expected_server_name!r} are not signed by the notary", Codes.UNAUTHORIZED)
+        raise SignatureError(
+            f"keys of {expected_server_name!r} are not signed by the notary", Codes.UNAUTHORIZED
+        )
     verified = False
     for key_id in notary_sigs:
         notary_key = notary_keys.get(key_id) if isinstance(key_id, str) else None
@@ -343,7 +350,9 @@ def parse_notary_entry(
         verify_json(entry, notary_name, notary_key, key_id=key_id)
         verified = True
     if not verified:
-        raise SignatureError(f"keys of {expected_server_name!r} carry no known notary signature", Codes.UNAUTHORIZED)
+        raise SignatureError(
+            f"keys of {expected_server_name!r} carry no known notary signature", Codes.UNAUTHORIZED
+        )
     return parse_server_keys(entry, expected_server_name=expected_server_name, received_ts=received_ts)
 
 
@@ -381,11 +390,15 @@ def _criteria_ts(key_id: str, criteria: object, now_ms: int) -> int:
     if value is None:
         return now_ms  # "If not supplied, the notary server MUST use the current time."
     if isinstance(value, bool) or not isinstance(value, int) or not 0 <= value <= MAX_SAFE_INTEGER:
-        raise RemoteProtocolError("minimum_valid_until_ts must be a non-negative integer", Codes.INVALID_PARAM)
+        raise RemoteProtocolError(
+            "minimum_valid_until_ts must be a non-negative integer", Codes.INVALID_PARAM
+        )
     return value
 
 
-def parse_key_query_request(body: object, *, now_ms: int, max_servers: int, max_key_ids: int) -> list[KeyQuery]:
+def parse_key_query_request(
+    body: object, *, now_ms: int, max_servers: int, max_key_ids: int
+) -> list[KeyQuery]:
     """Parses the body of ``POST /_matrix/key/v2/query`` (400 errors for anything malformed or too big).
 
     A server queried without key IDs wants all keys, valid until ``now_ms``; with key IDs, until the

@@ -24,6 +24,7 @@ import secrets
 import string
 from collections.abc import Mapping
 from dataclasses import dataclass, field
+from typing import Any
 
 from sc_proto.crypto.keys import (
     SigningKey,
@@ -81,7 +82,7 @@ class LocalKeys:
             return old[0]
         return None
 
-    def server_keys_response(self, now_ms: int, validity_ms: int) -> dict[str, object]:
+    def server_keys_response(self, now_ms: int, validity_ms: int) -> dict[str, Any]:
         """Our signed ``/_matrix/key/v2/server`` response, valid for ``validity_ms`` from ``now_ms``."""
         return build_server_keys_response(
             self.server_name, [self.signing_key], self.old_verify_keys, now_ms + validity_ms

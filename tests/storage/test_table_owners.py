@@ -21,6 +21,8 @@ OWNERS: dict[str, str] = {
     "current_state": "homeserver/storage/stores/rooms.py",
     "current_state_deltas": "homeserver/storage/stores/rooms.py",
     "forward_extremities": "homeserver/storage/stores/rooms.py",
+    "server_signing_keys": "federation/key_store.py",
+    "server_keys_json": "federation/key_store.py",
 }
 """Table -> the one module whose SQL may name it (joins live with the store of the main table)."""
 

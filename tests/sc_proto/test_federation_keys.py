@@ -123,7 +123,7 @@ class BuildAndParseTests:
     def test_bad_valid_until_ts_refused(self, value: object) -> None:
         """valid_until_ts must be a non-negative JSON-safe integer."""
         response = {**_response(), "valid_until_ts": value}  # checked before the signature
-        with pytest.raises(RemoteProtocolError) as e:
+        with pytest.raises(RemoteProtocolError):
             parse_server_keys(response, expected_server_name=ORIGIN, received_ts=NOW)
 
     def test_bad_valid_until_ts_is_bad_json(self) -> None:

@@ -123,7 +123,7 @@ class Keyring:
         self._skew_ms = clock_skew_s * 1000
         self._failure_ms = failure_cache_s * 1000
         self._timeout_s = fetch_timeout_s
-        self._keys: _Lru[str, dict[str, ServerVerifyKey]] = _Lru(cache_servers)
+        self._keys: _Lru[str, dict[str, ServerVerifyKey]] = _Lru(max(1, cache_servers))
         self._failures: _Lru[tuple[str, ...], int] = _Lru(10 * cache_servers)
         self._inflight: dict[tuple[str, str], list[defer.Deferred[None]]] = {}
         self.requests_made = 0
@@ -158,7 +158,7 @@ class Keyring:
             led = await self._coalesced(
                 ("fetch", server_name), lambda: self._fetch(server_name, key_id, at_ts)
             )
-            found = self._memory_key(server_name, key_id, at_ts)
+            found = await self._lookup_cached(server_name, key_id, at_ts)
             if found is not None:
                 return found
             if led or self._failed_recently(("key", server_name, key_id)):
@@ -208,9 +208,11 @@ class Keyring:
         found = self._memory_key(server_name, key_id, at_ts)
         if found is not None:
             return found
-        # Another worker (or an earlier run) may have stored it.
-        self._keys.put(server_name, await self._store.get_server_keys(server_name))
-        return self._memory_key(server_name, key_id, at_ts)
+        # Another worker (or an earlier run, or the fetch just made) may have stored it.
+        stored = await self._store.get_server_keys(server_name)
+        self._keys.put(server_name, stored)
+        key = stored.get(key_id)
+        return key.verify_key if key is not None and key.is_valid_at(at_ts, skew_ms=self._skew_ms) else None
 
     def _failed_recently(self, key: tuple[str, ...]) -> bool:
         until = self._failures.get(key)
@@ -251,13 +253,13 @@ class Keyring:
     async def _fetch(self, server_name: str, key_id: str, at_ts: int) -> None:
         """Origin, then notaries; records the failure before the waiters wake (so they do not retry)."""
         await self._fetch_from_origin(server_name)
-        if self._memory_key(server_name, key_id, at_ts) is not None:
+        if await self._lookup_cached(server_name, key_id, at_ts) is not None:
             return
         for notary_name, notary_keys in self._notaries:
             if notary_name == server_name:
                 continue
             await self._fetch_from_notary(notary_name, notary_keys, server_name, key_id, at_ts)
-            if self._memory_key(server_name, key_id, at_ts) is not None:
+            if await self._lookup_cached(server_name, key_id, at_ts) is not None:
                 return
         self._failures.put(("key", server_name, key_id), self._clock.time_msec() + self._failure_ms)
 

@@ -365,6 +365,17 @@ class NegativeCacheTests:
         assert world.http.count(others[0].name) == 1
 
 
+    def test_eviction_during_concurrent_fetches(self, world: World) -> None:
+        """Fetched keys are found even when the memory cache evicted them before the waiter looked."""
+        others = [FakeOrigin(f"o{i}.test", world.http, world.clock) for i in range(3)]
+        keyring = world.keyring(cache_servers=1)
+        world.http.hold()
+        pending = [defer.ensureDeferred(keyring.get_verify_key(o.name, o.key_id, NOW_MS)) for o in others]
+        world.http.release()
+        assert [get_success(d) for d in pending] == [get_verify_key(o.signing_key) for o in others]
+        assert len(world.http.requests) == 3
+
+
 class VerifyJsonTests:
     def test_valid_signature(self, world: World) -> None:
         """An object signed by the origin's current key verifies."""

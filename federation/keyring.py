@@ -49,6 +49,7 @@ from sc_proto.crypto.keys import (
 from sc_proto.crypto.signing import verify_json
 from sc_proto.errors import Codes, MatrixError, SignatureError
 from sc_proto.federation.keys import (
+    MAX_KEY_VALIDITY_MS,
     KeyQuery,
     ServerKeys,
     ServerVerifyKey,
@@ -365,15 +366,23 @@ class Keyring:
             return []  # the servlet serves our own response
         now = self._clock.time_msec()
         stored = await self._store.get_server_keys_json(server_name)
-        if stored is None or not _fresh(stored, now, minimum_valid_until_ts):
+        recently = stored is not None and now - stored.fetched_ts < self._failure_ms
+        if stored is None or not (recently or _fresh(stored, now, minimum_valid_until_ts)):
+            # At most one refetch per failure_cache_s per server, whatever askers want: an asker
+            # demanding a validity the origin never gives must not turn us into a request amplifier.
             await self._coalesced(("origin", server_name), lambda: self._fetch_origin_quiet(server_name))
             stored = await self._store.get_server_keys_json(server_name)
         return [stored.response] if stored is not None else []
 
 
 def _fresh(stored: StoredResponse, now: int, minimum_valid_until_ts: int) -> bool:
-    """Within half its lifetime (keys.yaml: notaries cache for half of it) and valid long enough."""
-    half_life_end = stored.fetched_ts + max(0, stored.valid_until_ts - stored.fetched_ts) // 2
+    """Within half its lifetime (keys.yaml: notaries cache for half of it) and valid long enough.
+
+    The lifetime is capped at 7 days like every validity (a response "valid for a year" is refetched
+    after 3.5 days).
+    """
+    lifetime = min(max(0, stored.valid_until_ts - stored.fetched_ts), MAX_KEY_VALIDITY_MS)
+    half_life_end = stored.fetched_ts + lifetime // 2
     return now <= half_life_end and stored.valid_until_ts >= minimum_valid_until_ts
 
 

@@ -175,16 +175,35 @@ class NotaryQueryTests:
         assert notary.http.count(ORIGIN) == 2
 
     def test_minimum_valid_until_ts_forces_refetch(self, notary: Notary) -> None:
-        """Asking for keys valid beyond the cached response's validity refetches."""
+        """Asking for keys valid beyond the cached response's validity refetches, at most once a minute."""
         notary.call("GET", f"/_matrix/key/v2/query/{ORIGIN}")
+        notary.reactor.advance(61)
         later = str(NOW_MS + 2 * DAY_MS)
-        notary.call("GET", f"/_matrix/key/v2/query/{ORIGIN}", query={"minimum_valid_until_ts": [later]})
+        status, body = notary.call(
+            "GET", f"/_matrix/key/v2/query/{ORIGIN}", query={"minimum_valid_until_ts": [later]}
+        )
+        assert notary.http.count(ORIGIN) == 2
+        assert status == 200 and len(body["server_keys"]) == 1  # the best we have, though short of the wish
+        for _ in range(5):  # the origin never satisfies it: no request flood
+            notary.call("GET", f"/_matrix/key/v2/query/{ORIGIN}", query={"minimum_valid_until_ts": [later]})
         assert notary.http.count(ORIGIN) == 2
         content = {
             "server_keys": {ORIGIN: {notary.origin.key_id: {"minimum_valid_until_ts": NOW_MS + HOUR_MS}}}
         }
+        notary.reactor.advance(61)
         notary.call("POST", "/_matrix/key/v2/query", content=content)
         assert notary.http.count(ORIGIN) == 2  # the cached response covers that
+
+    def test_long_validity_refetched_after_half_of_seven_days(self, notary: Notary) -> None:
+        """A response valid for a year is cached for half of the 7-day cap, not half a year."""
+        notary.origin.validity_ms = 365 * DAY_MS
+        notary.call("GET", f"/_matrix/key/v2/query/{ORIGIN}")
+        notary.reactor.advance(3 * 86400)
+        notary.call("GET", f"/_matrix/key/v2/query/{ORIGIN}")
+        assert notary.http.count(ORIGIN) == 1
+        notary.reactor.advance(86400)
+        notary.call("GET", f"/_matrix/key/v2/query/{ORIGIN}")
+        assert notary.http.count(ORIGIN) == 2
 
     def test_forged_origin_not_served(self, notary: Notary) -> None:
         """A response failing verification is never stored or served."""

@@ -28,6 +28,7 @@ response when the origin is down, as the spec asks.
 
 from __future__ import annotations
 
+import json
 import logging
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -47,7 +48,7 @@ from sc_proto.crypto.keys import (
     parse_key_id,
 )
 from sc_proto.crypto.signing import verify_json
-from sc_proto.errors import Codes, MatrixError, SignatureError
+from sc_proto.errors import Codes, MatrixError, RemoteProtocolError, SignatureError
 from sc_proto.federation.keys import (
     MAX_KEY_VALIDITY_MS,
     KeyQuery,
@@ -66,6 +67,8 @@ V = TypeVar("V")
 
 SERVER_KEYS_PATH = "/_matrix/key/v2/server"
 KEY_QUERY_PATH = "/_matrix/key/v2/query"
+MAX_KEY_RESPONSE_BYTES = 64 * 1024
+"""Largest server-keys response accepted (and stored, and re-served as a notary); real ones are ~1 KiB."""
 MAX_SIGNATURES_CHECKED = 8
 """Supported-algorithm signatures of one server looked at per object (each may cost a key fetch)."""
 
@@ -273,6 +276,7 @@ class Keyring:
             response = await self._http.get_json(
                 server_name, SERVER_KEYS_PATH, signed=False, timeout_s=self._timeout_s
             )
+            _check_size(response, MAX_KEY_RESPONSE_BYTES)
             keys = parse_server_keys(
                 response, expected_server_name=server_name, received_ts=self._clock.time_msec()
             )
@@ -300,6 +304,7 @@ class Keyring:
             answer = await self._http.post_json(
                 notary_name, KEY_QUERY_PATH, body, signed=False, timeout_s=self._timeout_s
             )
+            _check_size(answer, 16 * MAX_KEY_RESPONSE_BYTES)
             entries = parse_notary_response(answer)
         except (RemoteUnreachable, RemoteHttpError, MatrixError) as e:
             logger.info(
@@ -313,6 +318,7 @@ class Keyring:
             if entry.get("server_name") != server_name:
                 continue
             try:
+                _check_size(entry, MAX_KEY_RESPONSE_BYTES)
                 keys = parse_notary_entry(
                     entry,
                     expected_server_name=server_name,
@@ -384,6 +390,12 @@ def _fresh(stored: StoredResponse, now: int, minimum_valid_until_ts: int) -> boo
     lifetime = min(max(0, stored.valid_until_ts - stored.fetched_ts), MAX_KEY_VALIDITY_MS)
     half_life_end = stored.fetched_ts + lifetime // 2
     return now <= half_life_end and stored.valid_until_ts >= minimum_valid_until_ts
+
+
+def _check_size(obj: object, limit: int) -> None:
+    """Refuses a decoded answer whose JSON is over ``limit`` bytes (the client allows far more)."""
+    if len(json.dumps(obj, ensure_ascii=False).encode("utf-8")) > limit:
+        raise RemoteProtocolError("key response too large", Codes.TOO_LARGE)
 
 
 def _is_supported_key_id(key_id: object) -> bool:

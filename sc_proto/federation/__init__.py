@@ -2,6 +2,7 @@
 
 from sc_proto.federation.keys import (
     MAX_KEY_VALIDITY_MS,
+    MAX_KEYS_PER_RESPONSE,
     KeyQuery,
     ServerKeys,
     ServerVerifyKey,
@@ -17,6 +18,7 @@ from sc_proto.federation.keys import (
 )
 
 __all__ = [
+    "MAX_KEYS_PER_RESPONSE",
     "MAX_KEY_VALIDITY_MS",
     "KeyQuery",
     "ServerKeys",

@@ -57,6 +57,7 @@ from sc_proto.json import MAX_SAFE_INTEGER
 from sc_proto.room_versions import RoomVersion
 
 __all__ = [
+    "MAX_KEYS_PER_RESPONSE",
     "MAX_KEY_VALIDITY_MS",
     "KeyQuery",
     "ServerKeys",
@@ -74,6 +75,10 @@ __all__ = [
 
 MAX_KEY_VALIDITY_MS = 7 * 24 * 3600 * 1000
 """``valid_until_ts`` is capped at this far after receipt (rooms v5+ signing requirements)."""
+
+MAX_KEYS_PER_RESPONSE = 256
+"""``verify_keys`` plus ``old_verify_keys`` entries accepted in one response (a bound on what a hostile
+server can make us store; real servers publish a handful)."""
 
 
 @dataclass(frozen=True)
@@ -230,12 +235,15 @@ def _key_entries(obj: Mapping[str, Any], field: str, *, required: bool) -> Mappi
 def _parse_keys(obj: Mapping[str, Any], valid_until_ts: int) -> dict[str, ServerVerifyKey]:
     keys: dict[str, ServerVerifyKey] = {}
     old_entries = _key_entries(obj, "old_verify_keys", required=False)
+    current_entries = _key_entries(obj, "verify_keys", required=True)
+    if len(old_entries) + len(current_entries) > MAX_KEYS_PER_RESPONSE:
+        raise _bad("too many keys")
     for key_id, entry in old_entries.items():
         if not is_signing_algorithm_supported(key_id):
             continue
         expired_ts = _timestamp(entry.get("expired_ts") if isinstance(entry, Mapping) else None, "expired_ts")
         keys[key_id] = ServerVerifyKey(key_id, _decode_key(key_id, entry), None, expired_ts)
-    for key_id, entry in _key_entries(obj, "verify_keys", required=True).items():
+    for key_id, entry in current_entries.items():
         if not is_signing_algorithm_supported(key_id):
             continue
         # A key listed as both current and old is current (the old entry only extends its range).

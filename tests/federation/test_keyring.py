@@ -195,6 +195,17 @@ class OriginFetchTests:
             _unauthorized(keyring.get_verify_key(server, key_id, NOW_MS))
         assert world.http.requests == []
 
+    def test_oversized_response_refused(self, world: World) -> None:
+        """A validly signed response padded past 64 KiB is refused and not stored."""
+        padded = lambda r: sign_json(  # noqa: E731
+            {**{k: v for k, v in r.items() if k != "signatures"}, "junk": "x" * 70_000},
+            ORIGIN,
+            world.origin.signing_key,
+        )
+        world.origin.tamper = padded
+        _unauthorized(world.keyring().get_verify_key(ORIGIN, world.origin.key_id, NOW_MS))
+        assert get_success(ServerKeyStore(world.pool).get_server_keys_json(ORIGIN)) is None
+
     def test_origin_http_error_is_401(self, world: World) -> None:
         """A 404 (or garbage) from the origin is a 401 for the caller, not an exception."""
         world.origin.router.routes.clear()
@@ -363,7 +374,6 @@ class NegativeCacheTests:
         assert len(keyring._keys) == 2
         get_success(keyring.get_verify_key(others[0].name, others[0].key_id, NOW_MS))
         assert world.http.count(others[0].name) == 1
-
 
     def test_eviction_during_concurrent_fetches(self, world: World) -> None:
         """Fetched keys are found even when the memory cache evicted them before the waiter looked."""

@@ -20,6 +20,7 @@ from sc_proto.crypto.signing import sign_json, verify_json
 from sc_proto.errors import Codes, RemoteProtocolError, SignatureError
 from sc_proto.federation import (
     MAX_KEY_VALIDITY_MS,
+    MAX_KEYS_PER_RESPONSE,
     KeyQuery,
     build_key_query_request,
     build_server_keys_response,
@@ -182,6 +183,16 @@ class BuildAndParseTests:
         """Garbage is a RemoteProtocolError, never a KeyError/TypeError."""
         with pytest.raises(RemoteProtocolError):
             parse_server_keys(obj, expected_server_name=ORIGIN, received_ts=NOW)
+
+    def test_too_many_keys_refused(self) -> None:
+        """More than MAX_KEYS_PER_RESPONSE keys (current plus old) is refused before any signature check."""
+        response = _response()
+        entry = {"key": encode_verify_key_base64(get_verify_key(OLD_KEY)), "expired_ts": 1}
+        response["old_verify_keys"] = {f"ed25519:o{i}": entry for i in range(MAX_KEYS_PER_RESPONSE)}
+        with pytest.raises(RemoteProtocolError):
+            parse_server_keys(response, expected_server_name=ORIGIN, received_ts=NOW)
+        del response["old_verify_keys"]["ed25519:o0"]
+        parse_server_keys(_resign(response), expected_server_name=ORIGIN, received_ts=NOW)
 
     def test_verify_keys_required(self) -> None:
         """verify_keys is required (keys.yaml); a non-object old_verify_keys fails."""

@@ -333,6 +333,19 @@ class CoalescingTests:
             _unauthorized(d)
         assert world.http.count(ORIGIN) == 1
 
+    def test_cancelled_waiter_does_not_break_the_others(self, world: World) -> None:
+        """A waiter cancelled (its request timed out) while waiting does not stop the others waking."""
+        keyring = world.keyring()
+        world.http.hold()
+        pending = [
+            defer.ensureDeferred(keyring.get_verify_key(ORIGIN, world.origin.key_id, NOW_MS))
+            for _ in range(3)
+        ]
+        pending[1].cancel()
+        pending[1].addErrback(lambda f: f.trap(defer.CancelledError))
+        world.http.release()
+        assert get_success(pending[0]) == get_success(pending[2]) == get_verify_key(world.origin.signing_key)
+
     def test_waiter_for_another_key_fetches_again(self, world: World) -> None:
         """A lookup that waited on a fetch which did not bring its key fetches once itself."""
         k2 = generate_signing_key("k2")

@@ -17,7 +17,7 @@ from homeserver.config.federation import FederationConfig
 from sc_proto.crypto.keys import generate_signing_key, get_verify_key
 from sc_proto.errors import Codes
 from sc_proto.federation.keys import parse_notary_entry, parse_server_keys
-from tests.federation.keys_fakes import (
+from tests.federation.keys.fakes import (
     DAY_MS,
     HOUR_MS,
     NOW_MS,

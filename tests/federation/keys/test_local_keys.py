@@ -31,7 +31,7 @@ from sc_proto.crypto.keys import (
     write_signing_keys,
 )
 from sc_proto.federation.keys import parse_server_keys
-from tests.federation.keys_fakes import DAY_MS, NOW_MS, FakeFederationHttp, FakeRouter, make_clock
+from tests.federation.keys.fakes import DAY_MS, NOW_MS, FakeFederationHttp, FakeRouter, make_clock
 from tests.storage.harness import TestDatabase, get_success
 
 

@@ -1,7 +1,7 @@
 """The keyring: fetch from the origin, notary fallback, verification, caching, coalescing, persistence.
 
 Every test runs on SQLite and (with ``SC_TEST_POSTGRES``) PostgreSQL, over in-memory federation
-(``tests/federation/keys_fakes.py``) and a fake clock.
+(``tests/federation/keys/fakes.py``) and a fake clock.
 """
 
 from __future__ import annotations
@@ -25,7 +25,7 @@ from sc_proto.crypto.keys import encode_verify_key_base64, generate_signing_key,
 from sc_proto.crypto.signing import sign_json
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.federation.keys import MAX_KEY_VALIDITY_MS, build_server_keys_response, notary_sign
-from tests.federation.keys_fakes import (
+from tests.federation.keys.fakes import (
     DAY_MS,
     HOUR_MS,
     NOW_MS,

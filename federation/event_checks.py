@@ -15,11 +15,11 @@ from typing import Any
 from federation.interfaces import RemoteUnreachable, VerifyKeyLookup
 from sc_proto.crypto.keys import VerifyKey
 from sc_proto.errors import InvalidEventError, MatrixError, SignatureError
+from sc_proto.federation.keys import key_validity_ts
 from sc_proto.federation.pdu_checks import (
     HashCheck,
     SignatureCheck,
     apply_content_hash,
-    key_validity_ts,
     parse_pdu,
     signature_checks,
     verify_signatures,
@@ -55,7 +55,7 @@ class EventChecker:
         """
         event = parse_pdu(pdu, room_version, enforce_ref_limits=enforce_ref_limits)
         checks = signature_checks(event)
-        at_ts = key_validity_ts(event, self._now())
+        at_ts = key_validity_ts(event.room_version, event.origin_server_ts)
         found: dict[SignatureCheck, VerifyKey] = {}
         for check in checks:
             try:

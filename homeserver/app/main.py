@@ -5,6 +5,8 @@ Subcommands:
 * ``generate-config``: write a documented ``homeserver.yaml`` and a signing key into a data directory.
 * ``run --config FILE``: check the config, set up logging and start the server.
 * ``register-user --config FILE USER [--password P] [--admin]``: create an account.
+* ``rotate-signing-key --config FILE [--key-version V]``: replace the server's signing key; the old key
+  is published in ``old_verify_keys`` from the next start (docs/federation-keys.md).
 * ``version``: print the version.
 
 Exit codes: 0 success, 1 runtime failure, 2 usage or configuration error.
@@ -78,6 +80,10 @@ def build_parser() -> argparse.ArgumentParser:
         help="the password (visible to other local users in the process list; omit to be prompted)",
     )
     reg.add_argument("--admin", action="store_true", help="make the user a server admin")
+
+    rot = commands.add_parser("rotate-signing-key", help="replace the signing key (the old one stays published)")
+    rot.add_argument("-c", "--config", required=True, metavar="FILE", help="path to homeserver.yaml")
+    rot.add_argument("--key-version", help="the new key's version, [a-zA-Z0-9_]+ (default: random)")
 
     commands.add_parser("version", help="print the version")
     return parser
@@ -173,6 +179,29 @@ def _register_user(args: argparse.Namespace, err: TextIO) -> int:
     return result if isinstance(result, int) else EXIT_OK
 
 
+def _rotate_signing_key(args: argparse.Namespace, out: TextIO, err: TextIO) -> int:
+    config = _load(args.config, err)
+    if config is None:
+        return EXIT_USAGE
+    import time
+
+    from federation.local_keys import KeyFileError, old_keys_path, rotate_signing_key
+
+    path = config.server.signing_key_path
+    try:
+        old_id, new_id = rotate_signing_key(path, int(time.time() * 1000), version=args.key_version)
+    except KeyFileError as e:
+        print(f"error: {e}", file=err)
+        return EXIT_FAILURE
+    except OSError as e:
+        print(f"error: cannot write the key files next to {path}: {e.strerror or e}", file=err)
+        return EXIT_FAILURE
+    print(f"new signing key {new_id} in {path}", file=out)
+    print(f"old key {old_id} kept as an old verify key in {old_keys_path(path)}", file=out)
+    print("restart the server (every worker) to sign with the new key", file=out)
+    return EXIT_OK
+
+
 def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: TextIO | None = None) -> int:
     """Runs the command line.
 
@@ -197,6 +226,8 @@ def main(argv: Sequence[str] | None = None, *, out: TextIO | None = None, err: T
         return _run(args, err)
     if args.command == "register-user":
         return _register_user(args, err)
+    if args.command == "rotate-signing-key":
+        return _rotate_signing_key(args, out, err)
     if args.command == "version":
         print(f"{PROG} {__version__}", file=out)
         return EXIT_OK

@@ -109,6 +109,12 @@ class FederationConfig:
         integer(minimum=3600, maximum=365 * 86400),
         "How long our published signing key is declared valid (valid_until_ts) from each fetch.",
     )
+    key_fetch_failure_cache_s: int = option(
+        60,
+        integer(minimum=0, maximum=3600),
+        "After a remote server's signing key could not be found (origin and notaries failed), how "
+        "long lookups of that key fail at once instead of fetching again.",
+    )
     request_timeout_s: int = option(
         60,
         integer(minimum=1, maximum=600),

@@ -1,7 +1,7 @@
 """sc_proto.federation: Server-Server API protocol logic, sans-I/O.
 
 Server-name resolution as steps (``discovery``), transactions (``transaction``), the checks on
-received PDUs (``pdu_checks``) and server ACLs (``acl``).
+received PDUs (``pdu_checks``), server keys (``keys``) and server ACLs (``acl``).
 """
 
 from sc_proto.federation.acl import SERVER_ACL_TYPE, is_server_allowed_by_acl
@@ -23,11 +23,26 @@ from sc_proto.federation.discovery import (
     plan,
     well_known_cache_period,
 )
+from sc_proto.federation.keys import (
+    MAX_KEY_VALIDITY_MS,
+    MAX_KEYS_PER_RESPONSE,
+    KeyQuery,
+    ServerKeys,
+    ServerVerifyKey,
+    build_key_query_request,
+    build_server_keys_response,
+    key_valid_at,
+    key_validity_ts,
+    notary_sign,
+    parse_key_query_request,
+    parse_notary_entry,
+    parse_notary_response,
+    parse_server_keys,
+)
 from sc_proto.federation.pdu_checks import (
     HashCheck,
     SignatureCheck,
     apply_content_hash,
-    key_validity_ts,
     parse_pdu,
     required_signers,
     signature_checks,
@@ -46,6 +61,8 @@ __all__ = [
     "DEFAULT_FEDERATION_PORT",
     "EDU",
     "MAX_EDUS_PER_TRANSACTION",
+    "MAX_KEYS_PER_RESPONSE",
+    "MAX_KEY_VALIDITY_MS",
     "MAX_PDUS_PER_TRANSACTION",
     "SERVER_ACL_TYPE",
     "WELL_KNOWN_DEFAULT_CACHE_S",
@@ -56,18 +73,29 @@ __all__ = [
     "WELL_KNOWN_PATH",
     "FetchWellKnown",
     "HashCheck",
+    "KeyQuery",
     "LookupSrv",
     "Resolved",
+    "ServerKeys",
+    "ServerVerifyKey",
     "SignatureCheck",
     "SrvRecord",
     "Step",
     "Transaction",
     "apply_content_hash",
+    "build_key_query_request",
+    "build_server_keys_response",
     "build_transaction",
     "is_server_allowed_by_acl",
+    "key_valid_at",
     "key_validity_ts",
+    "notary_sign",
     "order_srv_records",
+    "parse_key_query_request",
+    "parse_notary_entry",
+    "parse_notary_response",
     "parse_pdu",
+    "parse_server_keys",
     "parse_transaction",
     "parse_well_known",
     "plan",

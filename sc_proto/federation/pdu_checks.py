@@ -10,7 +10,7 @@ Theory of operation (sans-I/O, h11-style): the host drives three steps and does 
    sender's server; in rooms v1/v2 also the server of the event ID's domain; for an
    ``m.room.member`` event with ``content.join_authorised_via_users_server`` (rooms v8+) also that
    user's server. Only ``ed25519`` keys are considered. The host fetches each key valid at
-   :func:`key_validity_ts` and passes those it found to :func:`verify_signatures`: keys it could not
+   :func:`sc_proto.federation.keys.key_validity_ts` and passes those it found to :func:`verify_signatures`: keys it could not
    find (unknown or expired) are skipped, as the spec says, but every required server needs at least
    one valid signature and every known key's signature must verify. Failure: dropped
    (:class:`~sc_proto.errors.SignatureError`, 401 ``M_UNAUTHORIZED``).
@@ -41,7 +41,6 @@ __all__ = [
     "HashCheck",
     "SignatureCheck",
     "apply_content_hash",
-    "key_validity_ts",
     "parse_pdu",
     "required_signers",
     "signature_checks",
@@ -169,20 +168,13 @@ def signature_checks(event: Event) -> tuple[SignatureCheck, ...]:
     return tuple(checks)
 
 
-def key_validity_ts(event: Event, now_ms: int) -> int:
-    """When the signing keys must have been valid: the event's ``origin_server_ts`` in room versions
-    that enforce key validity (v5+), otherwise ``now_ms`` (older rooms accept any key the server
-    still publishes)."""
-    return event.origin_server_ts if event.room_version.enforce_key_validity else now_ms
-
-
 def verify_signatures(event: Event, keys: Mapping[SignatureCheck, VerifyKey]) -> None:
     """Step 2: checks the event's signatures with the keys the host found.
 
     Args:
         event: the parsed event.
         keys: the verify key of each :class:`SignatureCheck` the host could find valid at
-            :func:`key_validity_ts`; missing entries are skipped (unknown or expired keys).
+            :func:`sc_proto.federation.keys.key_validity_ts`; missing entries are skipped (unknown or expired keys).
 
     Raises:
         SignatureError: a required server has no signature by a known key, or one does not verify.

@@ -187,9 +187,10 @@ class TestPduChecks:
         assert dict(result.event.content) == {}
 
     def test_key_validity_time(self) -> None:
-        """v5+ rooms check keys at origin_server_ts; older rooms at now."""
-        assert key_validity_ts(parse_pdu(pdu(), V10), 99_999) == 1_000
-        assert key_validity_ts(parse_pdu(pdu(V1), V1), 99_999) == 99_999
+        """v5+ rooms check keys at origin_server_ts; older rooms accept any published key (0)."""
+        event, old = parse_pdu(pdu(), V10), parse_pdu(pdu(V1), V1)
+        assert key_validity_ts(event.room_version, event.origin_server_ts) == 1_000
+        assert key_validity_ts(old.room_version, old.origin_server_ts) == 0
 
 
 class TestServerAcl:

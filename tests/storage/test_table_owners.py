@@ -26,6 +26,8 @@ OWNERS: dict[str, str] = {
     "federation_destination_rooms": "federation/sender/store.py",
     "federation_edu_outbox": "federation/sender/store.py",
     "federation_inbound_transactions": "federation/transaction_store.py",
+    "server_signing_keys": "federation/key_store.py",
+    "server_keys_json": "federation/key_store.py",
 }
 """Table -> the one module whose SQL may name it (joins live with the store of the main table)."""
 

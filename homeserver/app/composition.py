@@ -20,7 +20,7 @@ from twisted.python.threadpool import ThreadPool
 
 from homeserver.api.local import local_only_ports
 from homeserver.api.ports import RemotePorts
-from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, SyncSourceRegistry
+from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, RoomFederationAPI, SyncSourceRegistry
 from homeserver.app.features import Feature, FeatureServices, wire_features
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.app.stream_wiring import StreamWriters, build_stores_and_streams
@@ -57,6 +57,7 @@ from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.directory import RoomDirectoryService
 from homeserver.rooms.membership import MembershipService
+from homeserver.rooms.federation_api import RoomFederationService
 from homeserver.rooms.membership_api import RoomMembershipReader
 from homeserver.rooms.pagination import RoomReader
 from homeserver.rooms.upgrade import RoomUpgradeService
@@ -122,6 +123,8 @@ class AdapterServices:
     auth: AuthAPI
     sync_sources: SyncSourceRegistry
     device_keys: DeviceKeysAPI | None = None
+    room_federation: RoomFederationAPI | None = None
+    """The membership dances' view of the rooms core (ADR 0016); set by :class:`Homeserver`."""
 
 
 class Homeserver:
@@ -207,6 +210,10 @@ class Homeserver:
             membership=RoomMembershipReader(room_services.rooms),
             auth=ClientAuthAPI(self.authenticator, self._can_see_event),
             sync_sources=self.sync.registry,
+            room_federation=RoomFederationService(
+                server_name, room_services.room_input, room_services.creator.state, room_services.events,
+                room_services.rooms, room_services.state_groups, clock.time_msec,
+            ),
         )
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []

@@ -545,7 +545,7 @@ class RoomEventsSource:
             events = [loaded[e] for e in wanted.get(room.room_id, []) if e in loaded]
             events = [e for e in events if e.event_id != event_id] + [stored]
             stripped = [_stripped(e) for e in events]
-            out_of_band = stored.event.unsigned.get(key)
+            out_of_band = stored.event.unsigned.get(f"{section}_room_state")
             if stored.state_group_before is None and isinstance(out_of_band, list):
                 # A room we are not in (an invite from another server, a remote knock): the stripped
                 # state its server sent, stored with the membership event (ADR 0016).

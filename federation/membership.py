@@ -68,7 +68,9 @@ def _q(value: str) -> str:
 
 
 def _client_error(error: Exception) -> MatrixError:
-    """What the client sees of a remote server's failure."""
+    """What the client sees of a remote server's failure (a malformed answer is 502)."""
+    if isinstance(error, RemoteProtocolError):
+        return MatrixError(502, Codes.UNKNOWN, f"A server in the room sent a malformed answer: {error.message}")
     if isinstance(error, MatrixError):
         return error
     if isinstance(error, RemoteHttpError) and error.status in _ERROR_RANK:

@@ -33,6 +33,7 @@ from homeserver.identity import LocalServer
 from sc_proto.crypto.keys import SigningKey, get_key_id
 from sc_proto.crypto.signing import sign_event
 from sc_proto.errors import Codes, MatrixError
+from sc_proto.events.hashes import check_content_hash
 from sc_proto.events.model import Event
 from sc_proto.federation.requests import (
     JOIN,
@@ -132,9 +133,14 @@ class MembershipServlets:
         rv = await self._room_version(room_id)
         event = self._checker.parse(request.content, rv)
         check_membership_event(event, origin=origin, room_id=room_id, event_id=event_id, membership=membership)
-        event = await self._checker.check(event.pdu, rv, redact_on_bad_hash=False)
+        if not check_content_hash(event.pdu, rv):
+            raise MatrixError(403, Codes.FORBIDDEN, "The event's content hash does not match")
         authoriser = event.content.get("join_authorised_via_users_server") if membership == JOIN else None
-        if isinstance(authoriser, str) and self._local.is_mine(authoriser):
+        ours = isinstance(authoriser, str) and self._local.is_mine(authoriser)
+        signers = [s for s in self._checker.required_signers(event) if not (ours and s == self._server_name)]
+        await self._checker.verify_signatures(event, signers)
+        if ours:
+            # We authorise this restricted join: our signature is what the auth rules require.
             signed = sign_event(event.pdu, rv, self._server_name, self._key, key_id=self._key_id)
             event = Event(signed, rv, event.event_id)
         outcome = await self._events.receive_pdu(origin, event)

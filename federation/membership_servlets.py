@@ -23,7 +23,6 @@ is 403 ``M_FORBIDDEN`` (so nobody can make claims about our users).
 from __future__ import annotations
 
 import logging
-
 from typing import Any
 
 from federation.event_checks import PduChecker, server_of

@@ -20,7 +20,13 @@ from twisted.python.threadpool import ThreadPool
 
 from homeserver.api.local import local_only_ports
 from homeserver.api.ports import RemotePorts
-from homeserver.api.services import AuthAPI, DeviceKeysAPI, MembershipAPI, RoomFederationAPI, SyncSourceRegistry
+from homeserver.api.services import (
+    AuthAPI,
+    DeviceKeysAPI,
+    MembershipAPI,
+    RoomFederationAPI,
+    SyncSourceRegistry,
+)
 from homeserver.app.features import Feature, FeatureServices, wire_features
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.app.stream_wiring import StreamWriters, build_stores_and_streams
@@ -56,8 +62,8 @@ from homeserver.rest.client.voip import VoipServlets
 from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.directory import RoomDirectoryService
-from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.federation_api import RoomFederationService
+from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.membership_api import RoomMembershipReader
 from homeserver.rooms.pagination import RoomReader
 from homeserver.rooms.upgrade import RoomUpgradeService

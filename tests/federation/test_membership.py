@@ -29,8 +29,8 @@ class RemoteJoinTests(FederationTestCase):
     def test_messages_flow_both_ways_after_join(self) -> None:
         """After the join each server accepts the other's events into the room (the join's state
         is a sound base for later PDUs)."""
-        bob, bob_token = self.user_on(self.b, "bob")
-        alice, alice_token = self.user_on(self.a, "alice")
+        _bob, bob_token = self.user_on(self.b, "bob")
+        _alice, alice_token = self.user_on(self.a, "alice")
         room_id = self.create_room(self.b, bob_token, preset="public_chat")
         self.request(self.a, "POST", f"/_matrix/client/v3/join/{q(room_id)}?via={q(self.b.name)}", {}, alice_token)
         sent = self.request(
@@ -130,7 +130,7 @@ class RemoteInviteTests(FederationTestCase):
 
     def test_invitee_accepts_with_a_plain_join(self) -> None:
         """``/rooms/{id}/join`` with no server names joins through the inviting server."""
-        alice, alice_token, bob, bob_token, room_id = self._invite()
+        alice, _alice_token, bob, bob_token, room_id = self._invite()
         channel = self.request(self.b, "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/join", {}, bob_token)
         self.assertEqual(channel.code, 200, channel.json_body)
         self.assertEqual(self.membership_on(self.a, room_id, bob), "join")

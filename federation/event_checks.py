@@ -126,12 +126,12 @@ class PduChecker:
 
 
 def check_state_against_auth_chain(
-    rv: RoomVersion, state: Sequence[Event], auth_chain: Sequence[Event]
+    rv: RoomVersion, room_id: str, state: Sequence[Event], auth_chain: Sequence[Event]
 ) -> tuple[list[Event], list[Event]]:
     """Runs the auth rules on a room state received with its auth chain.
 
-    Every event (of both lists) is checked against its own auth events, oldest first; an event
-    whose auth events are missing or failed, or that the rules refuse, is dropped.
+    Every event (of both lists) is checked against its own auth events, oldest first; an event of
+    another room, whose auth events are missing or failed, or that the rules refuse, is dropped.
 
     Returns:
         ``(state, auth_chain)`` without the events that failed.
@@ -140,10 +140,12 @@ def check_state_against_auth_chain(
         MatrixError: 502 when no valid create event remains.
     """
     by_id = {e.event_id: e for e in [*auth_chain, *state]}
-    create = next((e for e in by_id.values() if e.type == "m.room.create" and e.state_key == ""), None)
+    create = next(
+        (e for e in by_id.values() if e.type == "m.room.create" and e.state_key == "" and e.room_id == room_id), None
+    )
     passed: dict[str, Event] = {}
     for event in sorted(by_id.values(), key=lambda e: (e.depth, e.event_id)):
-        if event.room_id != (create.room_id if create else None):
+        if event.room_id != room_id:
             continue
         auth_ids = list(event.auth_event_ids)
         if any(a not in passed for a in auth_ids):

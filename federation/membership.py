@@ -170,7 +170,7 @@ class FederationMembership:
         event = await self._countersigned(event, answer.event)
         state = await self._checker.check_many(answer.state, rv)
         auth_chain = await self._checker.check_many(answer.auth_chain, rv)
-        state, auth_chain = check_state_against_auth_chain(rv, state, auth_chain)
+        state, auth_chain = check_state_against_auth_chain(rv, room_id, state, auth_chain)
         by_key = {(e.type, e.state_key): e for e in state if e.state_key is not None}
         try:
             check_auth(event, by_key, rv)

@@ -444,8 +444,7 @@ class RoomInput:
             MatrixError: 502 when the state has no create event or does not authorise the join.
         """
         async with self.queue.queue(event.room_id):
-            existing = await self._events.get_event(event.event_id)
-            if existing is not None and not existing.outlier and existing.rejected_reason is None:
+            if await self._events.get_event(event.event_id) is not None:
                 return PDUOutcome(event.event_id, PDUStatus.DUPLICATE)
             by_key = {(e.type, e.state_key): e for e in state if e.state_key is not None}
             create = by_key.get(("m.room.create", ""))

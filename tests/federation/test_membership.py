@@ -207,3 +207,25 @@ class RemoteLeaveTests(FederationTestCase):
         channel = self.request(self.a, "POST", f"/_matrix/client/v3/join/{q(room_id)}?via={q(self.b.name)}", {}, alice_token)
         self.assertEqual(channel.code, 403, channel.json_body)
         self.assertEqual(self.membership_on(self.b, room_id, alice), "ban")
+
+
+class InviteIntoASharedRoomTests(FederationTestCase):
+    def test_invite_to_a_room_the_invitees_server_is_in(self) -> None:
+        """B is already in A's room: B's server takes the invite through its room input (not out of
+        band) and its user joins locally, without another make_join."""
+        _, alice_token = self.user_on(self.a, "alice")
+        _, bob_token = self.user_on(self.b, "bob")
+        carol, carol_token = self.user_on(self.b, "carol")
+        room_id = self.create_room(self.a, alice_token, preset="public_chat")
+        self.request(self.b, "POST", f"/_matrix/client/v3/join/{q(room_id)}?via={q(self.a.name)}", {}, bob_token)
+        channel = self.request(
+            self.a, "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/invite", {"user_id": carol}, alice_token
+        )
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(self.membership_on(self.b, room_id, carol), "invite")
+        make_joins = len([r for r in self.network.requests if "make_join" in r.path])
+        channel = self.request(self.b, "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/join", {}, carol_token)
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(len([r for r in self.network.requests if "make_join" in r.path]), make_joins)
+        self.assertEqual(self.membership_on(self.a, room_id, carol), "join")
+        self.assertEqual(self.network.forward_failures, [])

@@ -259,6 +259,9 @@ class MembershipService:
         if reason is not None:
             content["reason"] = reason
         await self._remote.join(remote, room_id, user_id, content)
+        head = await self._creator.get_head(room_id)
+        if head is not None:
+            await self._rooms.unforget_room(user_id, head.room.room_nid)
         return room_id
 
     async def knock_room(

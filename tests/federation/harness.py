@@ -46,7 +46,7 @@ from sc_proto.crypto.signing import verify_json
 from sc_proto.errors import Codes, MatrixError, SignatureError
 from sc_proto.events.model import Event
 from sc_proto.identifiers import UserID
-from tests.homeserver.server_case import BASE_CONFIG, FullHomeserverTestCase
+from tests.homeserver.server_case import BASE_CONFIG, FullHomeserverTestCase, postgres_url_for_test
 from tests.unittest import FakeChannel, make_request
 
 logger = logging.getLogger(__name__)
@@ -236,15 +236,20 @@ class FederationTestCase(FullHomeserverTestCase):
 
     def make_homeserver(self, reactor: Any, clock: Any) -> Homeserver:
         self.network = FederationNetwork()
-        servers = [self._make_server(name, reactor, clock) for name in self.SERVER_NAMES]
+        # The first server runs on PostgreSQL when SC_TEST_POSTGRES is set (one database per test
+        # process holds one server), the others on SQLite: both engines carry the dances.
+        self._pg_url = postgres_url_for_test()
+        servers = [
+            self._make_server(name, reactor, clock, self._pg_url if i == 0 else None)
+            for i, name in enumerate(self.SERVER_NAMES)
+        ]
         self.a, self.b = servers[0], servers[1]
         return self.a.hs
 
-    def _make_server(self, name: str, reactor: Any, clock: Any) -> FederatedServer:
+    def _make_server(self, name: str, reactor: Any, clock: Any, database_url: str | None) -> FederatedServer:
         raw: dict[str, Any] = {k: dict(v) for k, v in BASE_CONFIG.items()}
         raw["server"] = {**raw["server"], "server_name": name}
-        # NOTSPEC: SQLite only here (one PostgreSQL database per test process cannot hold two servers).
-        raw["database"] = {"url": self._sqlite_url_for_test(), "sqlite_synchronous": "NORMAL"}
+        raw["database"] = {"url": database_url or self._sqlite_url_for_test(), "sqlite_synchronous": "NORMAL"}
         config = parse_config(raw, "/nonexistent")
         key = generate_signing_key(name.split(".")[0])
         port = LateBoundMembership()

@@ -210,6 +210,40 @@ class BadInputTests(FederationTestCase):
         self.assertEqual((status, body["errcode"]), (403, "M_FORBIDDEN"))
         self.assert_unchanged()
 
+    def test_claims_about_the_residents_own_users(self) -> None:
+        """A cannot send a join, leave or invite in the name of one of B's users."""
+        rv = get_room_version("10")
+        key = self.a.signing_key
+        eve = self.b.user("eve")
+        for membership, endpoint in (("join", "v2/send_join"), ("leave", "v2/send_leave")):
+            status, body = self.federation(
+                self.b.name, self.b, "GET", f"/_matrix/federation/v1/make_{membership}/{q(self.room_id)}/{q(self.bob)}",
+                query={"ver": ["10"]},
+            )
+            self.assertEqual(status, 200, body)
+            filled = fill_membership_template(
+                body["event"], room_id=self.room_id, user_id=self.bob, membership=membership, origin=self.a.name,
+                origin_server_ts=self.clock.time_msec(),
+            )
+            event = finalise_event(filled, rv, self.a.name, get_key_id(key), key)
+            status, answer = self.federation(
+                self.a.name, self.b, "PUT", f"/_matrix/federation/{endpoint}/{q(self.room_id)}/{q(event.event_id)}",
+                dict(event.pdu),
+            )
+            self.assertEqual((status, answer["errcode"]), (403, "M_FORBIDDEN"), membership)
+        self.assertEqual(self.membership_on(self.b, self.room_id, self.bob), "join")
+        pdu = {
+            "type": "m.room.member", "room_id": "!r:a.test:8448", "sender": eve, "state_key": self.bob,
+            "content": {"membership": "invite"}, "origin_server_ts": 1, "depth": 5, "prev_events": [], "auth_events": [],
+        }
+        event = finalise_event(pdu, rv, self.a.name, get_key_id(key), key)
+        status, body = self.federation(
+            self.a.name, self.b, "PUT", f"/_matrix/federation/v2/invite/{q('!r:a.test:8448')}/{q(event.event_id)}",
+            {"room_version": "10", "event": dict(event.pdu), "invite_room_state": []},
+        )
+        self.assertEqual((status, body["errcode"]), (403, "M_FORBIDDEN"))
+        self.assertIsNone(self.membership_on(self.b, "!r:a.test:8448", self.bob))
+
     def test_event_id_not_matching_the_path(self) -> None:
         event = self._signed_join()
         status, body = self._send_join(dict(event.pdu), "$" + "A" * 43)

@@ -19,7 +19,7 @@ from tests.federation.harness import FederationTestCase
 
 
 class _Bench(FederationTestCase):
-    def runTest(self) -> None:  # noqa: N802 - unittest's name
+    def runTest(self) -> None:
         """Unused: the benchmark drives setUp and the helpers itself."""
 
 

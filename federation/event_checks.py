@@ -144,19 +144,35 @@ def check_state_against_auth_chain(
         (e for e in by_id.values() if e.type == "m.room.create" and e.state_key == "" and e.room_id == room_id), None
     )
     passed: dict[str, Event] = {}
-    for event in sorted(by_id.values(), key=lambda e: (e.depth, e.event_id)):
-        if event.room_id != room_id:
-            continue
-        auth_ids = list(event.auth_event_ids)
-        if any(a not in passed for a in auth_ids):
-            continue
-        try:
-            v12_create = create if rv.room_id_from_create_event and event is not create else None
-            check_auth(event, build_auth_state([passed[a] for a in auth_ids], v12_create), rv)
-        except AuthError as e:
-            logger.info("dropping %s from a received state: %s", event.event_id, e.reason)
-            continue
-        passed[event.event_id] = event
+    failed: set[str] = set()
+    pending = sorted((e for e in by_id.values() if e.room_id == room_id), key=lambda e: (e.depth, e.event_id))
+    # Depth usually orders auth events first, but a peer's depths are not to be trusted: repeat
+    # until no event is decided (an event whose auth events never get decided is dropped).
+    while pending:
+        undecided: list[Event] = []
+        for event in pending:
+            auth_ids = list(event.auth_event_ids)
+            if any(a in failed or a not in by_id for a in auth_ids):
+                failed.add(event.event_id)
+            elif any(a not in passed for a in auth_ids):
+                undecided.append(event)
+            elif _passes(rv, event, [passed[a] for a in auth_ids], create):
+                passed[event.event_id] = event
+            else:
+                failed.add(event.event_id)
+        if len(undecided) == len(pending):
+            break
+        pending = undecided
     if create is None or create.event_id not in passed:
         raise MatrixError(502, Codes.UNKNOWN, "The room's state has no valid create event")
     return [e for e in state if e.event_id in passed], [e for e in auth_chain if e.event_id in passed]
+
+
+def _passes(rv: RoomVersion, event: Event, auth_events: Sequence[Event], create: Event | None) -> bool:
+    v12_create = create if rv.room_id_from_create_event and event is not create else None
+    try:
+        check_auth(event, build_auth_state(auth_events, v12_create), rv)
+    except AuthError as e:
+        logger.info("dropping %s from a received state: %s", event.event_id, e.reason)
+        return False
+    return True

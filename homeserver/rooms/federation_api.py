@@ -30,6 +30,7 @@ from sc_proto.auth.rules import auth_event_ids_from_state_map, check_auth
 from sc_proto.errors import AuthError, Codes, MatrixError
 from sc_proto.events.model import Event, StateKey
 from sc_proto.events.redaction import redact
+from sc_proto.federation.requests import build_membership_template
 from sc_proto.room_versions import get_room_version
 
 MEMBER = "m.room.member"
@@ -87,12 +88,12 @@ class RoomFederationService:
             if authoriser is not None:
                 content["join_authorised_via_users_server"] = authoriser
         fields = {"type": MEMBER, "sender": user_id, "state_key": user_id, "content": content}
-        template: dict[str, Any] = {
-            "type": MEMBER, "room_id": room_id, "sender": user_id, "state_key": user_id, "content": content,
-            "origin": self._server_name, "origin_server_ts": self._now(), "depth": head.max_depth + 1,
-            "prev_events": list(head.extremities[-MAX_PREV_EVENTS:]),
-            "auth_events": auth_event_ids_from_state_map(fields, state, rv),
-        }
+        template = build_membership_template(
+            room_version=rv, room_id=room_id, user_id=user_id, membership=membership, origin=self._server_name,
+            prev_event_ids=list(head.extremities[-MAX_PREV_EVENTS:]),
+            auth_event_ids=auth_event_ids_from_state_map(fields, state, rv), depth=head.max_depth + 1,
+            origin_server_ts=self._now(), content=content,
+        )
         trial = dict(template)
         if "join_authorised_via_users_server" in content:
             # The rules only look for the authorising server's signature; we add the real one at send_join.

@@ -26,8 +26,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from sc_proto.errors import Codes, MatrixError, RemoteProtocolError
+from sc_proto.events.builder import build_event
 from sc_proto.events.model import Event
 from sc_proto.identifiers import UserID
+from sc_proto.room_versions import RoomVersion
 
 JsonDict = dict[str, Any]
 
@@ -138,6 +140,7 @@ class MakeMembershipResponse:
 
 def build_membership_template(
     *,
+    room_version: RoomVersion,
     room_id: str,
     user_id: str,
     membership: str,
@@ -148,26 +151,19 @@ def build_membership_template(
     origin_server_ts: int,
     content: Mapping[str, Any] | None = None,
 ) -> JsonDict:
-    """The template a resident server answers ``make_*`` with (no hashes or signatures).
+    """The template a resident server answers ``make_*`` with (no hashes or signatures), in the
+    room version's format (in rooms v1-v2 with an ``event_id`` the joiner replaces).
 
     Args:
-        origin: the resident server (hosts fill ``origin`` again when they sign).
+        origin: the resident server (the joiner sets its own ``origin`` when it fills the template).
     """
-    body: dict[str, Any] = {"membership": membership}
-    body.update(content or {})
+    body: dict[str, Any] = dict(content or {})
     body["membership"] = membership
-    return {
-        "type": MEMBER,
-        "room_id": room_id,
-        "sender": user_id,
-        "state_key": user_id,
-        "content": body,
-        "origin": origin,
-        "origin_server_ts": origin_server_ts,
-        "depth": depth,
-        "prev_events": list(prev_event_ids),
-        "auth_events": list(auth_event_ids),
-    }
+    return build_event(
+        room_version=room_version, room_id=room_id, type=MEMBER, sender=user_id, content=body,
+        prev_event_ids=prev_event_ids, auth_event_ids=auth_event_ids, depth=depth,
+        origin_server_ts=origin_server_ts, state_key=user_id, origin=origin,
+    )
 
 
 def fill_membership_template(

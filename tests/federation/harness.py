@@ -37,6 +37,7 @@ from federation.interfaces import (
 )
 from federation.membership_wiring import LateBoundMembership, wire_membership
 from homeserver.api.local import local_only_ports
+from homeserver.api.services import PDUStatus
 from homeserver.app.composition import Homeserver, build_homeserver
 from homeserver.config.loader import parse_config
 from homeserver.events.persister import PersistedEvent
@@ -196,6 +197,7 @@ class FederationNetwork:
     tamper: dict[tuple[str, str], Any] = field(default_factory=dict)
     """``(destination, endpoint name e.g. "send_join") -> fn(body) -> body``: corrupts answers."""
     forward_failures: list[str] = field(default_factory=list)
+    """Forwarded events the destination refused or did not accept into its timeline."""
 
     def add(self, name: str, key: SigningKey) -> tuple[InMemoryRouter, InMemoryFederationHttp]:
         router = InMemoryRouter()
@@ -221,9 +223,12 @@ class FederationNetwork:
                 continue
             pdu = Event.from_pdu(_wire(dict(event.pdu)), event.room_version)
             try:
-                await target.hs.rooms.room_input.receive_pdu(origin.name, pdu)
+                outcome = await target.hs.rooms.room_input.receive_pdu(origin.name, pdu)
             except MatrixError as e:
-                self.forward_failures.append(f"{event.event_id} -> {name}: {e.errcode.value}")
+                self.forward_failures.append(f"{event.type} {event.event_id} -> {name}: {e.errcode.value}")
+                continue
+            if outcome.status not in (PDUStatus.ACCEPTED, PDUStatus.DUPLICATE):
+                self.forward_failures.append(f"{event.type} {event.event_id} -> {name}: {outcome.status.value}")
 
 
 class FederationTestCase(FullHomeserverTestCase):

@@ -229,3 +229,24 @@ class InviteIntoASharedRoomTests(FederationTestCase):
         self.assertEqual(len([r for r in self.network.requests if "make_join" in r.path]), make_joins)
         self.assertEqual(self.membership_on(self.a, room_id, carol), "join")
         self.assertEqual(self.network.forward_failures, [])
+
+
+class RoomVersionsTests(FederationTestCase):
+    def test_join_and_talk_in_every_event_format(self) -> None:
+        """Rooms v1 (event IDs with a domain, [id, hashes] references), v3, v4-v11 and v12 (room ID
+        from the create event) all join across servers and take messages afterwards."""
+        _, bob_token = self.user_on(self.b, "bob")
+        alice, alice_token = self.user_on(self.a, "alice")
+        for version in ("1", "3", "10", "11", "12"):
+            room_id = self.create_room(self.b, bob_token, preset="public_chat", room_version=version)
+            channel = self.request(
+                self.a, "POST", f"/_matrix/client/v3/join/{q(room_id)}?via={q(self.b.name)}", {}, alice_token
+            )
+            self.assertEqual(channel.code, 200, (version, channel.json_body))
+            self.assertEqual(self.membership_on(self.b, room_id, alice), "join", version)
+            sent = self.request(
+                self.a, "PUT", f"/_matrix/client/v3/rooms/{q(room_id)}/send/m.room.message/v{version}",
+                {"msgtype": "m.text", "body": version}, alice_token,
+            )
+            self.assertEqual(sent.code, 200, sent.json_body)
+        self.assertEqual(self.network.forward_failures, [])

@@ -44,7 +44,7 @@ json_values = st.recursive(
 
 def template(membership: str = "join", **content: Any) -> dict[str, Any]:
     return build_membership_template(
-        room_id=ROOM, user_id=ALICE, membership=membership, origin="b.test:8448", prev_event_ids=["$p"],
+        room_version=RV, room_id=ROOM, user_id=ALICE, membership=membership, origin="b.test:8448", prev_event_ids=["$p"],
         auth_event_ids=["$a1", "$a2"], depth=7, origin_server_ts=10, content=content,
     )
 
@@ -83,6 +83,15 @@ class TestTemplates:
         body = MakeMembershipResponse("10", template()).to_json()
         parsed = MakeMembershipResponse.parse(body)
         assert parsed.room_version == "10" and parsed.event == template()
+
+    def test_template_in_the_v1_format(self) -> None:
+        """Rooms v1-v2 templates carry [id, hashes] references and an event ID."""
+        t = build_membership_template(
+            room_version=RoomVersions.V1, room_id=ROOM, user_id=ALICE, membership="join", origin="b.test:8448",
+            prev_event_ids=["$p:b.test:8448"], auth_event_ids=[], depth=2, origin_server_ts=1,
+        )
+        assert t["prev_events"][0][0] == "$p:b.test:8448"
+        assert t["event_id"].endswith(":b.test:8448")
 
     def test_make_response_defaults_to_v1(self) -> None:
         assert MakeMembershipResponse.parse({"event": {}}).room_version == "1"

@@ -28,7 +28,7 @@ from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.auth.power_levels import get_named_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidEventError, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
-from sc_proto.identifiers import RoomAlias, UserID
+from sc_proto.identifiers import RoomAlias, RoomID, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -190,7 +190,16 @@ class MembershipService:
             found = events.get(("m.room.member", user_id))
             if found is not None and found.membership in (INVITE, KNOCK):
                 servers.append(_domain(found.sender))
+                # The stripped state our server was given names servers in the room (a knock was
+                # sent by us, so its own sender says nothing).
+                stripped = found.unsigned.get(f"{found.membership}_room_state")
+                for entry in stripped if isinstance(stripped, list) else []:
+                    if isinstance(entry, Mapping) and isinstance(entry.get("sender"), str):
+                        servers.append(_domain(entry["sender"]))
         servers.extend(_domain(u) for u in sorted(joined))
+        room_domain = _room_domain(head.room.room_id)
+        if room_domain is not None:
+            servers.append(room_domain)
         servers = [s for s in dict.fromkeys(servers) if s and s != self._server_name]
         if not servers and ("m.room.create", "") in head.state:
             return None
@@ -414,6 +423,14 @@ class MembershipService:
         if membership in (JOIN, INVITE, KNOCK):
             raise MatrixError(400, Codes.UNKNOWN, "You must leave the room before forgetting it")
         await self._rooms.forget_room(user_id, head.room.room_nid)
+
+
+def _room_domain(room_id: str) -> str | None:
+    """The domain of a v1-v11 room ID (the server that created the room), None for v12 IDs."""
+    try:
+        return RoomID.parse(room_id).domain
+    except InvalidIdentifierError:
+        return None
 
 
 def _domain(user_id: str) -> str:

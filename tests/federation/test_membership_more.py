@@ -55,6 +55,17 @@ class KnockTests(FederationTestCase):
         self.assertEqual(channel.code, 200, channel.json_body)
         self.assertEqual(self.membership_on(self.b, room_id, alice), "join")
 
+    def test_knock_retracted_with_leave(self) -> None:
+        """``/leave`` after a remote knock goes through a server of the room (found from the knock's
+        stripped state: the knock itself was sent by us)."""
+        _, _, room_id = self._knock_room()
+        alice, alice_token = self.user_on(self.a, "alice")
+        self.request(self.a, "POST", f"/_matrix/client/v3/knock/{q(room_id)}?via={q(self.b.name)}", {}, alice_token)
+        channel = self.request(self.a, "POST", f"/_matrix/client/v3/rooms/{q(room_id)}/leave", {}, alice_token)
+        self.assertEqual(channel.code, 200, channel.json_body)
+        self.assertEqual(self.membership_on(self.b, room_id, alice), "leave")
+        self.assertEqual(self.membership_on(self.a, room_id, alice), "leave")
+
     def test_knock_on_a_public_room_is_refused(self) -> None:
         """make_knock answers 403 when the join rule is not knock; nothing is stored."""
         _, bob_token = self.user_on(self.b, "bob")

@@ -157,7 +157,8 @@ class RoomFederationAPI(Protocol):
         """``(state before event_id, auth chain of that state and the event)`` as PDUs.
 
         Raises:
-            MatrixError: 404 when the event is unknown or has no state.
+            MatrixError: 404 when the event is unknown or has no state; 403 when it was rejected or
+                soft-failed.
         """
 
     async def get_stripped_state(self, room_id: str) -> list[JsonDict]:

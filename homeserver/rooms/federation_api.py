@@ -146,6 +146,9 @@ class RoomFederationService:
         stored = await self._events.get_event(event_id)
         if stored is None or stored.event.room_id != room_id or stored.state_group_before is None:
             raise MatrixError(404, Codes.NOT_FOUND, "No state known at that event")
+        if stored.rejected_reason is not None or stored.outlier:
+            # Rejected or soft-failed (a retried send_join of a refused join must not look accepted).
+            raise MatrixError(403, Codes.FORBIDDEN, "The event was not accepted into the room")
         state_map = await self._state_groups.get_state(stored.state_group_before)
         loaded = await self._events.get_events(state_map.values())
         state = list(loaded.values())

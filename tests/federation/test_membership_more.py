@@ -255,6 +255,18 @@ class BadInputTests(FederationTestCase):
         self.assertEqual((status, body["errcode"]), (403, "M_FORBIDDEN"))
         self.assertIsNone(self.membership_on(self.b, "!r:a.test:8448", self.bob))
 
+    def test_retried_refused_join_stays_refused(self) -> None:
+        """A join built before a ban is soft-failed (403), and a retry of it is 403 too, not 200."""
+        event = self._signed_join()
+        ban = self.request(
+            self.b, "POST", f"/_matrix/client/v3/rooms/{q(self.room_id)}/ban", {"user_id": self.alice}, self.bob_token
+        )
+        self.assertEqual(ban.code, 200, ban.json_body)
+        for _ in range(2):
+            status, body = self._send_join(dict(event.pdu), event.event_id)
+            self.assertEqual((status, body["errcode"]), (403, "M_FORBIDDEN"))
+        self.assertEqual(self.membership_on(self.b, self.room_id, self.alice), "ban")
+
     def test_event_id_not_matching_the_path(self) -> None:
         event = self._signed_join()
         status, body = self._send_join(dict(event.pdu), "$" + "A" * 43)

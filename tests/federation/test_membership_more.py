@@ -5,6 +5,9 @@ from __future__ import annotations
 import urllib.parse
 from typing import Any
 
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
+
 from sc_proto.crypto.keys import generate_signing_key, get_key_id
 from sc_proto.events.builder import finalise_event
 from sc_proto.federation.requests import fill_membership_template
@@ -385,3 +388,46 @@ class TamperedAnswerTests(FederationTestCase):
         code, room_id = self._join_with(swap)
         self.assertEqual(code, 502)
         self.assertIsNone(self.get_success(self.a.hs.rooms.rooms.get_room(room_id)))
+
+
+json_scalars = st.one_of(st.none(), st.booleans(), st.integers(-(2**53) + 1, 2**53 - 1), st.text(max_size=10))
+json_values = st.recursive(
+    json_scalars,
+    lambda children: st.one_of(
+        st.lists(children, max_size=4), st.dictionaries(st.text(max_size=12), children, max_size=5)
+    ),
+    max_leaves=20,
+)
+event_like = st.fixed_dictionaries(
+    {"type": st.sampled_from(["m.room.member", "m.room.create", 5]), "content": json_values},
+    optional={
+        "room_id": st.sampled_from(["!r:b.test:8448", 3, None]), "sender": st.sampled_from(["@alice:a.test:8448", 1]),
+        "state_key": st.sampled_from(["@alice:a.test:8448", "", None]), "depth": json_values,
+        "prev_events": json_values, "auth_events": json_values, "origin_server_ts": json_values,
+        "hashes": json_values, "signatures": json_values,
+    },
+)
+
+
+class FuzzTests(FederationTestCase):
+    """Whatever a peer sends, the membership servlets answer 4xx (never 500) and change nothing."""
+
+    ENDPOINTS = (
+        ("PUT", "/_matrix/federation/v2/send_join/{room}/$e"),
+        ("PUT", "/_matrix/federation/v2/send_leave/{room}/$e"),
+        ("PUT", "/_matrix/federation/v1/send_knock/{room}/$e"),
+        ("PUT", "/_matrix/federation/v2/invite/{room}/$e"),
+    )
+
+    def setUp(self) -> None:
+        super().setUp()
+        _, token = self.user_on(self.b, "bob")
+        self.room_id = self.create_room(self.b, token, preset="public_chat")
+
+    @settings(max_examples=25, deadline=None, suppress_health_check=list(HealthCheck))
+    @given(body=st.one_of(json_values, event_like, st.fixed_dictionaries({"room_version": json_values, "event": event_like})))
+    def test_garbage_bodies(self, body: Any) -> None:
+        for method, pattern in self.ENDPOINTS:
+            status, answer = self.federation(self.a.name, self.b, method, pattern.format(room=q(self.room_id)), body)
+            self.assertTrue(400 <= status < 500, (pattern, body, answer))
+        self.assertIsNone(self.membership_on(self.b, self.room_id, self.a.user("alice")))

@@ -34,6 +34,9 @@ from sc_proto.federation.requests import build_membership_template
 from sc_proto.room_versions import get_room_version
 
 MEMBER = "m.room.member"
+_STRIPPED_KEYS = ("type", "state_key", "content", "sender")
+MAX_STRIPPED_STATE = 100
+"""How many stripped state events of another server's invite or knock we keep."""
 
 
 class RoomFederationService:
@@ -179,7 +182,9 @@ class RoomFederationService:
         if stripped_state is not None:
             key = "knock_room_state" if event.membership == KNOCK else "invite_room_state"
             unsigned = dict(pdu.get("unsigned") or {})
-            unsigned[key] = [dict(s) for s in stripped_state]
+            unsigned[key] = [
+                {k: s[k] for k in _STRIPPED_KEYS if k in s} for s in list(stripped_state)[:MAX_STRIPPED_STATE]
+            ]
             pdu["unsigned"] = unsigned
         # ``unsigned`` is outside the hashes and the signatures: the event ID is unchanged.
         stored = await self._input.store_out_of_band_membership(Event(pdu, event.room_version, event.event_id))

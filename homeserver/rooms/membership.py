@@ -174,9 +174,10 @@ class MembershipService:
     async def _servers_if_not_in_room(self, head: RoomHead | None, user_id: str) -> list[str] | None:
         """None when the room's membership changes are ours to make (one of our users is joined, or
         the room is local and nobody else is in it); otherwise the servers to go through: the
-        server of whoever invited ``user_id`` (or let them knock), then those of the joined members.
+        server of whoever invited ``user_id`` (or let them knock), the senders of the stripped state
+        stored with that invite or knock, the joined members' servers, the room ID's domain.
 
-        A room we hold only through an out-of-band invite (no create event) always needs them.
+        A room we hold only through an out-of-band membership (no create event) is never ours.
         """
         if head is None:
             return []

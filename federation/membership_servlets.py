@@ -199,8 +199,8 @@ class MembershipServlets:
         signed = Event(sign_event(event.pdu, rv, self._server_name, self._key, key_id=self._key_id), rv, event_id)
         if await self._rooms.is_server_in_room(room_id):
             outcome = await self._events.receive_pdu(origin, signed)
-            if outcome.status is PDUStatus.REJECTED:
-                raise MatrixError(403, Codes.FORBIDDEN, f"The invite was rejected: {outcome.reason}")
+            if outcome.status in (PDUStatus.REJECTED, PDUStatus.SOFT_FAILED):
+                raise MatrixError(403, Codes.FORBIDDEN, f"The invite was not accepted: {outcome.reason}")
         else:
             await self._rooms.store_out_of_band_membership(signed, invite.invite_room_state)
         return 200, {"event": dict(signed.pdu)}

@@ -247,3 +247,56 @@ class RoomHistoryAPI(Protocol):
         ``shared`` allow, ``invited`` needs an invited or joined member at the event, ``joined`` a
         joined member at the event.
         """
+
+
+@dataclass(frozen=True)
+class MembershipTemplate:
+    """A ``make_join``/``make_leave``/``make_knock`` answer: the room version and the unsigned template."""
+
+    room_version: str
+    event: JsonDict
+
+
+class RoomFederationAPI(Protocol):
+    """What the federation membership dances need of the rooms core (ADR 0016)."""
+
+    async def get_room_version(self, room_id: str) -> str | None:
+        """The version of a room we hold (an out-of-band invite's room included), or None."""
+
+    async def is_server_in_room(self, room_id: str) -> bool:
+        """Whether one of our users is joined to the room (we hold its full current state)."""
+
+    async def make_membership_template(self, room_id: str, user_id: str, membership: str) -> MembershipTemplate:
+        """The template of ``user_id``'s ``membership`` event, built on the room's current state.
+
+        For a join of a restricted room, ``join_authorised_via_users_server`` names one of our users
+        who may invite, when the joiner is in one of the allowed rooms.
+
+        Raises:
+            MatrixError: 404 when we are not in the room; 403 when the rules refuse the membership;
+                400 ``M_UNABLE_TO_AUTHORISE_JOIN`` when no local user can authorise a restricted join.
+        """
+
+    async def get_state_and_auth_chain(self, room_id: str, event_id: str) -> tuple[list[JsonDict], list[JsonDict]]:
+        """``(state before event_id, auth chain of that state and the event)`` as PDUs.
+
+        Raises:
+            MatrixError: 404 when the event is unknown or has no state; 403 when it was rejected or
+                soft-failed.
+        """
+
+    async def get_stripped_state(self, room_id: str) -> list[JsonDict]:
+        """The room's current stripped state (spec "Stripped state"), for knocks and invites."""
+
+    async def persist_join(
+        self, origin: str, room_version: str, auth_chain: Sequence[Event], state: Sequence[Event], event: Event
+    ) -> PDUOutcome:
+        """Persists a room joined through ``origin`` (the checked ``send_join`` answer).
+
+        Raises:
+            MatrixError: 502 when the state does not authorise the join.
+        """
+
+    async def store_out_of_band_membership(self, event: Event, stripped_state: Sequence[JsonDict] | None) -> PDUOutcome:
+        """Stores a local user's invite, leave or knock in a room we are not in (sync shows it with
+        ``stripped_state``)."""

@@ -27,6 +27,7 @@ from homeserver.api.services import (
     OutboundEventsAPI,
     ProfileAPI,
     RoomDirectoryAPI,
+    RoomFederationAPI,
     SyncSourceRegistry,
 )
 from homeserver.app.features import Feature, FeatureServices, wire_features
@@ -66,6 +67,7 @@ from homeserver.rooms.aliases import RoomAliasService
 from homeserver.rooms.creation import RoomCreationService
 from homeserver.rooms.directory import RoomDirectoryService
 from homeserver.rooms.directory_api import LocalDirectoryReader
+from homeserver.rooms.federation_api import RoomFederationService
 from homeserver.rooms.membership import MembershipService
 from homeserver.rooms.membership_api import RoomMembershipReader
 from homeserver.rooms.outbound import OutboundEventReader
@@ -139,6 +141,8 @@ class AdapterServices:
     """Our aliases and published rooms (federation directory and publicRooms queries)."""
     profiles: ProfileAPI | None = None
     """Our users' profiles (federation profile query)."""
+    room_federation: RoomFederationAPI | None = None
+    """The membership dances' view of the rooms core (ADR 0016); set by :class:`Homeserver`."""
 
 
 class Homeserver:
@@ -239,6 +243,10 @@ class Homeserver:
             ),
             directory=LocalDirectoryReader(server_name, self.aliases, self.room_directory),
             profiles=LocalProfileReader(server_name, self.stores.profiles),
+            room_federation=RoomFederationService(
+                server_name, room_services.room_input, room_services.creator.state, room_services.events,
+                room_services.rooms, room_services.state_groups, clock.time_msec,
+            ),
         )
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []

@@ -430,6 +430,102 @@ class RoomInput:
         return sorted((await self._state_groups.get_state(stored.state_group_after)).values())
 
 
+    # ------------------------------------------------------------------ joins through other servers
+
+    async def persist_join(
+        self, origin: str, room_version: RoomVersion, auth_chain: Sequence[Event], state: Sequence[Event], event: Event
+    ) -> PDUOutcome:
+        """Persists a room joined through another server (``send_join``'s answer) in the room's turn.
+
+        The caller (the federation adapter) has checked the signatures and hashes of every event and
+        the auth of the state against the auth chain. Here: the auth chain and state events are stored
+        as outliers (the room row is created with the first of them when the room is new), then the
+        join event is authorised against the state and persisted with that state before it; it
+        becomes the room's only forward extremity and the room's current state is the state after it.
+        Whatever we held of the room before (an out-of-band invite, a stale state after everyone of
+        ours had left) is replaced.
+
+        Raises:
+            MatrixError: 502 when the state has no create event or does not authorise the join.
+        """
+        async with self.queue.queue(event.room_id):
+            if await self._events.get_event(event.event_id) is not None:
+                return PDUOutcome(event.event_id, PDUStatus.DUPLICATE)
+            by_key = {(e.type, e.state_key): e for e in state if e.state_key is not None}
+            create = by_key.get(("m.room.create", ""))
+            if create is None:
+                raise MatrixError(502, Codes.UNKNOWN, "The room's state has no create event")
+            try:
+                check_auth(event, by_key, room_version)
+            except AuthError as e:
+                raise MatrixError(502, Codes.UNKNOWN, f"The room's state does not allow the join: {e.reason}") from None
+            head = await self._state.get_head(event.room_id)
+            room, new_room = await self._room_for_remote(head, event, room_version, create.sender)
+            known = await self._events.get_events([e.event_id for e in [*auth_chain, *state]])
+            # TODO(#13): one transaction for the whole batch; one per event is slow for big rooms.
+            for outlier in sorted({e.event_id: e for e in [*auth_chain, *state]}.values(), key=lambda e: e.depth):
+                if outlier.event_id in known or outlier.event_id == event.event_id:
+                    continue
+                ctx = PersistContext(None, {}, outlier=True, new_room=new_room)
+                await self._persister.persist(room, outlier, ctx)
+                new_room = None
+            state_before = {k: e.event_id for k, e in by_key.items()}
+            ctx = PersistContext(
+                None, state_before, extra_users=frozenset({event.state_key or event.sender}), new_room=new_room,
+                current_state_before=head.state if head is not None else {}, replace_extremities=True,
+            )
+            persisted = await self._persister.persist(room, event, ctx)
+            stored = persisted.stored
+            self._state.install_head(
+                RoomHead(room, room_version, stored.state_group_after, persisted.state_after, (event.event_id,),
+                         stored.depth)
+            )
+            return PDUOutcome(event.event_id, PDUStatus.ACCEPTED, None, stored.stream_ordering)
+
+    async def _room_for_remote(
+        self, head: RoomHead | None, event: Event, room_version: RoomVersion, creator: str | None
+    ) -> tuple[RoomRecord, tuple[int, str | None] | None]:
+        """The room row of a room known through another server, allocating one when it is new."""
+        if head is not None:
+            return head.room, None
+        room_nid: int = await self._pool.run_txn("allocate_room_nid", self._room_nids.next_id_txn)
+        room = RoomRecord(room_nid, event.room_id, room_version.identifier, creator, False, self._now())
+        return room, (room_nid, creator)
+
+    async def store_out_of_band_membership(self, event: Event) -> StoredEvent:
+        """Stores a membership event of a local user in a room this server is not in.
+
+        An invite received from another server, or the leave or knock event of a remote dance: the
+        user's membership (``current_state``) becomes this event, so ``/sync`` shows the room in
+        ``invite``, ``leave`` or ``knock`` (with the stripped state the event carries in
+        ``unsigned.invite_room_state``/``knock_room_state``), but the room's state is not otherwise
+        known. A room we had no row for gets one (creator unknown). Idempotent.
+        """
+        async with self.queue.queue(event.room_id):
+            existing = await self._events.get_event(event.event_id)
+            if existing is not None:
+                return existing
+            head = await self._state.get_head(event.room_id)
+            room, new_room = await self._room_for_remote(head, event, event.room_version, None)
+            current = dict(head.state) if head is not None else {}
+            key = ("m.room.member", event.state_key or event.sender)
+            ctx = PersistContext(
+                None, {}, extra_users=frozenset({key[1]}), new_room=new_room,
+                current_state_before=current, current_state_after={**current, key: event.event_id},
+            )
+            persisted = await self._persister.persist(room, event, ctx)
+            prevs = set(event.prev_event_ids)
+            extremities = (*(e for e in (head.extremities if head else ()) if e not in prevs), event.event_id)
+            depth = max(head.max_depth if head else 0, persisted.stored.depth)
+            rv = head.version if head is not None else event.room_version
+            self._state.install_head(RoomHead(room, rv, None, {**current, key: event.event_id}, extremities, depth))
+            return persisted.stored
+
+    async def get_stored_event(self, event_id: str) -> StoredEvent | None:
+        """A stored event with its metadata (outliers included), or None."""
+        return await self._events.get_event(event_id)
+
+
 async def _maybe_await(value: Any) -> None:
     if hasattr(value, "__await__"):
         await value

@@ -66,8 +66,12 @@ class PersistContext:
     txn: TxnKey | None = None
     applies_redaction: str | None = None
     extra_users: frozenset[str] = field(default_factory=frozenset)
-    new_room: tuple[int, str] | None = None
-    """For a create event: ``(room_nid, creator)`` of the room row to insert in the same transaction."""
+    new_room: tuple[int, str | None] | None = None
+    """For a create event: ``(room_nid, creator)`` of the room row to insert in the same transaction
+    (also the first event we store of a room joined over federation, or an out-of-band invite's room)."""
+    replace_extremities: bool = False
+    """The event becomes the room's only forward extremity (a join through another server: what we
+    held of the room before, e.g. an out-of-band invite, is no longer the head)."""
     outlier: bool = False
     """Store without state: no state group, no forward extremity, no current-state change, hidden."""
     rejected_reason: str | None = None
@@ -184,6 +188,8 @@ class EventPersister:
         self._events.insert_event_txn(txn, stored, soft_failed=ctx.soft_failed)
         if ctx.hidden:
             return stored
+        if ctx.replace_extremities:
+            RoomStore.clear_extremities_txn(txn, room.room_nid)
         RoomStore.advance_extremities_txn(txn, self._pool.engine, room.room_nid, event)
         self._update_current_state_txn(txn, room, event, ctx, state_after, stream)
         if ctx.txn is not None:

@@ -29,7 +29,7 @@ from homeserver.storage.stores.rooms import RoomStore
 from sc_proto.auth.power_levels import get_named_level, get_user_power_level
 from sc_proto.errors import Codes, InvalidEventError, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
-from sc_proto.identifiers import RoomAlias
+from sc_proto.identifiers import RoomAlias, RoomID, UserID
 
 logger = logging.getLogger(__name__)
 
@@ -125,6 +125,10 @@ class MembershipService:
             content["reason"] = reason
         if is_direct is not None and membership == INVITE:
             content["is_direct"] = is_direct
+        if membership == LEAVE and sender == target and self._is_local(target):
+            remote_leave = await self._remote_leave(room_id, target)
+            if remote_leave is not None:
+                return remote_leave
         countersign = None
         if membership == INVITE and not self._is_local(target):
             countersign = await self._remote_invite_signer(room_id, sender)
@@ -168,6 +172,60 @@ class MembershipService:
 
         return countersign
 
+    async def _servers_if_not_in_room(self, head: RoomHead | None, user_id: str) -> list[str] | None:
+        """None when the room's membership changes are ours to make (one of our users is joined, or
+        the room is local and nobody else is in it); otherwise the servers to go through: the
+        server of whoever invited ``user_id`` (or let them knock), the senders of the stripped state
+        stored with that invite or knock, the joined members' servers, the room ID's domain.
+
+        A room we hold only through an out-of-band membership (no create event) is never ours.
+        """
+        if head is None:
+            return []
+        joined = await self._rooms.get_members(head.room.room_nid, (JOIN,))
+        if any(self._is_local(u) for u in joined):
+            return None
+        servers: list[str] = []
+        own = head.state.get(("m.room.member", user_id))
+        if own is not None:
+            events = await self._creator.get_state_events(head.state, [("m.room.member", user_id)])
+            found = events.get(("m.room.member", user_id))
+            if found is not None and found.membership in (INVITE, KNOCK):
+                servers.append(_domain(found.sender))
+                # The stripped state our server was given names servers in the room (a knock was
+                # sent by us, so its own sender says nothing).
+                stripped = found.unsigned.get(f"{found.membership}_room_state")
+                for entry in stripped if isinstance(stripped, list) else []:
+                    if isinstance(entry, Mapping) and isinstance(entry.get("sender"), str):
+                        servers.append(_domain(entry["sender"]))
+        servers.extend(_domain(u) for u in sorted(joined))
+        room_domain = _room_domain(head.room.room_id)
+        if room_domain is not None:
+            servers.append(room_domain)
+        servers = [s for s in dict.fromkeys(servers) if s and s != self._server_name]
+        if not servers and ("m.room.create", "") in head.state:
+            return None
+        return servers
+
+    async def _remote_leave(self, room_id: str, user_id: str) -> StoredEvent | None:
+        """Leaves (or declines an invite to) a room we are not in through the port; None when the
+        leave is a local event (we are in the room, or it is a local room)."""
+        head = await self._creator.get_head(room_id)
+        servers = await self._servers_if_not_in_room(head, user_id)
+        if head is None or servers is None:
+            return None
+        if not servers:
+            raise MatrixError(404, Codes.NOT_FOUND, "No server to leave this room through")
+        pdu = await self._remote.leave(servers, room_id, user_id)
+        try:
+            event_id = Event.from_pdu(pdu, head.version).event_id
+        except InvalidEventError:
+            raise MatrixError(502, Codes.UNKNOWN, "The remote server returned a malformed leave event") from None
+        stored = await self._creator.input.get_stored_event(event_id)
+        if stored is None:
+            raise MatrixError(502, Codes.UNKNOWN, "The leave event was not stored")
+        return stored
+
     async def _resolve_local_alias(self, alias: str) -> tuple[str, list[str]]:
         found = await self._rooms.get_alias(alias)
         if found is None:
@@ -201,16 +259,20 @@ class MembershipService:
             MatrixError: 400 malformed ID or alias, 404 unknown room or alias, 403 refused.
         """
         room_id, candidates = await self._resolve_target(room_id_or_alias, servers)
-        if await self._creator.get_head(room_id) is not None:
+        extra = await self._servers_if_not_in_room(await self._creator.get_head(room_id), user_id)
+        if extra is None:
             await self.join(user_id, room_id, reason)
             return room_id
-        remote = self._remote_servers(candidates)
+        remote = self._remote_servers([*candidates, *extra])
         if not remote:
             raise MatrixError(404, Codes.NOT_FOUND, "No known room with that ID or alias")
         content: dict[str, Any] = {"membership": JOIN, **(await self._profile_content(user_id))}
         if reason is not None:
             content["reason"] = reason
         await self._remote.join(remote, room_id, user_id, content)
+        head = await self._creator.get_head(room_id)
+        if head is not None:
+            await self._rooms.unforget_room(user_id, head.room.room_nid)
         return room_id
 
     async def knock_room(
@@ -222,8 +284,9 @@ class MembershipService:
             MatrixError: 400 malformed ID or alias, 404 unknown room or alias, 403 refused.
         """
         room_id, candidates = await self._resolve_target(room_id_or_alias, servers)
-        remote = self._remote_servers(candidates)
-        if remote and await self._creator.get_head(room_id) is None:
+        extra = await self._servers_if_not_in_room(await self._creator.get_head(room_id), user_id)
+        remote = self._remote_servers([*candidates, *(extra or [])])
+        if remote and extra is not None:
             content: dict[str, Any] = {"membership": KNOCK, **(await self._profile_content(user_id))}
             if reason is not None:
                 content["reason"] = reason
@@ -368,6 +431,21 @@ class MembershipService:
         if membership in (JOIN, INVITE, KNOCK):
             raise MatrixError(400, Codes.UNKNOWN, "You must leave the room before forgetting it")
         await self._rooms.forget_room(user_id, head.room.room_nid)
+
+
+def _room_domain(room_id: str) -> str | None:
+    """The domain of a v1-v11 room ID (the server that created the room), None for v12 IDs."""
+    try:
+        return RoomID.parse(room_id).domain
+    except InvalidIdentifierError:
+        return None
+
+
+def _domain(user_id: str) -> str:
+    try:
+        return UserID.parse(user_id, historical=True).domain
+    except InvalidIdentifierError:
+        return ""
 
 
 def stripped_state(event: Event) -> dict[str, Any]:

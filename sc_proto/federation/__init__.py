@@ -1,7 +1,8 @@
 """sc_proto.federation: Server-Server API protocol logic, sans-I/O.
 
 Server-name resolution as steps (``discovery``), transactions (``transaction``), the checks on
-received PDUs (``pdu_checks``), server keys (``keys``) and server ACLs (``acl``).
+received PDUs (``pdu_checks``), server keys (``keys``), server ACLs (``acl``) and the membership dances' bodies
+(``requests``: import those from the submodule).
 """
 
 from sc_proto.federation.acl import SERVER_ACL_TYPE, is_server_allowed_by_acl

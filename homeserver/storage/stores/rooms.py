@@ -155,6 +155,11 @@ class RoomStore:
         txn.execute("INSERT INTO forward_extremities (room_nid, event_id) VALUES (?, ?)", (room_nid, event.event_id))
 
     @staticmethod
+    def clear_extremities_txn(txn: Txn, room_nid: int) -> None:
+        """Removes every forward extremity of the room (before a join through another server)."""
+        txn.execute("DELETE FROM forward_extremities WHERE room_nid = ?", (room_nid,))
+
+    @staticmethod
     def has_current_state_txn(txn: Txn, room_nid: int, event_type: str, state_key: str) -> bool:
         """Whether the room's current state (as written so far in ``txn``) has ``(event_type, state_key)``."""
         txn.execute(

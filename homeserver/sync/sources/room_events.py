@@ -544,7 +544,13 @@ class RoomEventsSource:
                 continue
             events = [loaded[e] for e in wanted.get(room.room_id, []) if e in loaded]
             events = [e for e in events if e.event_id != event_id] + [stored]
-            target[room.room_id] = {key: {"events": [_stripped(e) for e in events]}}
+            stripped = [_stripped(e) for e in events]
+            out_of_band = stored.event.unsigned.get(f"{section}_room_state")
+            if stored.state_group_before is None and isinstance(out_of_band, list):
+                # A room we are not in (an invite from another server, a remote knock): the stripped
+                # state its server sent, stored with the membership event (ADR 0016).
+                stripped = [dict(e) for e in out_of_band if isinstance(e, Mapping)] + stripped[-1:]
+            target[room.room_id] = {key: {"events": stripped}}
 
 
 def _stripped(stored: StoredEvent) -> JsonDict:

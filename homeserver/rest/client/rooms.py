@@ -227,8 +227,8 @@ class RoomServlets:
         joined: JsonDict = {}
         for (etype, skey), event in state.items():
             if etype == "m.room.member" and event.membership == "join":
-                joined[skey] = {
-                    "display_name": event.content.get("displayname"),
-                    "avatar_url": event.content.get("avatar_url"),
-                }
+                # The spec types both as strings: an unset (or non-string) profile field is omitted,
+                # never null (found by the API fuzzer, issue 12).
+                profile = {"display_name": event.content.get("displayname"), "avatar_url": event.content.get("avatar_url")}
+                joined[skey] = {k: v for k, v in profile.items() if isinstance(v, str)}
         return 200, {"joined": joined}

@@ -41,7 +41,7 @@ from tests.integration.openapi import Operation, load_operations
 
 pytestmark = pytest.mark.integration
 
-EXAMPLES_PER_OPERATION = int(os.environ.get("SC_FUZZ_EXAMPLES", "6"))
+EXAMPLES_PER_OPERATION = int(os.environ.get("SC_FUZZ_EXAMPLES", "15"))
 BUDGET_S = float(os.environ.get("SC_FUZZ_BUDGET_S", "30"))
 CORPUS_DIR = Path(__file__).resolve().parent / "fuzz_corpus"
 # Federation off: no generated server name can make the server look anything up.

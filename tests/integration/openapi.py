@@ -24,7 +24,7 @@ METHODS = ("get", "put", "post", "delete")
 _DOC_KEYS = frozenset({"example", "examples"})
 
 
-@functools.lru_cache(maxsize=None)
+@functools.cache
 def _load_file(path: Path) -> Any:
     with path.open(encoding="utf-8") as handle:
         return yaml.safe_load(handle)

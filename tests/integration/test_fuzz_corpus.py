@@ -28,6 +28,7 @@ from typing import Any
 import pytest
 
 from bench.common import ServerProcess
+from tests.integration.conftest import ServerFactory
 from tests.integration.fuzzing import (
     Answer,
     Client,
@@ -38,7 +39,6 @@ from tests.integration.fuzzing import (
 )
 from tests.integration.openapi import Operation, load_operations
 from tests.integration.test_fuzz_api import FUZZ_OVERRIDES
-from tests.integration.conftest import ServerFactory
 
 CORPUS_DIR = Path(__file__).resolve().parent / "fuzz_corpus"
 _REPEAT = re.compile(r"\{repeat:(.):(\d+)\}", re.DOTALL)

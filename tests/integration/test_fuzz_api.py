@@ -161,6 +161,9 @@ def test_client_server_api(fuzz_server: ServerProcess, capsys: pytest.CaptureFix
     label = "postgres" if "postgres" in str(fuzz_server.config_path.read_text()) else "sqlite"
     with capsys.disabled():
         print("\n" + run.tally.summary(label, len(operations)))
+        if os.environ.get("SC_FUZZ_VERBOSE"):
+            unimplemented = sorted(run.tally.operations - run.tally.implemented)
+            print(f"fuzz[{label}]: answered only M_UNRECOGNIZED: {', '.join(unimplemented)}")
         if skipped_for_time:
             print(f"fuzz[{label}]: time budget reached; not fuzzed: {', '.join(skipped_for_time)}")
     assert run.server.process is not None and run.server.process.poll() is None, "the server died"

@@ -253,6 +253,7 @@ class FuzzSession:
             "POST", f"/_matrix/client/v3/user/{quote(self.user_id)}/filter", {"room": {"timeline": {"limit": 5}}}
         )
         self.filter_id: str = made["filter_id"]
+        self.sync_token: str = self._call("GET", "/_matrix/client/v3/sync?timeout=0", None)["next_batch"]
         self.pool: dict[str, tuple[str, ...]] = {
             "roomId": (self.room_id,),
             "roomIdOrAlias": (self.room_id, self.room_alias),
@@ -273,6 +274,14 @@ class FuzzSession:
             "receiptType": ("m.read", "m.read.private"),
             "version": ("1",),
             "keyName": ("displayname", "avatar_url", "m.tz"),
+            # Query parameters that carry tokens or JSON: real ones, and near misses.
+            "since": (self.sync_token, self.sync_token + "0", "sc1_ad0_e999999999999999", "s72594_4483_1934"),
+            "from": (self.sync_token, "t1-2_3", "-1"),
+            "to": (self.sync_token,),
+            "filter": (
+                self.filter_id, '{"room": {"timeline": {"limit": 1}}}', '{"room": {"rooms": [5]}}',
+                '{"limit": -1}', "[]", "{", '{"room": {"state": {"lazy_load_members": "yes"}}}', "999999",
+            ),
         }
 
     def _call(self, method: str, path: str, body: Any, token: str | None = None) -> Any:

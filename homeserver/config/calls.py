@@ -23,13 +23,13 @@ class CallsConfig:
     turn_uris: tuple[str, ...] = option(
         (),
         list_of(TURN_URI),
-        "TURN (and STUN) URIs given to clients. Empty disables GET /voip/turnServer (it answers {}).",
+        "TURN (and STUN) URIs given to clients. Empty disables GET /voip/turnServer (it answers 404 M_NOT_FOUND).",
     )
     turn_shared_secret: str | None = option(
         None,
         optional(TURN_SECRET),
         "The secret shared with the TURN server (coturn 'static-auth-secret'); credentials are derived "
-        "from it. Without it GET /voip/turnServer answers {}.",
+        "from it. Without it GET /voip/turnServer answers 404 M_NOT_FOUND.",
         secret=True,
     )
     turn_user_lifetime_s: int = option(

@@ -114,9 +114,11 @@ class TurnServerEndpointTests(RoomsTestCase):
         ))
         return str(result.access_token)
 
-    def test_not_configured_is_empty(self) -> None:
+    def test_not_configured_is_404(self) -> None:
+        """Without TURN the answer is 404 M_NOT_FOUND, not a 200 lacking the spec's required fields (issue 12)."""
         channel = self.make_request("GET", f"{V3}/voip/turnServer", access_token=self.alice)
-        self.assertEqual((channel.code, channel.json_body), (200, {}))
+        self.assertEqual((channel.code, channel.json_body["errcode"]), (404, "M_NOT_FOUND"))
+        self.assertIsInstance(channel.json_body["error"], str)
 
     def test_requires_auth(self) -> None:
         self.assertEqual(self.make_request("GET", f"{V3}/voip/turnServer").code, 401)

@@ -218,8 +218,10 @@ class RoomServlets:
         """GET /_matrix/client/v3/rooms/{roomId}/joined_members"""
         requester = await self._auth.get_requester(request)
         members = await self._membership.get_joined_members(requester.user_id, parse_room_id(room_id))
-        joined: JsonDict = {
-            user_id: {"display_name": event.content.get("displayname"), "avatar_url": event.content.get("avatar_url")}
-            for user_id, event in members.items()
-        }
+        joined: JsonDict = {}
+        for user_id, event in members.items():
+            # The spec types both as strings: an unset (or non-string) profile field is omitted,
+            # never null (found by the API fuzzer, issue 12).
+            profile = {"display_name": event.content.get("displayname"), "avatar_url": event.content.get("avatar_url")}
+            joined[user_id] = {k: v for k, v in profile.items() if isinstance(v, str)}
         return 200, {"joined": joined}

@@ -31,6 +31,7 @@ from homeserver.api.services import (
     SyncSourceRegistry,
 )
 from homeserver.app.features import Feature, FeatureServices, wire_features
+from homeserver.app.federation_wiring import FederationWiring
 from homeserver.app.room_wiring import RoomServices, build_room_services, load_or_create_signing_key
 from homeserver.app.stream_wiring import StreamWriters, build_stores_and_streams
 from homeserver.auth.accounts import AccountService, NewAccount
@@ -159,6 +160,8 @@ class Homeserver:
         stores: every store, built once.
         streams: the stream writers of this process (features write their streams through them).
         signing_key: the server's signing key (federation signs requests with it).
+        federation: the federation adapter whose outward ports are in ``ports``; the ``federation``
+            feature starts it (None: no federation).
 
     Attributes:
         features: the services the feature modules provide, by type (``hs.features.get(TypingService)``).
@@ -177,10 +180,12 @@ class Homeserver:
         ports: RemotePorts | None = None,
         *,
         signing_key: SigningKey | None = None,
+        federation: FederationWiring | None = None,
     ) -> None:
         self.config = config
         self.ports = ports or local_only_ports()
         self.signing_key = signing_key
+        self.federation = federation
         self.rooms = room_services
         self.reactor = reactor
         self.clock = clock
@@ -438,6 +443,7 @@ async def build_homeserver(
     threaded: bool = True,
     signing_key: SigningKey | None = None,
     ports: RemotePorts | None = None,
+    federation: FederationWiring | None = None,
 ) -> Homeserver:
     """Builds a homeserver and prepares its database.
 
@@ -449,7 +455,10 @@ async def build_homeserver(
             thread (deterministic unit tests).
         signing_key: the server's signing key; read from (or created at) ``server.signing_key_path``
             when not given.
-        ports: the outward ports (federation's, or test fakes); local-only when not given.
+        ports: the outward ports (test fakes); when not given, federation's when ``federation.enabled``
+            (see :mod:`homeserver.app.federation_wiring`), else local-only.
+        federation: a federation adapter to use (tests: one with in-memory I/O edges); its outward
+            ports are laid over ``ports`` (or the local-only ones).
     """
     clock = clock or Clock(reactor)
     engine = create_engine(database_settings(config.database))
@@ -457,6 +466,10 @@ async def build_homeserver(
     await prepare_database(pool)
     if signing_key is None:
         signing_key = load_or_create_signing_key(config.server.signing_key_path)
+    if federation is None and ports is None and config.federation.enabled:
+        federation = FederationWiring(config, reactor, clock, signing_key)
+    if federation is not None:
+        ports = federation.outward_ports(ports or local_only_ports(), pool)
     notifier = Notifier(clock)
     stores, streams = await build_stores_and_streams(pool, notifier)
     room_services = await build_room_services(pool, clock, config.server.server_name, signing_key, stores, notifier)
@@ -474,7 +487,8 @@ async def build_homeserver(
             return fn(*args)
 
     hs = Homeserver(
-        config, reactor, clock, pool, run_in_thread, room_services, stores, streams, ports, signing_key=signing_key
+        config, reactor, clock, pool, run_in_thread, room_services, stores, streams, ports, signing_key=signing_key,
+        federation=federation,
     )
     await wire_feature_modules(hs)
     return hs

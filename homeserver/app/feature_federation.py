@@ -1,61 +1,34 @@
-"""Wires the federation transport (issue 13, ADR 0012): the outbound client and the inbound router.
+"""The ``federation`` feature: starts the federation adapter built by ``build_homeserver`` (issue 13).
 
-When ``federation.enabled`` is true, builds:
+``build_homeserver`` builds the adapter's outbound side before the core (a
+:class:`~homeserver.app.federation_wiring.FederationWiring`, phase 1) when ``federation.enabled`` is
+true and the caller did not inject its own ports. This feature runs phase 2 once the core exists:
+the transport is served on ``hs.resource`` (so every listener, TLS or not, serves
+``/_matrix/federation/*`` and ``/_matrix/key/*`` next to the client API), with the keyring checking
+``X-Matrix``; the key, event, membership and query servlets are registered; the room input gets its
+missing-event fetcher; the sender starts. It provides
+:class:`~homeserver.app.federation_wiring.FederationServices`.
 
-* :class:`~federation.transport.client.FederationClient` (signed requests to other servers),
-  resolving server names with ``twisted.names`` and HTTPS well-known fetches, every address checked
-  against ``ip_range_blacklist``/``ip_range_whitelist``, certificates verified unless
-  ``verify_certificates`` is false;
-* :class:`~federation.transport.server.FederationTransport` on ``hs.resource`` (so every listener,
-  TLS or not, serves ``/_matrix/federation/*`` and ``/_matrix/key/*`` next to the client API), with
-  ``GET /_matrix/federation/v1/version`` registered.
-
-Both are provided by type so the keyring, inbound servlets, membership dances and sender features
-can require them. Until the keyring feature is wired, inbound ``X-Matrix`` requests are checked
-against :class:`~federation.transport.server.NoKeysLookup` (every key unknown, so 401); the keyring
-feature replaces it with ``FederationTransport.use_key_lookup(keyring)``.
-
-When ``federation.enabled`` is false nothing is built or registered: ``/_matrix/federation`` answers
-404 ``M_UNRECOGNIZED``, and features that use the client find none.
+Without federation nothing is built or registered: ``/_matrix/federation`` answers 404
+``M_UNRECOGNIZED`` and remote users, rooms and aliases get the local-only errors.
 """
 
 from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
-from twisted.internet import defer
-
-from federation.discovery import ServerNameResolver, TwistedDns, WellKnownClient
-from federation.transport.client import FederationClient
-from federation.transport.connect import AddressPolicy, CheckedConnector, TLSPolicy
-from federation.transport.server import FederationTransport
 from homeserver.app.features import Feature, FeatureServices, Provided
-from sc_proto._version import __version__
+from homeserver.app.federation_wiring import FederationServices
 
 if TYPE_CHECKING:
     from homeserver.app.composition import Homeserver
 
-USER_AGENT = f"SecureConnect/{__version__}"
-
 
 async def wire(hs: Homeserver, _services: FeatureServices) -> Provided:
-    """Builds the federation client and transport and registers the version endpoint."""
-    config = hs.config.federation
-    if not config.enabled:
+    """Starts the adapter (phase 2) when ``build_homeserver`` built one."""
+    if hs.federation is None:
         return []
-    if hs.signing_key is None:
-        raise RuntimeError("federation needs the server's signing key (build_homeserver passes it)")
-    server_name = hs.config.server.server_name
-    dns = TwistedDns()
-    connector = CheckedConnector(hs.reactor, dns, AddressPolicy.from_config(config), TLSPolicy(config.verify_certificates))
-    resolver = ServerNameResolver(dns, WellKnownClient(hs.reactor, connector, USER_AGENT.encode()), hs.clock.time)
-    client = FederationClient(
-        hs.reactor, server_name, hs.signing_key, config, resolver, connector, user_agent=USER_AGENT
-    )
-    hs.reactor.addSystemEventTrigger("before", "shutdown", lambda: defer.ensureDeferred(client.close()))
-    transport = FederationTransport(hs.resource, server_name, config, hs.clock.time_msec)
-    transport.register_version()
-    return [client, transport]
+    return [await hs.federation.start(hs)]
 
 
-FEATURE = Feature("federation", wire, provides=(FederationClient, FederationTransport))
+FEATURE = Feature("federation", wire, provides=(FederationServices,))

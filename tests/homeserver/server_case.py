@@ -142,6 +142,8 @@ BASE_CONFIG: dict[str, Any] = {
     "auth": {"argon2": {"time_cost": 1, "memory_cost_kib": 8, "parallelism": 1}},
     "ratelimits": {"enabled": False},
     "registration": {"mode": "open", "password_policy": {"minimum_length": 8}},
+    # Local behaviour only: federation tests (tests/federation) enable it with their own I/O edges.
+    "federation": {"enabled": False},
 }
 
 

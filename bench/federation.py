@@ -309,7 +309,12 @@ class Target:
     base_url: str
     server_name: str
     client: harness.MatrixClient
+    process: harness.TlsServerProcess | None = None
     _poller: http.client.HTTPSConnection | None = None
+
+    def cpu_seconds(self) -> float | None:
+        """CPU time the target process has used so far (``None`` for an external target)."""
+        return self.process.cpu_seconds() if self.process is not None else None
 
     def poller(self) -> http.client.HTTPSConnection:
         """A keep-alive client connection for polling."""
@@ -467,9 +472,12 @@ def measure(target: Target, args: argparse.Namespace, workdir: Path) -> Figures:
     for name in args.scenario_list:
         peer = FakePeer(target.base_url, target.server_name, workdir / name)
         try:
-            start = time.monotonic()
+            start, cpu_start = time.monotonic(), target.cpu_seconds()
             figures.results[name] = RUNNERS[name](peer, target, args, deadline)
             figures.results[name]["wall_s"] = round(time.monotonic() - start, 1)
+            cpu_end = target.cpu_seconds()
+            if cpu_start is not None and cpu_end is not None:
+                figures.results[name]["target_cpu_s"] = round(cpu_end - cpu_start, 1)
         except Exception as exc:  # one failing scenario must not hide the others' figures
             figures.results[name] = {"error": f"{type(exc).__name__}: {exc}"}
         finally:
@@ -501,7 +509,7 @@ def start_target(kind: str, workdir: Path) -> tuple[Target, harness.Homeserver]:
         server = harness.start_secureconnect(workdir / "ours", ready_paths=harness.READY_PATHS)
         label = "ours"
     client = server.register("bench_owner")
-    return Target(label, server.base_url, server.server_name, client), server
+    return Target(label, server.base_url, server.server_name, client, server.process), server
 
 
 def parse_args(argv: list[str] | None) -> argparse.Namespace:
@@ -538,6 +546,7 @@ def parse_args(argv: list[str] | None) -> argparse.Namespace:
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     print(f"federation benchmark; host: {os.cpu_count()} CPUs, load {os.getloadavg()[0]:.2f}", flush=True)
+    print("(wall-clock figures: compare runs made back to back on an idle machine)", flush=True)
     reports: list[Figures] = []
     with tempfile.TemporaryDirectory(prefix="sc-bench-federation-") as tmp:
         workdir = Path(tmp)

@@ -21,6 +21,31 @@ Every server here:
 :meth:`Homeserver.register` gives a :class:`MatrixClient` (thin urllib wrappers: create/join rooms,
 send, ``/messages``, ``/state``, polling helpers). :func:`attach_logs` makes the log tails of
 module-scoped servers appear in a failed test's report.
+
+A cross-server test module (issue 13) looks like::
+
+    @pytest.fixture(scope="module")
+    def servers(tmp_path_factory):
+        python = harness.synapse_python()  # skip, or fail in CI, before anything starts
+        base = tmp_path_factory.mktemp("fed")
+        syn, ours = harness.start_parallel(
+            lambda: harness.start_synapse(base / "syn", python=python),
+            lambda: harness.start_secureconnect(base / "ours", ready_paths=harness.READY_PATHS),
+        )
+        yield syn, ours
+        assert not harness.stop_all([syn, ours])
+
+    def test_synapse_user_joins_our_room(servers, request):
+        syn, ours = servers
+        harness.attach_logs(request.node, servers)
+        alice, bob = ours.register(), syn.register()
+        room_id = alice.create_room(alias="lobby")
+        bob.join(f"#lobby:{ours.server_name}")
+        alice.send_message(room_id, "hi")
+        bob.wait_for_message(room_id, "hi")
+
+Remote effects are asynchronous on both sides (Synapse stages inbound PDUs and handles them after
+answering ``/send``): wait with the ``wait_for_*`` helpers or :func:`poll`, never a fixed sleep.
 """
 
 from __future__ import annotations

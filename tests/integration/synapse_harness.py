@@ -71,14 +71,22 @@ from typing import Any
 import pytest
 import yaml
 
-from bench.common import CHEAP_ARGON2, ServerProcess, ServerStartError, deep_merge, free_port, generate_config
+from bench.common import (
+    CHEAP_ARGON2,
+    ServerProcess,
+    ServerStartError,
+    deep_merge,
+    free_port,
+    generate_config,
+    homeserver_command,
+)
 from homeserver.config.federation import DEFAULT_IP_RANGE_BLACKLIST
 from sc_proto.crypto.keys import generate_signing_key, write_signing_keys
 
 SYNAPSE_ENV = "SC_TEST_SYNAPSE"
 LOOPBACK_RANGES = ("127.0.0.0/8", "::1/128")
 FEDERATION_BLOCKLIST_WITHOUT_LOOPBACK = [
-    cidr for cidr in DEFAULT_IP_RANGE_BLACKLIST if cidr not in ("127.0.0.0/8", "::1/128", "::ffff:0:0/96")
+    cidr for cidr in DEFAULT_IP_RANGE_BLACKLIST if cidr not in LOOPBACK_RANGES
 ]
 READY_PATHS = ("/_matrix/client/versions", "/_matrix/federation/v1/version", "/_matrix/key/v2/server")
 SYNAPSE_READY_TIMEOUT_S = 90.0
@@ -276,8 +284,6 @@ class TlsServerProcess(ServerProcess):
         Raises:
             ServerStartError: it exited early or was not ready in time (it is then killed).
         """
-        from bench.common import homeserver_command
-
         with self.log_path.open("ab") as log:
             command = self.command or [*homeserver_command(), "run", "--config", str(self.config_path)]
             self.process = subprocess.Popen(

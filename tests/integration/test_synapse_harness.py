@@ -93,6 +93,17 @@ class SynapseToolTests:
         assert key_path.stat().st_mode & 0o077 == 0
 
 
+    def test_synapse_config_opens_loopback_only(self, tmp_path: Path) -> None:
+        config = harness.synapse_config(tmp_path, 12345, "s3cret")
+        blocked = set(config["federation_ip_range_blacklist"])
+        assert {"10.0.0.0/8", "192.168.0.0/16", "169.254.0.0/16", "fc00::/7"} <= blocked
+        assert not blocked & set(harness.LOOPBACK_RANGES)
+        assert config["ip_range_whitelist"] == list(harness.LOOPBACK_RANGES)
+        assert config["server_name"] == "127.0.0.1:12345"
+        assert config["trusted_key_servers"] == [] and config["federation_verify_certificates"] is False
+        assert "federation_domain_whitelist" not in config
+
+
 class SynapseServerTests:
     """One Synapse: the three APIs answer over TLS and its key document is valid."""
 

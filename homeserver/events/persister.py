@@ -84,6 +84,10 @@ class PersistContext:
     current_state_after: StateMap | None = None
     """The room's current state after the event; None means the state after the event (its prev events
     covered every forward extremity)."""
+    backfilled: bool = False
+    """Older history fetched through ``/backfill``: stored in the timeline with its state (so
+    ``/messages`` shows it) but it moves neither the forward extremities nor the current state, and
+    nobody is woken (it is not news)."""
 
     @property
     def hidden(self) -> bool:
@@ -150,9 +154,9 @@ class EventPersister:
             raise
         persisted = PersistedEvent(stored, MappingProxyType(state_after))
         self._events.cache_event(stored)
-        if ctx.hidden:
-            # Outliers, rejected and soft-failed events: no client hears of them (no hooks, no
-            # wake-up), but held-back positions below ours may now be readable.
+        if ctx.hidden or ctx.backfilled:
+            # Outliers, rejected, soft-failed and backfilled events: no client hears of them (no
+            # hooks, no wake-up), but held-back positions below ours may now be readable.
             self._stream.flush()
             return persisted
         if ctx.applies_redaction is not None:
@@ -187,6 +191,10 @@ class EventPersister:
         )
         self._events.insert_event_txn(txn, stored, soft_failed=ctx.soft_failed)
         if ctx.hidden:
+            return stored
+        if ctx.backfilled:
+            for hook in self.in_txn_hooks:
+                hook(txn, event, stream, room.room_nid)
             return stored
         if ctx.replace_extremities:
             RoomStore.clear_extremities_txn(txn, room.room_nid)

@@ -15,7 +15,7 @@ Theory of operation (spec client-server-api, "Room History Visibility"):
   invalidation. A page of events from one stretch of a room thus costs one state-group read (cached
   by :class:`StateGroupStore`) and one batched event load, never a query per event (audit SCALE-4).
 * "Joined at any point after the event" is answered by one query per call for all rooms that need it
-  (the topological key of the user's latest join in each room), and only when a ``shared`` event is
+  (the stream ordering of the user's latest join in each room), and only when a ``shared`` event is
   not already allowed by the membership rule.
 
 Room state (``/state``, ``/members``) follows the spec's endpoint rules: a joined user reads the current
@@ -147,13 +147,11 @@ class HistoryVisibilityFilter:
                 need_joins.add(stored.room_nid)
             else:
                 decided.append((stored, False))
-        joins = await self._rooms.get_latest_join_keys(user_id, sorted(need_joins)) if need_joins else {}
+        joins = await self._rooms.get_latest_join_streams(user_id, sorted(need_joins)) if need_joins else {}
         visible: list[StoredEvent] = []
         for stored, allowed in decided:
             if allowed is None:
-                # "Joined after it" in the room's topological order (backfilled history is stored
-                # after the join in stream order); a linear room's two orders agree.
-                allowed = joins.get(stored.room_nid, (-1, -1)) > (stored.depth, stored.stream_ordering)
+                allowed = joins.get(stored.room_nid, -1) > stored.stream_ordering
             if allowed:
                 visible.append(stored)
         return visible

@@ -186,15 +186,20 @@ class BackfillScenarios(ScenarioCase):
         history = [f"old {i}" for i in range(12)]
         for body in history:
             self.say(self.b, bob_t, room, body)
-        self._ids = self.message_ids(self.b, bob_t, room)
         self.join(self.a, alice_t, room, via=self.b)
         self.say(self.b, bob_t, room, "new")
         self.assertFalse(any("/backfill/" in r.path for r in self.network.requests))
+        since = self.ok(self.a, "GET", "/_matrix/client/v3/sync", None, alice_t)["next_batch"]
         self.assertEqual(self.bodies(self.a, alice_t, room), [*history, "new"])
         self.assertTrue(any("/backfill/" in r.path and r.origin == self.a.name for r in self.network.requests))
         b_order = [e["event_id"] for e in self.timeline(self.b, bob_t, room) if e["type"] == "m.room.message"]
         a_order = [e["event_id"] for e in self.timeline(self.a, alice_t, room) if e["type"] == "m.room.message"]
         self.assertEqual(a_order, b_order)
+        # Backfilled history is not news: the next /sync does not return it, nor counts it unread.
+        later = self.ok(self.a, "GET", f"/_matrix/client/v3/sync?timeout=0&since={since}", None, alice_t)
+        joined = later.get("rooms", {}).get("join", {}).get(room, {})
+        self.assertEqual(joined.get("timeline", {}).get("events", []), [])
+        self.assertEqual(joined.get("unread_notifications", {}).get("notification_count", 0), 0)
         # Backfilled history moved neither A's forward extremities nor its current state.
         head = self.get_success(self.a.hs.rooms.creator.get_head(room))
         self.assertEqual(len(head.extremities), 1)

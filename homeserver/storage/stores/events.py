@@ -440,19 +440,6 @@ class EventStore:
         return found
 
     @staticmethod
-    def latest_join_keys_txn(
-        txn: Txn, engine: DatabaseEngine, user_id: str, room_nids: Sequence[int]
-    ) -> dict[int, tuple[int, int]]:
-        """Per room, the topological key ``(depth, stream_ordering)`` of ``user_id``'s latest timeline
-        join event (never joined: absent)."""
-        streams = EventStore.latest_join_streams_txn(txn, engine, user_id, room_nids)
-        found: dict[int, tuple[int, int]] = {}
-        for fragment, args in engine.in_list_batches("stream_ordering", list(streams.values())):
-            txn.execute(f"SELECT room_nid, depth, stream_ordering FROM events WHERE {fragment}", args)  # noqa: S608
-            found.update((int(r[0]), (int(r[1]), int(r[2]))) for r in txn.fetchall())
-        return found
-
-    @staticmethod
     def rooms_with_member_events_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> set[int]:
         """Rooms where ``user_id``'s membership changed in ``(after, upto]`` (timeline events only)."""
         txn.execute(

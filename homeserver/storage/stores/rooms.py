@@ -287,16 +287,6 @@ class RoomStore:
             "get_latest_join_streams", EventStore.latest_join_streams_txn, self._pool.engine, user_id, room_nids
         )
 
-    async def get_latest_join_keys(self, user_id: str, room_nids: Sequence[int]) -> dict[int, tuple[int, int]]:
-        """Per room, the topological key ``(depth, stream_ordering)`` of ``user_id``'s latest join event:
-        "joined after an event" in topological order (history fetched through backfill is stored after
-        the join in stream order but lies before it in the room's graph)."""
-        if not room_nids:
-            return {}
-        return await self._pool.run_read(
-            "get_latest_join_keys", EventStore.latest_join_keys_txn, self._pool.engine, user_id, room_nids
-        )
-
     async def get_user_memberships(self, user_id: str) -> dict[int, tuple[str, str, int]]:
         """Every room where ``user_id`` has a current membership: ``room_nid -> (membership, event_id,
         stream_ordering of that membership event)`` (``/sync`` classifies rooms by it)."""

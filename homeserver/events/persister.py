@@ -223,10 +223,7 @@ class EventPersister:
     @staticmethod
     def _backfill_ordering_txn(txn: Txn) -> int:
         """A stream ordering below every stored event's (callers hold ``_backfill_queue``)."""
-        txn.execute("SELECT MIN(stream_ordering) FROM events")
-        row = txn.fetchone()
-        lowest = int(row[0]) if row is not None and row[0] is not None else 0
-        return min(lowest, 0) - 1
+        return min(EventStore.lowest_stream_ordering_txn(txn), 0) - 1
 
     def _state_groups_txn(
         self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap

@@ -13,7 +13,6 @@ from federation.sender.queue import QueueSettings
 from federation.sender.service import SenderSettings
 from sc_proto.crypto.keys import generate_signing_key, get_key_id
 from sc_proto.events.builder import finalise_event
-from sc_proto.room_versions import get_room_version
 from tests.federation.harness import FederatedServer, FederationTestCase
 
 _txn = itertools.count()
@@ -155,7 +154,7 @@ class ConflictScenarios(ScenarioCase):
         """B's user, banned on A while B was cut off, sends a message built on the old prev events:
         A authorises it against the state before it (it passes) but not the current state (bob is
         banned): it is stored soft-failed and no client of A sees it; both converge on the ban."""
-        alice, alice_t, bob, bob_t, room = self._shared_room()
+        _alice, alice_t, bob, bob_t, room = self._shared_room()
         self.say(self.b, bob_t, room, "before the ban")
         self.network.partition(self.a.name, self.b.name)
         self.ok(self.a, "POST", f"/_matrix/client/v3/rooms/{q(room)}/ban", {"user_id": bob}, alice_t)
@@ -252,7 +251,7 @@ class ForgedInputScenarios(ScenarioCase):
         """Server C sends A a /send with PDUs in the name of B's user (signed by C, or by a key C
         claims is B's) and one of its own user who is not in the room: each is refused in the
         answer, and A's timeline and state do not change."""
-        alice, alice_t = self.user_on(self.a, "alice")
+        _alice, alice_t = self.user_on(self.a, "alice")
         bob, bob_t = self.user_on(self.b, "bob")
         room = self.create_room(self.a, alice_t, preset="public_chat")
         self.join(self.b, bob_t, room, via=self.a)
@@ -260,7 +259,7 @@ class ForgedInputScenarios(ScenarioCase):
         before_timeline = self.timeline(self.a, alice_t, room)
         before_state = self.state(self.a, alice_t, room)
         head = self.get_success(self.a.hs.rooms.creator.get_head(room))
-        rv = get_room_version("11" if head.version.identifier == "11" else head.version.identifier)
+        rv = head.version
         auth = [head.state[("m.room.create", "")], head.state[("m.room.power_levels", "")]]
         base = {
             "room_id": room, "type": "m.room.message", "depth": head.max_depth + 1,

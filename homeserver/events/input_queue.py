@@ -21,8 +21,13 @@ the rest:
 * step 6: auth against the room's current state; failure -> SOFT_FAILED (stored with its state, not a
   forward extremity, never sent to clients);
 * otherwise ACCEPTED: it replaces its prev events among the forward extremities, and the current state
-  becomes the state after it when its prevs covered every extremity, else the resolution of the old
-  current state and the state after it.
+  becomes the state after it when its prevs covered every extremity, else the resolution of the
+  states after every remaining extremity and the state after it (the same events give the same
+  state whatever order they arrived in).
+
+Backfill (:meth:`RoomInput.backfill`, called by ``/messages`` at the start of what we hold): older
+events from another server are checked like received PDUs and stored in the timeline behind what we
+hold, with negative stream orderings; they move neither the extremities nor the current state.
 
 Invariant: only code holding the room's turn changes the room's head or its rows.
 """

@@ -52,8 +52,9 @@ class ScenarioCase(FederationTestCase):
     def message_ids(self, server: FederatedServer, token: str, room_id: str) -> list[str]:
         return [e["event_id"] for e in self.timeline(server, token, room_id) if e["type"] == "m.room.message"]
 
-    def bodies(self, server: FederatedServer, token: str, room_id: str) -> list[str]:
-        return [e["content"]["body"] for e in self.timeline(server, token, room_id) if e["type"] == "m.room.message"]
+    def bodies(self, server: FederatedServer, token: str, room_id: str) -> list[str | None]:
+        """The bodies of the room's messages, oldest first (None: a redacted one)."""
+        return [e["content"].get("body") for e in self.timeline(server, token, room_id) if e["type"] == "m.room.message"]
 
     def state(self, server: FederatedServer, token: str, room_id: str) -> dict[tuple[str, str], str]:
         """The room's current state as ``/state`` shows it: ``(type, state_key) -> event_id``."""
@@ -171,6 +172,9 @@ class ConflictScenarios(ScenarioCase):
         self.assertNotIn(late, head.extremities)
         channel = self.request(self.a, "GET", f"/_matrix/client/v3/rooms/{q(room)}/event/{q(late)}", None, alice_t)
         self.assertEqual(channel.code, 404)
+        synced = self.ok(self.a, "GET", "/_matrix/client/v3/sync", None, alice_t)
+        timeline = synced["rooms"]["join"][room]["timeline"]["events"]
+        self.assertNotIn(late, [e["event_id"] for e in timeline])
         self.assertEqual(self.membership_on(self.a, room, bob), "ban")
         self.assertEqual(self.membership_on(self.b, room, bob), "ban")
 
@@ -203,6 +207,28 @@ class BackfillScenarios(ScenarioCase):
         head = self.get_success(self.a.hs.rooms.creator.get_head(room))
         self.assertEqual(len(head.extremities), 1)
         self.assertEqual(self.state(self.a, alice_t, room), self.state(self.b, bob_t, room))
+
+    def test_tampered_backfill_answer_is_not_shown(self) -> None:
+        """B's /backfill answer altered on the way (a message's body changed after signing) does not
+        put the altered text in A's timeline: the content hash fails, so A keeps the redacted event
+        (the spec's rule for a PDU whose signature holds but whose hash does not)."""
+        _alice, alice_t = self.user_on(self.a, "alice")
+        _bob, bob_t = self.user_on(self.b, "bob")
+        room = self.create_room(self.b, bob_t, preset="public_chat")
+        for i in range(3):
+            self.say(self.b, bob_t, room, f"old {i}")
+        self.join(self.a, alice_t, room, via=self.b)
+
+        def tamper(body: dict[str, Any]) -> dict[str, Any]:
+            for pdu in body.get("pdus", []):
+                if pdu.get("content", {}).get("body") == "old 1":
+                    pdu["content"]["body"] = "forged"
+            return body
+
+        self.network.tamper[(self.b.name, "backfill")] = tamper
+        shown = self.bodies(self.a, alice_t, room)
+        self.assertTrue(any("/backfill/" in r.path for r in self.network.requests))
+        self.assertEqual(shown, ["old 0", None, "old 2"])
 
     def test_local_room_does_not_backfill(self) -> None:
         """A room created here holds its start: paging to it asks nobody."""

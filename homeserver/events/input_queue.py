@@ -62,6 +62,9 @@ logger = logging.getLogger(__name__)
 MAX_MISSING_EVENTS = 20
 """How many missing prev events to ask the origin for (``/get_missing_events`` limit)."""
 
+MAX_BACKFILL_EXHAUSTED = 10_000
+"""Oldest events remembered as having nothing older to backfill (the memo is cleared beyond it)."""
+
 EventCheck = Callable[[RoomHead, Event], Awaitable[None]]
 """A check run on each local event in the room's turn; raises :class:`MatrixError` to refuse it."""
 
@@ -109,6 +112,7 @@ class RoomInput:
         self._fetcher: RemoteEventFetcher = fetcher if fetcher is not None else LocalOnlyEventFetcher()
         self.queue = Linearizer("room_input")
         self._rooms_being_created: set[str] = set()
+        self._backfill_exhausted: set[str] = set()
         self.event_checks: list[EventCheck] = []
         """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
         duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
@@ -475,7 +479,7 @@ class RoomInput:
                 return False
             prevs = await self._events.get_events(oldest.event.prev_event_ids)
             gap = [p for p in oldest.event.prev_event_ids if p not in prevs or prevs[p].state_group_after is None]
-            if not gap:
+            if not gap or oldest.event_id in self._backfill_exhausted:
                 return False
             for destination in await self._backfill_destinations(head, oldest):
                 try:
@@ -485,6 +489,12 @@ class RoomInput:
                     continue
                 if await self._store_backfilled(destination, head, found):
                     return True
+                # Nothing new before this event (what lies before it we hold as outliers, or
+                # nobody has it): do not ask again on every /messages that reaches it.
+                if len(self._backfill_exhausted) >= MAX_BACKFILL_EXHAUSTED:
+                    self._backfill_exhausted.clear()
+                self._backfill_exhausted.add(oldest.event_id)
+                return False
             return False
 
     async def _backfill_destinations(self, head: RoomHead, oldest: StoredEvent) -> list[str]:

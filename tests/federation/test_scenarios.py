@@ -203,6 +203,12 @@ class BackfillScenarios(ScenarioCase):
         joined = later.get("rooms", {}).get("join", {}).get(room, {})
         self.assertEqual(joined.get("timeline", {}).get("events", []), [])
         self.assertEqual(joined.get("unread_notifications", {}).get("notification_count", 0), 0)
+        # Before "old 0" A holds only outliers (the join's state): once that answer brought nothing
+        # new, further pages to the start ask nobody.
+        backfills = sum("/backfill/" in r.path for r in self.network.requests)
+        self.assertEqual(self.bodies(self.a, alice_t, room), [*history, "new"])
+        self.assertEqual(self.bodies(self.a, alice_t, room), [*history, "new"])
+        self.assertEqual(sum("/backfill/" in r.path for r in self.network.requests), backfills)
         # Backfilled history moved neither A's forward extremities nor its current state.
         head = self.get_success(self.a.hs.rooms.creator.get_head(room))
         self.assertEqual(len(head.extremities), 1)

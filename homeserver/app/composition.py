@@ -338,7 +338,9 @@ class Homeserver:
             self.clock.time_msec,
         )
         room_servlets.register(self.resource)
-        self.room_reader = RoomReader(core.events, core.state_groups, core.visibility, core.stream_tracker)
+        self.room_reader = RoomReader(
+            core.events, core.state_groups, core.visibility, core.stream_tracker, backfill=core.room_input.backfill
+        )
         RoomReadServlets(self.authenticator, self.room_reader, core.serializer).register(self.resource)
         self.sync = build_sync_services(
             events=core.events, rooms=core.rooms, state_groups=core.state_groups, serializer=core.serializer,

@@ -30,6 +30,7 @@ from federation.interfaces import FederationHttp, FederationRouter, VerifyKeyLoo
 from federation.keys_wiring import KeyServices, build_key_services, register_key_servlets
 from federation.membership import FederationMembership
 from federation.membership_wiring import LateBoundMembership, wire_membership
+from federation.sender.service import SenderSettings
 from federation.sender_wiring import OutboundFederation, build_outbound, start_outbound, with_outbound_ports
 from federation.transport.client import FederationClient
 from federation.transport.connect import AddressPolicy, CheckedConnector, TLSPolicy
@@ -81,6 +82,7 @@ class FederationWiring:
         http: replaces the network client (tests: an in-memory transport).
         key_lookup: replaces the keyring for inbound checks (tests: known keys).
         router: replaces the transport on the homeserver's resource (tests: an in-memory router).
+        sender_settings: the sender's bounds and backoff (tests: small queues); default settings when None.
     """
 
     def __init__(
@@ -93,6 +95,7 @@ class FederationWiring:
         http: FederationHttp | None = None,
         key_lookup: VerifyKeyLookup | None = None,
         router: FederationRouter | None = None,
+        sender_settings: SenderSettings | None = None,
     ) -> None:
         self._config = config
         self._reactor = reactor
@@ -101,6 +104,7 @@ class FederationWiring:
         self._http = http
         self._key_lookup = key_lookup
         self._router = router
+        self._sender_settings = sender_settings
         self._keys: KeyServices | None = None
         self._outbound: OutboundFederation | None = None
         self._membership_port = LateBoundMembership()
@@ -136,7 +140,7 @@ class FederationWiring:
             signing_key=self._signing_key,
             signing_key_path=self._config.server.signing_key_path,
         )
-        self._outbound = build_outbound(self.server_name, self._clock, self._http)
+        self._outbound = build_outbound(self.server_name, self._clock, self._http, self._sender_settings)
         ports = with_outbound_ports(base, self._outbound)
         return dataclasses.replace(ports, membership=self._membership_port)
 

@@ -21,8 +21,13 @@ the rest:
 * step 6: auth against the room's current state; failure -> SOFT_FAILED (stored with its state, not a
   forward extremity, never sent to clients);
 * otherwise ACCEPTED: it replaces its prev events among the forward extremities, and the current state
-  becomes the state after it when its prevs covered every extremity, else the resolution of the old
-  current state and the state after it.
+  becomes the state after it when its prevs covered every extremity, else the resolution of the
+  states after every remaining extremity and the state after it (the same events give the same
+  state whatever order they arrived in).
+
+Backfill (:meth:`RoomInput.backfill`, called by ``/messages`` at the start of what we hold): older
+events from another server are checked like received PDUs and stored in the timeline behind what we
+hold, with negative stream orderings; they move neither the extremities nor the current state.
 
 Invariant: only code holding the room's turn changes the room's head or its rows.
 """
@@ -46,8 +51,9 @@ from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
 from homeserver.util.linearizer import Linearizer
 from sc_proto.auth.power_levels import get_named_level, get_user_power_level
 from sc_proto.auth.rules import check_auth, check_auth_events_match
-from sc_proto.errors import AuthError, Codes, InvalidEventError, MatrixError
+from sc_proto.errors import AuthError, Codes, InvalidEventError, InvalidIdentifierError, MatrixError
 from sc_proto.events.model import Event, StateKey
+from sc_proto.identifiers import UserID
 from sc_proto.room_versions import RoomVersion, get_room_version
 from sc_proto.state import MissingEventsError, prepare
 
@@ -55,6 +61,9 @@ logger = logging.getLogger(__name__)
 
 MAX_MISSING_EVENTS = 20
 """How many missing prev events to ask the origin for (``/get_missing_events`` limit)."""
+
+MAX_BACKFILL_EXHAUSTED = 10_000
+"""Oldest events remembered as having nothing older to backfill (the memo is cleared beyond it)."""
 
 EventCheck = Callable[[RoomHead, Event], Awaitable[None]]
 """A check run on each local event in the room's turn; raises :class:`MatrixError` to refuse it."""
@@ -103,6 +112,7 @@ class RoomInput:
         self._fetcher: RemoteEventFetcher = fetcher if fetcher is not None else LocalOnlyEventFetcher()
         self.queue = Linearizer("room_input")
         self._rooms_being_created: set[str] = set()
+        self._backfill_exhausted: set[str] = set()
         self.event_checks: list[EventCheck] = []
         """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
         duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
@@ -345,10 +355,18 @@ class RoomInput:
             return states[0]
         return await self.resolve(rv, states)
 
-    async def resolve(self, rv: RoomVersion, states: Sequence[StateMap]) -> StateMap | None:
+    async def resolve(
+        self, rv: RoomVersion, states: Sequence[StateMap], unstored: Sequence[Event] = ()
+    ) -> StateMap | None:
         """Resolves room states with ``sc_proto.state`` (prepare -> load -> resolve); None when
-        events it needs are missing."""
+        events it needs are missing.
+
+        Args:
+            unstored: events the states name that are not persisted yet (the event being accepted,
+                whose state after is resolved against the current state before it is written).
+        """
         prep = prepare(states)
+        prep.add_events(unstored)
         rejected: set[str] = set()
         while needed := prep.needed_event_ids():
             loaded = await self._events.get_events(needed)
@@ -370,7 +388,9 @@ class RoomInput:
         remaining = tuple(e for e in head.extremities if e not in set(event.prev_event_ids))
         current_after: StateMap = state_after
         if remaining:
-            resolved = await self.resolve(head.version, [head.state, state_after])
+            resolved = await self.resolve(
+                head.version, [*await self._extremity_states(head, remaining), state_after], unstored=[event]
+            )
             current_after = resolved if resolved is not None else head.state
         ctx = PersistContext(
             group_before, state_before, current_state_before=head.state, current_state_after=current_after
@@ -383,6 +403,25 @@ class RoomInput:
             RoomHead(head.room, head.version, group, current_after, extremities, max(head.max_depth, stored.depth))
         )
         return PDUOutcome(event.event_id, PDUStatus.ACCEPTED, None, stored.stream_ordering)
+
+    async def _extremity_states(self, head: RoomHead, extremities: Sequence[str]) -> list[StateMap]:
+        """The state after each of ``extremities`` (the room's current state for one we hold no state of).
+
+        The current state of a forked room is the resolution of its forward extremities' states, not
+        of the previous current state (itself a resolution) with the new event's: resolving
+        pairwise against it would depend on the order events arrived in, and servers that got the
+        same events in different orders would disagree.
+        """
+        stored = await self._events.get_events(extremities)
+        states: list[StateMap] = []
+        for event_id in extremities:
+            group = stored[event_id].state_group_after if event_id in stored else None
+            if group is None:
+                if head.state not in states:
+                    states.append(head.state)
+                continue
+            states.append(await self._state_groups.get_state(group))
+        return states
 
     async def _store_hidden(
         self,
@@ -416,6 +455,116 @@ class RoomInput:
             raise MatrixError(400, Codes.BAD_JSON, "Invalid create event") from None
         stored = await self._persist_create(event, rv, event.sender)
         return PDUOutcome(event.event_id, PDUStatus.ACCEPTED, None, stored.stream_ordering)
+
+    # ------------------------------------------------------------------ backfill
+
+    async def backfill(self, room_id: str, limit: int) -> bool:
+        """Fetches history older than the oldest timeline event we hold of ``room_id`` (``/backfill``
+        from another server in the room) and stores it in the timeline behind what we hold.
+
+        Backfilled events are checked like received PDUs (steps 4-5: their own auth events, then the
+        state before them: their prevs' when we hold it, else the origin's ``/state_ids`` at them)
+        but move neither the forward extremities nor the current state. Returns whether any event
+        was added (False: we hold the room's start, or nobody could give us more).
+        """
+        async with self.queue.queue(room_id):
+            head = await self._state.get_head(room_id)
+            if head is None:
+                return False
+            oldest_ids = await self._events.get_room_event_orderings(
+                head.room.room_nid, from_key=(0, 0), to_key=None, backwards=False, limit=1
+            )
+            oldest = (await self._events.get_events(oldest_ids)).get(oldest_ids[0]) if oldest_ids else None
+            if oldest is None:
+                return False
+            prevs = await self._events.get_events(oldest.event.prev_event_ids)
+            gap = [p for p in oldest.event.prev_event_ids if p not in prevs or prevs[p].state_group_after is None]
+            if not gap or oldest.event_id in self._backfill_exhausted:
+                return False
+            for destination in await self._backfill_destinations(head, oldest):
+                try:
+                    found = await self._fetcher.backfill(destination, room_id, gap, max(1, min(limit, 100)))
+                except MatrixError as e:
+                    logger.info("backfill from %s failed: %s", destination, e.errcode, extra={"room_id": room_id})
+                    continue
+                if await self._store_backfilled(destination, head, found):
+                    return True
+                # Nothing new before this event (what lies before it we hold as outliers, or
+                # nobody has it): do not ask again on every /messages that reaches it.
+                if len(self._backfill_exhausted) >= MAX_BACKFILL_EXHAUSTED:
+                    self._backfill_exhausted.clear()
+                self._backfill_exhausted.add(oldest.event_id)
+                return False
+            return False
+
+    async def _backfill_destinations(self, head: RoomHead, oldest: StoredEvent) -> list[str]:
+        """Servers to ask: the oldest event's sender's, then those of the room's members (ours excluded)."""
+        ours = self._builder.server_name
+        names = [_domain(oldest.event.sender)]
+        names += sorted(_domain(k[1]) for k in head.state if k[0] == "m.room.member")
+        return [n for n in dict.fromkeys(names) if n and n != ours][:5]
+
+    async def _store_backfilled(self, destination: str, head: RoomHead, found: Sequence[Mapping[str, Any]]) -> bool:
+        parsed: list[Event] = []
+        for pdu in found:
+            try:
+                event = Event.from_pdu(pdu, head.version)
+            except InvalidEventError:
+                continue
+            if event.room_id == head.room.room_id:
+                parsed.append(event)
+        added = False
+        for event in sorted(parsed, key=lambda e: (e.depth, e.event_id)):
+            if await self._events.get_event(event.event_id) is not None:
+                continue
+            state_before = await self._backfill_state_before(destination, head, event)
+            reason = await self._check_own_auth_events(event, head)
+            if reason is None and state_before is None:
+                reason = "no state known at the event"
+            if reason is None and state_before is not None:
+                try:
+                    check_auth(event, await self._state.get_state_events(state_before), head.version)
+                except AuthError as e:
+                    reason = e.reason
+            if reason is not None:
+                await self._store_hidden(head, event, None, {}, rejected_reason=reason)
+                continue
+            assert state_before is not None
+            await self._persister.persist(head.room, event, PersistContext(None, state_before, backfilled=True))
+            added = True
+        return added
+
+    async def _backfill_state_before(self, destination: str, head: RoomHead, event: Event) -> StateMap | None:
+        """The state before a backfilled event: resolved from its prevs when we hold their state,
+        else ``destination``'s ``/state_ids`` at it (fetching the state events we lack as outliers)."""
+        prevs = await self._events.get_events(event.prev_event_ids)
+        groups = [p.state_group_after for p in prevs.values() if p.state_group_after is not None and p.rejected_reason is None]
+        if len(groups) == len(set(event.prev_event_ids)) and groups:
+            return await self._state_after_prevs(head.version, groups)
+        try:
+            state_ids, _auth_ids = await self._fetcher.get_state_ids(destination, event.room_id, event.event_id)
+        except MatrixError:
+            return None
+        known = await self._events.get_events(state_ids)
+        for event_id in state_ids:
+            if event_id in known:
+                continue
+            pdu = await self._fetcher.get_event(destination, event_id)
+            if pdu is None:
+                return None
+            try:
+                fetched = Event.from_pdu(pdu, head.version)
+            except InvalidEventError:
+                return None
+            if fetched.event_id != event_id or fetched.room_id != event.room_id:
+                return None
+            await self._store_hidden(head, fetched, None, {}, outlier=True)
+        loaded = await self._events.get_events(state_ids)
+        state: dict[StateKey, str] = {}
+        for stored in loaded.values():
+            if stored.event.state_key is not None and stored.rejected_reason is None:
+                state[(stored.event.type, stored.event.state_key)] = stored.event_id
+        return state
 
     async def get_pdu(self, event_id: str) -> Event | None:
         """A stored event (outliers and rejected ones included), or None."""
@@ -529,3 +678,11 @@ class RoomInput:
 async def _maybe_await(value: Any) -> None:
     if hasattr(value, "__await__"):
         await value
+
+
+def _domain(user_id: str) -> str:
+    """The server of a user ID ("" when it does not parse)."""
+    try:
+        return UserID.parse(user_id, historical=True).domain
+    except InvalidIdentifierError:
+        return ""

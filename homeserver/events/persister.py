@@ -31,6 +31,7 @@ from homeserver.storage.stores.events import EventStore, StoredEvent
 from homeserver.storage.stores.rooms import RoomRecord, RoomStore
 from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
 from homeserver.streams.writer import StreamWriter
+from homeserver.util.linearizer import Linearizer
 from sc_proto.events.model import Event
 
 logger = logging.getLogger(__name__)
@@ -84,6 +85,12 @@ class PersistContext:
     current_state_after: StateMap | None = None
     """The room's current state after the event; None means the state after the event (its prev events
     covered every forward extremity)."""
+    backfilled: bool = False
+    """Older history fetched through ``/backfill``: stored in the timeline with its state (so
+    ``/messages`` shows it) but it moves neither the forward extremities nor the current state, and
+    nobody is woken (it is not news). Its stream ordering is negative, below every other event's
+    (taken from the table, not the events stream), so ``/sync``, unread counts and the federation
+    sender, which read the stream forwards, never see it; pagination orders by depth first."""
 
     @property
     def hidden(self) -> bool:
@@ -122,6 +129,7 @@ class EventPersister:
         self._state_groups = state_groups
         self._stream = stream
         self._now = time_msec
+        self._backfill_queue = Linearizer("backfill_ordering")
         self.on_persisted: list[Callable[[PersistedEvent], None]] = []
         """Called on the reactor after each commit (caches, notifications). Must not raise."""
         self.in_txn_hooks: list[Callable[[Txn, Event, int, int], None]] = []
@@ -139,6 +147,13 @@ class EventPersister:
         if event.state_key is not None and ctx.rejected_reason is None and not ctx.outlier:
             state_after[(event.type, event.state_key)] = event.event_id
         received = self._now()
+        if ctx.backfilled:
+            async with self._backfill_queue.queue(""):
+                stored_backfill: StoredEvent = await self._pool.run_txn(
+                    "persist_backfilled_event", self._persist_txn, room, event, ctx, state_after, received
+                )
+            self._events.cache_event(stored_backfill)
+            return PersistedEvent(stored_backfill, MappingProxyType(state_after))
         try:
             stored: StoredEvent = await self._pool.run_txn(
                 "persist_event", self._persist_txn, room, event, ctx, state_after, received
@@ -177,7 +192,7 @@ class EventPersister:
                 " VALUES (?, ?, ?, ?, ?, ?)",
                 (room.room_nid, room.room_id, room.room_version, ctx.new_room[1], False, received),
             )
-        stream = self._stream.next_id_txn(txn)
+        stream = self._backfill_ordering_txn(txn) if ctx.backfilled else self._stream.next_id_txn(txn)
         group_before, group_after = self._state_groups_txn(txn, room, event, ctx, state_after)
         stored = StoredEvent(
             event=event, stream_ordering=stream, room_nid=room.room_nid, outlier=ctx.outlier or ctx.soft_failed,
@@ -187,6 +202,10 @@ class EventPersister:
         )
         self._events.insert_event_txn(txn, stored, soft_failed=ctx.soft_failed)
         if ctx.hidden:
+            return stored
+        if ctx.backfilled:
+            for hook in self.in_txn_hooks:
+                hook(txn, event, stream, room.room_nid)
             return stored
         if ctx.replace_extremities:
             RoomStore.clear_extremities_txn(txn, room.room_nid)
@@ -200,6 +219,11 @@ class EventPersister:
         if ctx.applies_redaction is not None:
             EventStore.apply_redaction_txn(txn, room.room_nid, ctx.applies_redaction, event.event_id)
         return stored
+
+    @staticmethod
+    def _backfill_ordering_txn(txn: Txn) -> int:
+        """A stream ordering below every stored event's (callers hold ``_backfill_queue``)."""
+        return min(EventStore.lowest_stream_ordering_txn(txn), 0) - 1
 
     def _state_groups_txn(
         self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap

@@ -18,6 +18,9 @@ Theory of operation:
   fetched ``limit`` at a time; when filters or visibility hide events a few more rounds are read
   (at most :data:`MAX_ROUNDS`), and the returned token always follows the last event *read*, never the
   last event *returned*, so hidden events are skipped but nothing is skipped twice.
+* Backfill. When a backwards page reaches the start of what we hold, the ``backfill`` callable
+  (the room input's) fetches older history from another server in the room, and the page is read
+  again; a room whose create event we hold has nothing older.
 * A user who left (or was kicked or banned) reads history up to their departure and the state as of
   it; :class:`~homeserver.rooms.visibility.RoomAccess` caps both.
 """
@@ -25,7 +28,7 @@ Theory of operation:
 from __future__ import annotations
 
 import re
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -200,6 +203,8 @@ class RoomReader:
         state_groups: the state-group store.
         visibility: the history-visibility filter (room access, per-event decisions).
         stream_tracker: the events stream's position (sync tokens are clamped to it).
+        backfill: ``(room_id, limit) -> added?``: fetches history older than the oldest event held
+            from other servers (the room input's ``backfill``); None: what we hold is all there is.
     """
 
     def __init__(
@@ -208,7 +213,9 @@ class RoomReader:
         state_groups: StateGroupStore,
         visibility: HistoryVisibilityFilter,
         stream_tracker: StreamPositionTracker,
+        backfill: Callable[[str, int], Awaitable[bool]] | None = None,
     ) -> None:
+        self._backfill = backfill
         self._events = events
         self._state_groups = state_groups
         self._visibility = visibility
@@ -273,6 +280,10 @@ class RoomReader:
         if from_pos is None:
             from_pos = await self._latest_position(access) if backwards else RoomPosition(0, 0)
         chunk, end = await self._read_pages(user_id, room_nid, from_pos, to_pos, backwards, limit, event_filter)
+        if backwards and end is None and to_pos is None and self._backfill is not None:
+            # We reached the start of what we hold: older history may be on other servers.
+            if await self._backfill(room_id, limit):
+                chunk, end = await self._read_pages(user_id, room_nid, from_pos, to_pos, backwards, limit, event_filter)
         state: list[StoredEvent] = []
         if event_filter.lazy_load_members and chunk:
             state = await self._member_events(chunk[0].state_group_after, {e.event.sender for e in chunk})

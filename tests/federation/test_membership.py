@@ -43,7 +43,7 @@ class RemoteJoinTests(FederationTestCase):
             {"msgtype": "m.text", "body": "hello from a"}, alice_token,
         )
         self.assertEqual(sent.code, 200, sent.json_body)
-        self.assertEqual(self.network.forward_failures, [])
+        self.assertEqual(self.network.pdu_failures, [])
         for server, token in ((self.a, alice_token), (self.b, bob_token)):
             channel = self.request(
                 server, "GET", f"/_matrix/client/v3/rooms/{q(room_id)}/messages?dir=b&limit=10", None, token
@@ -228,7 +228,7 @@ class InviteIntoASharedRoomTests(FederationTestCase):
         self.assertEqual(channel.code, 200, channel.json_body)
         self.assertEqual(len([r for r in self.network.requests if "make_join" in r.path]), make_joins)
         self.assertEqual(self.membership_on(self.a, room_id, carol), "join")
-        self.assertEqual(self.network.forward_failures, [])
+        self.assertEqual(self.network.pdu_failures, [])
 
 
 class RoomVersionsTests(FederationTestCase):
@@ -249,4 +249,4 @@ class RoomVersionsTests(FederationTestCase):
                 {"msgtype": "m.text", "body": version}, alice_token,
             )
             self.assertEqual(sent.code, 200, sent.json_body)
-        self.assertEqual(self.network.forward_failures, [])
+        self.assertEqual(self.network.pdu_failures, [])

@@ -440,6 +440,14 @@ class EventStore:
         return found
 
     @staticmethod
+    def lowest_stream_ordering_txn(txn: Txn) -> int:
+        """The lowest stream ordering of any stored event (0 when there is none); backfilled events
+        are stored below it."""
+        txn.execute("SELECT MIN(stream_ordering) FROM events")
+        row = txn.fetchone()
+        return int(row[0]) if row is not None and row[0] is not None else 0
+
+    @staticmethod
     def rooms_with_member_events_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> set[int]:
         """Rooms where ``user_id``'s membership changed in ``(after, upto]`` (timeline events only)."""
         txn.execute(

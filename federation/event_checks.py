@@ -10,13 +10,12 @@ keys the keyring cannot find (unknown or expired, as the spec says), then lets t
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from collections.abc import Callable, Iterable, Sequence
 
 from federation.interfaces import RemoteUnreachable, VerifyKeyLookup
 from sc_proto.crypto.keys import VerifyKey
-from sc_proto.events.model import Event
 from sc_proto.errors import InvalidEventError, MatrixError, SignatureError
+from sc_proto.events.model import Event
 from sc_proto.federation.keys import key_validity_ts
 from sc_proto.federation.pdu_checks import (
     HashCheck,

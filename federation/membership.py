@@ -33,8 +33,8 @@ import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from federation.interfaces import FederationHttp, RemoteHttpError, RemoteUnreachable, VerifyKeyLookup
 from federation.event_checks import EventChecker
+from federation.interfaces import FederationHttp, RemoteHttpError, RemoteUnreachable, VerifyKeyLookup
 from homeserver.api.ports import RemoteJoinResult
 from homeserver.api.services import RoomFederationAPI
 from homeserver.identity import require_user_id

@@ -28,8 +28,8 @@ import logging
 from collections.abc import Callable
 from typing import Any
 
-from federation.interfaces import FederationRequest, FederationRouter, VerifyKeyLookup
 from federation.event_checks import EventChecker
+from federation.interfaces import FederationRequest, FederationRouter, VerifyKeyLookup
 from homeserver.api.services import PDUStatus, RoomEventsAPI, RoomFederationAPI
 from homeserver.identity import LocalServer, domain_of
 from sc_proto.crypto.keys import SigningKey, get_key_id

@@ -438,8 +438,9 @@ class RoomInput:
         """Persists a room joined through another server (``send_join``'s answer) in the room's turn.
 
         The caller (the federation adapter) has checked the signatures and hashes of every event and
-        the auth of the state against the auth chain. Here: the auth chain and state events are stored
-        as outliers (the room row is created with the first of them when the room is new), then the
+        the auth of the state against the auth chain. Here: the auth chain and state events we lack
+        are stored as outliers in batched transactions (:meth:`EventPersister.persist_outliers`; the
+        room row is created with the first batch when the room is new), then the
         join event is authorised against the state and persisted with that state before it; it
         becomes the room's only forward extremity and the room's current state is the state after it.
         Whatever we held of the room before (an out-of-band invite, a stale state after everyone of
@@ -462,12 +463,13 @@ class RoomInput:
             head = await self._state.get_head(event.room_id)
             room, new_room = await self._room_for_remote(head, event, room_version, create.sender)
             known = await self._events.get_events([e.event_id for e in [*auth_chain, *state]])
-            # TODO(#13): one transaction for the whole batch; one per event is slow for big rooms.
-            for outlier in sorted({e.event_id: e for e in [*auth_chain, *state]}.values(), key=lambda e: e.depth):
-                if outlier.event_id in known or outlier.event_id == event.event_id:
-                    continue
-                ctx = PersistContext(None, {}, outlier=True, new_room=new_room)
-                await self._persister.persist(room, outlier, ctx)
+            outliers = [
+                e for e in sorted({e.event_id: e for e in [*auth_chain, *state]}.values(), key=lambda e: e.depth)
+                if e.event_id not in known and e.event_id != event.event_id
+            ]
+            # Batched: a few transactions for the whole answer (one per event took ~2 ms each).
+            if outliers:
+                await self._persister.persist_outliers(room, outliers, new_room=new_room)
                 new_room = None
             state_before = {k: e.event_id for k, e in by_key.items()}
             ctx = PersistContext(

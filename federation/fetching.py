@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 PREFIX = "/_matrix/federation/v1"
 MAX_FETCH_LIMIT = 100
 """Largest ``limit`` sent for ``/get_missing_events`` and ``/backfill``."""
+MAX_AUTH_CHAIN = 10_000
+"""Largest ``auth_chain`` accepted from ``/event_auth`` (each PDU costs key lookups and checks)."""
 MAX_STATE_IDS = 100_000
 """Largest ``pdu_ids``/``auth_chain_ids`` list accepted from ``/state_ids``."""
 
@@ -154,6 +156,20 @@ class RemoteEventFetching:
         for pdu in pdus[:limit]:
             # The spec: backfilled PDUs must not be validated on the prev/auth event count limits.
             checked = await self._checked(destination, pdu, room_id, enforce_ref_limits=False)
+            if checked is not None:
+                out.append(checked)
+        return out
+
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[JsonDict]:
+        """GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's auth chain as checked
+        PDUs of ``room_id``, at most :data:`MAX_AUTH_CHAIN` (a longer answer is refused as malformed)."""
+        body = await self._get(destination, _path("event_auth", room_id, event_id))
+        chain = body.get("auth_chain")
+        if not isinstance(chain, list) or len(chain) > MAX_AUTH_CHAIN:
+            raise _bad_answer(destination, "event_auth")
+        out: list[JsonDict] = []
+        for pdu in chain:
+            checked = await self._checked(destination, pdu, room_id)
             if checked is not None:
                 out.append(checked)
         return out

@@ -12,10 +12,13 @@ adapter) has already checked the PDU's format, signatures and content hash (step
 the rest:
 
 * a known event is a DUPLICATE; a PDU for an unknown room that is not its create event is a 404;
-* step 4: auth against the event's own auth events; failure stores it REJECTED (``rejected_reason``;
-  never in current state, timeline or extremities);
-* ``outlier=True``, or prev events still missing after asking the ``RemoteEventFetcher`` port
-  (``get_missing_events``): stored as an OUTLIER (no state, hidden from clients);
+* missing prev events are asked of the origin first (``get_missing_events``; those received are
+  processed oldest first, so the auth events they carry arrive with them);
+* step 4: auth against the event's own auth events (those we lack are first fetched from the origin,
+  ``/event_auth``, checked and stored as outliers: :mod:`homeserver.events.auth_fetch`); failure
+  stores it REJECTED (``rejected_reason``; never in current state, timeline or extremities);
+* ``outlier=True``, or prev events still missing or without state after asking the origin: stored
+  as an OUTLIER (no state, hidden from clients);
 * step 5: the state before = the state after its prev events (one prev: its state group; several:
   state resolution with ``sc_proto.state``, room-version aware); failure -> REJECTED;
 * step 6: auth against the room's current state; failure -> SOFT_FAILED (stored with its state, not a
@@ -35,6 +38,7 @@ from typing import Any
 
 from homeserver.api.ports import RemoteEventFetcher
 from homeserver.api.services import PDUOutcome, PDUStatus
+from homeserver.events.auth_fetch import fetch_missing_auth_events
 from homeserver.events.persister import EventPersister, PersistContext, PersistedEvent, TxnKey
 from homeserver.rooms.event_builder import LocalEventBuilder
 from homeserver.rooms.state_reader import RoomHead, RoomStateReader
@@ -266,15 +270,17 @@ class RoomInput:
                 return await self._receive_create(event)
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         rv = head.version
-        reason = await self._check_own_auth_events(event, head)
+        prevs = await self._events.get_events(event.prev_event_ids) if not outlier else {}
+        if not outlier and fetch_missing and len(prevs) < len(set(event.prev_event_ids)):
+            # Prev events first (their auth events then come with them), then the auth events still missing.
+            await self._fetch_missing(origin, event, head)
+            head = await self._state.get_head(event.room_id) or head
+            prevs = await self._events.get_events(event.prev_event_ids)
+        reason = await self._check_own_auth_events(origin, event, head)
         if reason is not None:
             return await self._store_hidden(head, event, None, {}, rejected_reason=reason)
         if outlier:
             return await self._store_hidden(head, event, None, {}, outlier=True)
-        prevs = await self._events.get_events(event.prev_event_ids)
-        if len(prevs) < len(set(event.prev_event_ids)) and fetch_missing:
-            await self._fetch_missing(origin, event, head)
-            prevs = await self._events.get_events(event.prev_event_ids)
         usable = [p for p in prevs.values() if p.state_group_after is not None and p.rejected_reason is None]
         if len(usable) < len(set(event.prev_event_ids)):
             logger.info("storing %s as an outlier: prev events missing", event.event_id, extra={"room_id": event.room_id})
@@ -295,9 +301,17 @@ class RoomInput:
             return PDUOutcome(event.event_id, PDUStatus.SOFT_FAILED, e.reason, outcome.stream_ordering)
         return await self._accept(head, event, group_before, state_before)
 
-    async def _check_own_auth_events(self, event: Event, head: RoomHead) -> str | None:
-        """Step 4: the reason the event fails against its own auth events, or None when it passes."""
+    async def _check_own_auth_events(self, origin: str, event: Event, head: RoomHead) -> str | None:
+        """Step 4: the reason the event fails against its own auth events, or None when it passes.
+
+        Auth events we lack are first fetched from ``origin``, checked and stored as outliers
+        (:mod:`homeserver.events.auth_fetch`); those still missing reject the event.
+        """
         stored = await self._events.get_events(event.auth_event_ids)
+        missing = set(event.auth_event_ids) - set(stored)
+        if missing:
+            await fetch_missing_auth_events(self._fetcher, self._events, self._persister, origin, event, head, missing)
+            stored = await self._events.get_events(event.auth_event_ids)
         if len(stored) < len(set(event.auth_event_ids)):
             return "missing auth events"
         by_id = {e: s.event for e, s in stored.items()}

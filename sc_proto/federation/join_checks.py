@@ -46,20 +46,32 @@ class JoinStateCheck:
 
 
 def check_state_against_auth_chain(
-    rv: RoomVersion, room_id: str, state: Sequence[Event], auth_chain: Sequence[Event]
+    rv: RoomVersion,
+    room_id: str,
+    state: Sequence[Event],
+    auth_chain: Sequence[Event],
+    trusted: Sequence[Event] = (),
 ) -> JoinStateCheck:
     """Runs the auth rules on a room state received with its auth chain (see the module docstring).
+
+    Args:
+        trusted: events the host already accepted (stored, not rejected): they count as passed
+            without being checked, so received events may name them as auth events (used when
+            fetching a PDU's missing auth events; a join has none).
 
     Raises:
         RemoteProtocolError: 502 ``M_UNKNOWN`` when no valid create event of ``room_id`` remains.
     """
-    by_id = {e.event_id: e for e in [*auth_chain, *state]}
+    passed: dict[str, Event] = {e.event_id: e for e in trusted if e.room_id == room_id}
+    by_id = {**passed, **{e.event_id: e for e in [*auth_chain, *state] if e.event_id not in passed}}
     create = next(
         (e for e in by_id.values() if e.type == "m.room.create" and e.state_key == "" and e.room_id == room_id), None
     )
-    passed: dict[str, Event] = {}
     dropped: dict[str, str] = {e: "event of another room" for e, ev in by_id.items() if ev.room_id != room_id}
-    pending = sorted((e for e in by_id.values() if e.room_id == room_id), key=lambda e: (e.depth, e.event_id))
+    pending = sorted(
+        (e for e in by_id.values() if e.room_id == room_id and e.event_id not in passed),
+        key=lambda e: (e.depth, e.event_id),
+    )
     while pending:
         undecided: list[Event] = []
         for event in pending:

@@ -202,17 +202,25 @@ class FederationMembership:
         """Our join, or the resident server's countersigned copy of it (restricted rooms)."""
         if returned is None:
             return ours
-        rv = ours.room_version
+        return await self._signed_copy(ours, returned, None, "The resident server", "join")
+
+    async def _signed_copy(self, ours: Event, returned: object, servers: Sequence[str] | None, who: str, what: str) -> Event:
+        """A remote server's signed copy of our event: the same event, with valid signatures of
+        ``servers`` (default: every server that must sign it).
+
+        Raises:
+            MatrixError: 502 when it is malformed, another event, or not validly signed.
+        """
         try:
-            event = self._checker.parse(returned, rv)
+            event = self._checker.parse(returned, ours.room_version)
         except InvalidEventError:
-            raise MatrixError(502, Codes.UNKNOWN, "The resident server returned a malformed join event") from None
+            raise MatrixError(502, Codes.UNKNOWN, f"{who} returned a malformed {what} event") from None
         if event.event_id != ours.event_id:
-            raise MatrixError(502, Codes.UNKNOWN, "The resident server returned a different join event")
+            raise MatrixError(502, Codes.UNKNOWN, f"{who} returned a different {what} event")
         try:
-            await self._checker.verify(event)
+            await self._checker.verify(event, servers)
         except (SignatureError, InvalidEventError):
-            raise MatrixError(502, Codes.UNKNOWN, "The resident server's join event is not validly signed") from None
+            raise MatrixError(502, Codes.UNKNOWN, f"{who} did not validly sign the {what} event") from None
         return event
 
     # ------------------------------------------------------------------ leave, knock
@@ -259,14 +267,5 @@ class FederationMembership:
             invitee_server, f"v2/invite/{_q(ours.room_id)}/{_q(ours.event_id)}", request.to_json(),
             parse_invite_response,
         )
-        try:
-            signed = self._checker.parse(returned, rv)
-        except InvalidEventError:
-            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a malformed invite event") from None
-        if signed.event_id != ours.event_id:
-            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a different invite event")
-        try:
-            await self._checker.verify(signed, [invitee_server])
-        except (SignatureError, InvalidEventError):
-            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server did not sign the invite") from None
+        signed = await self._signed_copy(ours, returned, [invitee_server], "The invitee's server", "invite")
         return dict(signed.pdu)

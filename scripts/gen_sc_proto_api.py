@@ -82,25 +82,30 @@ def _render_name(name: str, obj: Any) -> list[str]:
     return lines
 
 
-def _homes() -> dict[str, str]:
-    """Maps each public name to the most specific ``sc_proto`` module whose ``__all__`` lists it."""
+SUBPACKAGES = ("sc_proto.federation",)
+"""Subpackages whose own ``__all__`` is public API too (imported as ``from sc_proto.federation import ...``)."""
+
+
+def _homes(package_name: str = "sc_proto") -> dict[str, str]:
+    """Maps each public name of ``package_name`` to the most specific module whose ``__all__`` lists it."""
     import importlib
     import pkgutil
 
-    import sc_proto
-
+    package = importlib.import_module(package_name)
     homes: dict[str, str] = {}
-    modules = [m.name for m in pkgutil.walk_packages(sc_proto.__path__, "sc_proto.")]
+    modules = [m.name for m in pkgutil.walk_packages(package.__path__, f"{package_name}.")]
     for module_name in sorted(modules, key=lambda n: n.count(".")):
         module = importlib.import_module(module_name)
         for name in getattr(module, "__all__", ()):
-            if name in sc_proto.__all__ and getattr(module, name, None) is getattr(sc_proto, name):
+            if name in package.__all__ and getattr(module, name, None) is getattr(package, name):
                 homes[name] = module_name
     return homes
 
 
 def render_api_docs() -> str:
-    """Returns the Markdown API reference of ``sc_proto.__all__``."""
+    """Returns the Markdown API reference of ``sc_proto.__all__`` and of the public subpackages."""
+    import importlib
+
     import sc_proto
 
     homes = _homes()
@@ -113,6 +118,17 @@ def render_api_docs() -> str:
         lines += [f"## {group}", ""]
         for name in groups[group]:
             lines += _render_name(name, getattr(sc_proto, name))
+    for package_name in SUBPACKAGES:
+        package = importlib.import_module(package_name)
+        sub_homes = _homes(package_name)
+        sub_groups: dict[str, list[str]] = {}
+        for name in sorted(package.__all__, key=str.lower):
+            sub_groups.setdefault(sub_homes.get(name, package_name), []).append(name)
+        lines += [f"# {package_name}", "", f"Import these from `{package_name}`.", ""]
+        for group in sorted(sub_groups):
+            lines += [f"## {group}", ""]
+            for name in sub_groups[group]:
+                lines += _render_name(name, getattr(package, name))
     return "\n".join(lines).rstrip() + "\n"
 
 

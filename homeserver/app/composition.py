@@ -82,7 +82,7 @@ from homeserver.streams.notifier import Notifier
 from homeserver.sync.assembly import build_sync_services
 from homeserver.util.clock import Clock
 from sc_proto.crypto.keys import SigningKey
-from sc_proto.errors import MatrixError
+from sc_proto.errors import Codes, MatrixError
 
 logger = logging.getLogger(__name__)
 
@@ -393,6 +393,8 @@ class Homeserver:
             localpart = self.accounts.requested_localpart(localpart_or_id)
             return await self.accounts.create_account(NewAccount(localpart, password, admin=admin))
         except MatrixError as e:
+            if e.errcode == Codes.USER_IN_USE:
+                raise ValueError(f"{self.local_server.user_id(localpart)} already exists") from None
             raise ValueError(f"{e.message} ({self.local_server.name})") from None
 
     def listen(self) -> None:

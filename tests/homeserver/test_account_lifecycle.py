@@ -124,7 +124,7 @@ class CreationTests(AccountTestCase):
         self.assertEqual(taken.value.errcode.value, "M_USER_IN_USE")
         code, err = self.via_cli("dave")
         self.assertEqual(code, 1)
-        self.assertIn("User ID already taken", err)
+        self.assertIn(f"{uid('dave')} already exists", err)
 
     def test_register_user_refuses_another_server(self) -> None:
         """``register-user "@bob:other.org"`` fails and creates nothing; ``@bob:test:8448`` works."""

@@ -276,7 +276,7 @@ class RoomInput:
             await self._fetch_missing(origin, event, head)
             head = await self._state.get_head(event.room_id) or head
             prevs = await self._events.get_events(event.prev_event_ids)
-        reason = await self._check_own_auth_events(origin, event, head)
+        reason = await self._check_own_auth_events(event, head, origin)
         if reason is not None:
             return await self._store_hidden(head, event, None, {}, rejected_reason=reason)
         if outlier:
@@ -301,15 +301,15 @@ class RoomInput:
             return PDUOutcome(event.event_id, PDUStatus.SOFT_FAILED, e.reason, outcome.stream_ordering)
         return await self._accept(head, event, group_before, state_before)
 
-    async def _check_own_auth_events(self, origin: str, event: Event, head: RoomHead) -> str | None:
+    async def _check_own_auth_events(self, event: Event, head: RoomHead, origin: str | None = None) -> str | None:
         """Step 4: the reason the event fails against its own auth events, or None when it passes.
 
-        Auth events we lack are first fetched from ``origin``, checked and stored as outliers
-        (:mod:`homeserver.events.auth_fetch`); those still missing reject the event.
+        With ``origin``, auth events we lack are first fetched from it, checked and stored as
+        outliers (:mod:`homeserver.events.auth_fetch`); those still missing reject the event.
         """
         stored = await self._events.get_events(event.auth_event_ids)
         missing = set(event.auth_event_ids) - set(stored)
-        if missing:
+        if missing and origin is not None:
             await fetch_missing_auth_events(self._fetcher, self._events, self._persister, origin, event, head, missing)
             stored = await self._events.get_events(event.auth_event_ids)
         if len(stored) < len(set(event.auth_event_ids)):

@@ -171,84 +171,15 @@ class EventPersister:
         self._stream.announce(stored.stream_ordering, users, {event.room_id})
         return persisted
 
-    async def persist_outliers(
-        self,
-        room: RoomRecord,
-        events: Sequence[Event],
-        *,
-        new_room: tuple[int, str | None] | None = None,
-        rejected: Mapping[str, str] | None = None,
-        batch_size: int | None = None,
-    ) -> list[StoredEvent]:
-        """Persists many outliers (a join's state and auth chain, fetched auth events) in few
-        transactions: ``batch_size`` events a transaction instead of one each.
-
-        Each event is written as :meth:`persist` writes an outlier (event row, graph edges, a stream
-        ordering; no state group, extremity or current-state change, no hooks, nobody woken).
-
-        Args:
-            new_room: ``(room_nid, creator)``: the room row is inserted with the first batch.
-            batch_size: events per transaction (default :data:`OUTLIER_BATCH_SIZE`).
-            rejected: ``event_id -> reason`` for events to store as rejected instead.
-
-        Raises:
-            Exception: a transaction failed; the batches before it stay committed (outliers are
-                harmless alone, and the caller retries the rest as missing).
-        """
-        reasons = rejected or {}
-        size = max(1, batch_size if batch_size is not None else OUTLIER_BATCH_SIZE)
-        out: list[StoredEvent] = []
-        try:
-            for start in range(0, len(events), size):
-                batch = events[start:start + size]
-                stored: list[StoredEvent] = await self._pool.run_txn(
-                    "persist_outliers", self._persist_outliers_txn, room, batch, new_room, reasons, self._now()
-                )
-                new_room = None
-                for s in stored:
-                    self._events.cache_event(s)
-                out.extend(stored)
-        finally:
-            # Held-back positions below ours may now be readable (outliers wake nobody themselves).
-            self._stream.flush()
-        return out
-
-    def _persist_outliers_txn(
-        self,
-        txn: Txn,
-        room: RoomRecord,
-        events: Sequence[Event],
-        new_room: tuple[int, str | None] | None,
-        rejected: Mapping[str, str],
-        received: int,
-    ) -> list[StoredEvent]:
-        if new_room is not None:
-            self._insert_room_txn(txn, room, new_room[1], received)
-        out: list[StoredEvent] = []
-        for event in events:
-            stored = StoredEvent(
-                event=event, stream_ordering=self._stream.next_id_txn(txn), room_nid=room.room_nid,
-                outlier=True, rejected_reason=rejected.get(event.event_id),
-                state_group_before=None, state_group_after=None, redacted_by=None, txn_id=None, device_id=None,
-                received_ts=received,
-            )
-            self._events.insert_event_txn(txn, stored)
-            out.append(stored)
-        return out
-
-    @staticmethod
-    def _insert_room_txn(txn: Txn, room: RoomRecord, creator: str | None, now: int) -> None:
-        txn.execute(
-            "INSERT INTO rooms (room_nid, room_id, room_version, creator, is_public, created_ts)"
-            " VALUES (?, ?, ?, ?, ?, ?)",
-            (room.room_nid, room.room_id, room.room_version, creator, False, now),
-        )
-
     def _persist_txn(
         self, txn: Txn, room: RoomRecord, event: Event, ctx: PersistContext, state_after: StateMap, received: int
     ) -> StoredEvent:
         if ctx.new_room is not None:
-            self._insert_room_txn(txn, room, ctx.new_room[1], received)
+            txn.execute(
+                "INSERT INTO rooms (room_nid, room_id, room_version, creator, is_public, created_ts)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                (room.room_nid, room.room_id, room.room_version, ctx.new_room[1], False, received),
+            )
         stream = self._stream.next_id_txn(txn)
         group_before, group_after = self._state_groups_txn(txn, room, event, ctx, state_after)
         stored = StoredEvent(
@@ -303,3 +234,70 @@ class EventPersister:
         memberships = {e: s.event.membership for e, s in stored.items()}
         memberships[event.event_id] = event.membership
         RoomStore.update_current_state_txn(txn, room.room_nid, stream, old, new, memberships)
+
+    async def persist_outliers(
+        self,
+        room: RoomRecord,
+        events: Sequence[Event],
+        *,
+        new_room: tuple[int, str | None] | None = None,
+        rejected: Mapping[str, str] | None = None,
+        batch_size: int | None = None,
+    ) -> list[StoredEvent]:
+        """Persists many outliers (a join's state and auth chain, fetched auth events) in few
+        transactions: ``batch_size`` events a transaction instead of one each.
+
+        Each event is written as :meth:`persist` writes an outlier (event row, graph edges, a stream
+        ordering; no state group, extremity or current-state change, no hooks, nobody woken).
+
+        Args:
+            new_room: ``(room_nid, creator)``: the room row is inserted with the first event (in
+                its own :meth:`persist` transaction, the one path that writes room rows).
+            batch_size: events per transaction (default :data:`OUTLIER_BATCH_SIZE`).
+            rejected: ``event_id -> reason`` for events to store as rejected instead.
+
+        Raises:
+            Exception: a transaction failed; the batches before it stay committed (outliers are
+                harmless alone, and the caller retries the rest as missing).
+        """
+        reasons = rejected or {}
+        size = max(1, batch_size if batch_size is not None else OUTLIER_BATCH_SIZE)
+        out: list[StoredEvent] = []
+        if new_room is not None and events:
+            # The room row goes in with the first event, through the one path that writes it.
+            first, events = events[0], events[1:]
+            ctx = PersistContext(None, {}, outlier=True, rejected_reason=reasons.get(first.event_id), new_room=new_room)
+            out.append((await self.persist(room, first, ctx)).stored)
+        try:
+            for start in range(0, len(events), size):
+                batch = events[start:start + size]
+                stored: list[StoredEvent] = await self._pool.run_txn(
+                    "persist_outliers", self._persist_outliers_txn, room, batch, reasons, self._now()
+                )
+                for s in stored:
+                    self._events.cache_event(s)
+                out.extend(stored)
+        finally:
+            # Held-back positions below ours may now be readable (outliers wake nobody themselves).
+            self._stream.flush()
+        return out
+
+    def _persist_outliers_txn(
+        self,
+        txn: Txn,
+        room: RoomRecord,
+        events: Sequence[Event],
+        rejected: Mapping[str, str],
+        received: int,
+    ) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        for event in events:
+            stored = StoredEvent(
+                event=event, stream_ordering=self._stream.next_id_txn(txn), room_nid=room.room_nid,
+                outlier=True, rejected_reason=rejected.get(event.event_id),
+                state_group_before=None, state_group_after=None, redacted_by=None, txn_id=None, device_id=None,
+                received_ts=received,
+            )
+            self._events.insert_event_txn(txn, stored)
+            out.append(stored)
+        return out

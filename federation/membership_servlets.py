@@ -139,12 +139,9 @@ class MembershipServlets:
         rv = await self._room_version(room_id)
         event = self._checker.parse(request.content, rv)
         check_membership_event(event, origin=origin, room_id=room_id, event_id=event_id, membership=membership)
-        if apply_content_hash(event).redacted:
-            raise MatrixError(403, Codes.FORBIDDEN, "The event's content hash does not match")
         authoriser = event.content.get("join_authorised_via_users_server") if membership == JOIN else None
         ours = isinstance(authoriser, str) and self._local.is_mine(authoriser)
-        signers = [s for s in required_signers(event) if not (ours and s == self._server_name)]
-        await self._verify(event, signers)
+        await self._check(event, [s for s in required_signers(event) if not (ours and s == self._server_name)])
         if ours:
             # We authorise this restricted join: our signature is what the auth rules require.
             signed = sign_event(event.pdu, rv, self._server_name, self._key, key_id=self._key_id)
@@ -155,12 +152,16 @@ class MembershipServlets:
             raise MatrixError(403, Codes.FORBIDDEN, f"The event was not accepted: {reason}")
         return event
 
-    async def _verify(self, event: Event, servers: list[str] | None = None) -> None:
-        """Signature check of a membership event sent to us.
+    async def _check(self, event: Event, servers: list[str] | None = None) -> None:
+        """Hash and signature checks of a membership event sent to us (a bad hash is refused, not
+        redacted: the sender built the event for us).
 
         Raises:
-            MatrixError: 403 ``M_FORBIDDEN`` when a signature is missing or does not verify.
+            MatrixError: 403 ``M_FORBIDDEN`` when the content hash does not match, or a signature of
+                ``servers`` (default: every required one) is missing or does not verify.
         """
+        if apply_content_hash(event).redacted:
+            raise MatrixError(403, Codes.FORBIDDEN, "The event's content hash does not match")
         try:
             await self._checker.verify(event, servers)
         except SignatureError as e:
@@ -213,9 +214,7 @@ class MembershipServlets:
         known = await self._rooms.get_room_version(room_id)
         if known is not None and known != rv.identifier:
             raise MatrixError(400, Codes.BAD_JSON, "The room version does not match the room")
-        if apply_content_hash(event).redacted:
-            raise MatrixError(403, Codes.FORBIDDEN, "The event's content hash does not match")
-        await self._verify(event)
+        await self._check(event)
         signed = Event(sign_event(event.pdu, rv, self._server_name, self._key, key_id=self._key_id), rv, event_id)
         if await self._rooms.is_server_in_room(room_id):
             outcome = await self._events.receive_pdu(origin, signed)

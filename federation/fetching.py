@@ -86,6 +86,17 @@ class RemoteEventFetching:
             return None
         return dict(checked.event.pdu)
 
+    async def _checked_all(
+        self, destination: str, pdus: Sequence[object], room_id: str, *, enforce_ref_limits: bool = True
+    ) -> list[JsonDict]:
+        """:meth:`_checked` on each PDU of ``room_id``; those that fail are left out."""
+        out: list[JsonDict] = []
+        for pdu in pdus:
+            checked = await self._checked(destination, pdu, room_id, enforce_ref_limits=enforce_ref_limits)
+            if checked is not None:
+                out.append(checked)
+        return out
+
     async def _get(self, destination: str, path: str, args: Mapping[str, Sequence[str]] | None = None) -> JsonDict:
         try:
             return await self._http.get_json(destination, path, args)
@@ -128,12 +139,7 @@ class RemoteEventFetching:
         events = body.get("events")
         if not isinstance(events, list):
             raise _bad_answer(destination, "get_missing_events")
-        out: list[JsonDict] = []
-        for pdu in events[:limit]:
-            checked = await self._checked(destination, pdu, room_id)
-            if checked is not None:
-                out.append(checked)
-        return out
+        return await self._checked_all(destination, events[:limit], room_id)
 
     async def get_state_ids(self, destination: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
         """GET /_matrix/federation/v1/state_ids/{roomId}?event_id=: ``(pdu_ids, auth_chain_ids)``."""
@@ -152,13 +158,8 @@ class RemoteEventFetching:
         pdus = body.get("pdus")
         if not isinstance(pdus, list):
             raise _bad_answer(destination, "backfill")
-        out: list[JsonDict] = []
-        for pdu in pdus[:limit]:
-            # The spec: backfilled PDUs must not be validated on the prev/auth event count limits.
-            checked = await self._checked(destination, pdu, room_id, enforce_ref_limits=False)
-            if checked is not None:
-                out.append(checked)
-        return out
+        # The spec: backfilled PDUs must not be validated on the prev/auth event count limits.
+        return await self._checked_all(destination, pdus[:limit], room_id, enforce_ref_limits=False)
 
     async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[JsonDict]:
         """GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's auth chain as checked
@@ -167,12 +168,7 @@ class RemoteEventFetching:
         chain = body.get("auth_chain")
         if not isinstance(chain, list) or len(chain) > MAX_AUTH_CHAIN:
             raise _bad_answer(destination, "event_auth")
-        out: list[JsonDict] = []
-        for pdu in chain:
-            checked = await self._checked(destination, pdu, room_id)
-            if checked is not None:
-                out.append(checked)
-        return out
+        return await self._checked_all(destination, chain, room_id)
 
 
 def _is_id_list(value: Any) -> bool:

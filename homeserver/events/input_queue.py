@@ -454,7 +454,7 @@ class RoomInput:
         The caller (the federation adapter) has checked the signatures and hashes of every event and
         the auth of the state against the auth chain. Here: the auth chain and state events we lack
         are stored as outliers in batched transactions (:meth:`EventPersister.persist_outliers`; the
-        room row is created with the first batch when the room is new), then the
+        room row is created with the first of them when the room is new), then the
         join event is authorised against the state and persisted with that state before it; it
         becomes the room's only forward extremity and the room's current state is the state after it.
         Whatever we held of the room before (an out-of-band invite, a stale state after everyone of

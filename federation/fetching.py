@@ -27,6 +27,8 @@ logger = logging.getLogger(__name__)
 PREFIX = "/_matrix/federation/v1"
 MAX_FETCH_LIMIT = 100
 """Largest ``limit`` sent for ``/get_missing_events`` and ``/backfill``."""
+MAX_AUTH_CHAIN = 10_000
+"""Largest ``auth_chain`` accepted from ``/event_auth`` (each PDU costs key lookups and checks)."""
 MAX_STATE_IDS = 100_000
 """Largest ``pdu_ids``/``auth_chain_ids`` list accepted from ``/state_ids``."""
 
@@ -84,6 +86,17 @@ class RemoteEventFetching:
             return None
         return dict(checked.event.pdu)
 
+    async def _checked_all(
+        self, destination: str, pdus: Sequence[object], room_id: str, *, enforce_ref_limits: bool = True
+    ) -> list[JsonDict]:
+        """:meth:`_checked` on each PDU of ``room_id``; those that fail are left out."""
+        out: list[JsonDict] = []
+        for pdu in pdus:
+            checked = await self._checked(destination, pdu, room_id, enforce_ref_limits=enforce_ref_limits)
+            if checked is not None:
+                out.append(checked)
+        return out
+
     async def _get(self, destination: str, path: str, args: Mapping[str, Sequence[str]] | None = None) -> JsonDict:
         try:
             return await self._http.get_json(destination, path, args)
@@ -126,12 +139,7 @@ class RemoteEventFetching:
         events = body.get("events")
         if not isinstance(events, list):
             raise _bad_answer(destination, "get_missing_events")
-        out: list[JsonDict] = []
-        for pdu in events[:limit]:
-            checked = await self._checked(destination, pdu, room_id)
-            if checked is not None:
-                out.append(checked)
-        return out
+        return await self._checked_all(destination, events[:limit], room_id)
 
     async def get_state_ids(self, destination: str, room_id: str, event_id: str) -> tuple[list[str], list[str]]:
         """GET /_matrix/federation/v1/state_ids/{roomId}?event_id=: ``(pdu_ids, auth_chain_ids)``."""
@@ -150,13 +158,17 @@ class RemoteEventFetching:
         pdus = body.get("pdus")
         if not isinstance(pdus, list):
             raise _bad_answer(destination, "backfill")
-        out: list[JsonDict] = []
-        for pdu in pdus[:limit]:
-            # The spec: backfilled PDUs must not be validated on the prev/auth event count limits.
-            checked = await self._checked(destination, pdu, room_id, enforce_ref_limits=False)
-            if checked is not None:
-                out.append(checked)
-        return out
+        # The spec: backfilled PDUs must not be validated on the prev/auth event count limits.
+        return await self._checked_all(destination, pdus[:limit], room_id, enforce_ref_limits=False)
+
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[JsonDict]:
+        """GET /_matrix/federation/v1/event_auth/{roomId}/{eventId}: the event's auth chain as checked
+        PDUs of ``room_id``, at most :data:`MAX_AUTH_CHAIN` (a longer answer is refused as malformed)."""
+        body = await self._get(destination, _path("event_auth", room_id, event_id))
+        chain = body.get("auth_chain")
+        if not isinstance(chain, list) or len(chain) > MAX_AUTH_CHAIN:
+            raise _bad_answer(destination, "event_auth")
+        return await self._checked_all(destination, chain, room_id)
 
 
 def _is_id_list(value: Any) -> bool:

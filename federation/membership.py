@@ -14,12 +14,13 @@ Theory of operation (spec server-server-api.md "Joining Rooms", "Knocking upon a
   sign it.
 * **send**: ``PUT /v2/send_join``, ``/v2/send_leave``, ``/v1/send_knock`` to the server that made
   the template. A join's answer is checked before anything is stored: every state and auth-chain
-  event's signatures and hash (:class:`~federation.event_checks.PduChecker`), the auth rules on each
-  against the auth chain, and the join itself against the state; the restricted-join countersigned
-  event returned by the resident server replaces ours when it is the same event with the
-  authorising server's valid signature. The core persists the room
-  (:meth:`~homeserver.api.services.RoomFederationAPI.persist_join`); a leave or knock is stored as an
-  out-of-band membership (sync shows the room in ``leave``/``knock``).
+  event's format, signatures (keys valid at the event's time) and hash through the same
+  :class:`~federation.event_checks.EventChecker` as ``/send``, then the auth rules on each against the
+  auth chain (:func:`sc_proto.federation.join_checks.check_state_against_auth_chain`); the
+  restricted-join countersigned event returned by the resident server replaces ours when it is the
+  same event with every required server's valid signature. The core checks the join against the
+  state and persists the room (:meth:`~homeserver.api.services.RoomFederationAPI.persist_join`); a
+  leave or knock is stored as an out-of-band membership (sync shows the room in ``leave``/``knock``).
 * **invite**: ``PUT /v2/invite/{roomId}/{eventId}`` to the invitee's server with the stripped
   state; the answer must be the same event carrying the invitee server's valid signature.
 """
@@ -30,17 +31,18 @@ import logging
 import secrets
 import urllib.parse
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from typing import Any
+from typing import Any, TypeVar
 
+from federation.event_checks import EventChecker
 from federation.interfaces import FederationHttp, RemoteHttpError, RemoteUnreachable, VerifyKeyLookup
-from federation.membership_checks import PduChecker, check_state_against_auth_chain, server_of
 from homeserver.api.ports import RemoteJoinResult
 from homeserver.api.services import RoomFederationAPI
-from sc_proto.auth.rules import check_auth
+from homeserver.identity import require_user_id
 from sc_proto.crypto.keys import SigningKey, get_key_id
-from sc_proto.errors import AuthError, Codes, MatrixError, RemoteProtocolError
+from sc_proto.errors import Codes, InvalidEventError, MatrixError, RemoteProtocolError, SignatureError
 from sc_proto.events.builder import finalise_event
 from sc_proto.events.model import Event
+from sc_proto.federation.join_checks import check_state_against_auth_chain, joined_servers
 from sc_proto.federation.requests import (
     JOIN,
     KNOCK,
@@ -61,6 +63,7 @@ logger = logging.getLogger(__name__)
 JsonDict = dict[str, Any]
 
 _ERROR_RANK = {403: 3, 400: 2, 404: 1}
+_T = TypeVar("_T")
 
 
 def _q(value: str) -> str:
@@ -95,6 +98,8 @@ class FederationMembership:
         rooms: the rooms core's federation API (persisting what the dances return).
         time_msec: the clock.
         supported_versions: the room versions we can join (``ver``), default every known one.
+        checker: the received-PDU checks (default: one over ``keys`` and ``time_msec``; the
+            composition root passes the inbound path's).
     """
 
     def __init__(
@@ -106,12 +111,13 @@ class FederationMembership:
         rooms: RoomFederationAPI,
         time_msec: Callable[[], int],
         supported_versions: Iterable[str] | None = None,
+        checker: EventChecker | None = None,
     ) -> None:
         self._server_name = server_name
         self._key = signing_key
         self._key_id = get_key_id(signing_key)
         self._http = http
-        self._checker = PduChecker(keys)
+        self._checker = checker if checker is not None else EventChecker(keys, time_msec)
         self._rooms = rooms
         self._now = time_msec
         self._versions = list(supported_versions if supported_versions is not None else KNOWN_ROOM_VERSIONS)
@@ -151,6 +157,17 @@ class FederationMembership:
                     best = error
         raise best or MatrixError(404, Codes.NOT_FOUND, "No server to reach the room through")
 
+    async def _put(self, server: str, path: str, body: Mapping[str, Any], parse: Callable[[JsonDict], _T]) -> _T:
+        """``PUT /_matrix/federation/{path}`` and parses the answer; failures are the client's error.
+
+        Raises:
+            MatrixError: as :func:`_client_error` (a malformed answer is 502).
+        """
+        try:
+            return parse(await self._http.put_json(server, f"/_matrix/federation/{path}", dict(body)))
+        except (RemoteHttpError, RemoteUnreachable, RemoteProtocolError) as e:
+            raise _client_error(e) from None
+
     # ------------------------------------------------------------------ join
 
     async def join(self, servers: Sequence[str], room_id: str, user_id: str, content: JsonDict) -> RemoteJoinResult:
@@ -162,24 +179,20 @@ class FederationMembership:
         """
         body: dict[str, Any] = {k: v for k, v in content.items() if k != "membership"}
         server, rv, event = await self._make(servers, JOIN, room_id, user_id, body)
-        path = f"/_matrix/federation/v2/send_join/{_q(room_id)}/{_q(event.event_id)}"
-        try:
-            answer = SendJoinResponse.parse(await self._http.put_json(server, path, dict(event.pdu)))
-        except (RemoteHttpError, RemoteUnreachable, RemoteProtocolError) as e:
-            raise _client_error(e) from None
+        answer = await self._put(server, f"v2/send_join/{_q(room_id)}/{_q(event.event_id)}", event.pdu,
+                                 SendJoinResponse.parse)
         event = await self._countersigned(event, answer.event)
-        state = await self._checker.check_many(answer.state, rv)
-        auth_chain = await self._checker.check_many(answer.auth_chain, rv)
-        state, auth_chain = check_state_against_auth_chain(rv, room_id, state, auth_chain)
-        by_key = {(e.type, e.state_key): e for e in state if e.state_key is not None}
-        try:
-            check_auth(event, by_key, rv)
-        except AuthError as e:
-            raise MatrixError(502, Codes.UNKNOWN, f"The room's state does not allow our join: {e.reason}") from None
-        await self._rooms.persist_join(server, rv.identifier, auth_chain, state, event)
-        servers_in_room = sorted(
-            {s for e in state if e.type == "m.room.member" and e.membership == JOIN and (s := server_of(e.state_key or ""))}
+        checked = check_state_against_auth_chain(
+            rv, room_id,
+            await self._checker.check_many(answer.state, rv), await self._checker.check_many(answer.auth_chain, rv),
         )
+        if checked.dropped:
+            logger.info("%d events of the send_join answer failed the auth rules", len(checked.dropped),
+                        extra={"room_id": room_id})
+        state, auth_chain = checked.state, checked.auth_chain
+        # The core checks our join against this state (502 when it does not allow it).
+        await self._rooms.persist_join(server, rv.identifier, auth_chain, state, event)
+        servers_in_room = joined_servers(state)
         return RemoteJoinResult(
             rv.identifier, dict(event.pdu), [dict(e.pdu) for e in state], [dict(e.pdu) for e in auth_chain],
             servers_in_room,
@@ -189,14 +202,25 @@ class FederationMembership:
         """Our join, or the resident server's countersigned copy of it (restricted rooms)."""
         if returned is None:
             return ours
-        rv = ours.room_version
+        return await self._signed_copy(ours, returned, None, "The resident server", "join")
+
+    async def _signed_copy(self, ours: Event, returned: object, servers: Sequence[str] | None, who: str, what: str) -> Event:
+        """A remote server's signed copy of our event: the same event, with valid signatures of
+        ``servers`` (default: every server that must sign it).
+
+        Raises:
+            MatrixError: 502 when it is malformed, another event, or not validly signed.
+        """
         try:
-            event = self._checker.parse(returned, rv)
-        except MatrixError:
-            raise MatrixError(502, Codes.UNKNOWN, "The resident server returned a malformed join event") from None
+            event = self._checker.parse(returned, ours.room_version)
+        except InvalidEventError:
+            raise MatrixError(502, Codes.UNKNOWN, f"{who} returned a malformed {what} event") from None
         if event.event_id != ours.event_id:
-            raise MatrixError(502, Codes.UNKNOWN, "The resident server returned a different join event")
-        await self._checker.verify_signatures(event)
+            raise MatrixError(502, Codes.UNKNOWN, f"{who} returned a different {what} event")
+        try:
+            await self._checker.verify(event, servers)
+        except (SignatureError, InvalidEventError):
+            raise MatrixError(502, Codes.UNKNOWN, f"{who} did not validly sign the {what} event") from None
         return event
 
     # ------------------------------------------------------------------ leave, knock
@@ -208,11 +232,7 @@ class FederationMembership:
             MatrixError: as :meth:`join`.
         """
         server, _rv, event = await self._make(servers, LEAVE, room_id, user_id, {})
-        path = f"/_matrix/federation/v2/send_leave/{_q(room_id)}/{_q(event.event_id)}"
-        try:
-            await self._http.put_json(server, path, dict(event.pdu))
-        except (RemoteHttpError, RemoteUnreachable) as e:
-            raise _client_error(e) from None
+        await self._put(server, f"v2/send_leave/{_q(room_id)}/{_q(event.event_id)}", event.pdu, dict)
         await self._rooms.store_out_of_band_membership(event, None)
         return dict(event.pdu)
 
@@ -225,11 +245,8 @@ class FederationMembership:
         """
         body: dict[str, Any] = {k: v for k, v in content.items() if k != "membership"}
         server, _rv, event = await self._make(servers, KNOCK, room_id, user_id, body)
-        path = f"/_matrix/federation/v1/send_knock/{_q(room_id)}/{_q(event.event_id)}"
-        try:
-            answer = SendKnockResponse.parse(await self._http.put_json(server, path, dict(event.pdu)))
-        except (RemoteHttpError, RemoteUnreachable, RemoteProtocolError) as e:
-            raise _client_error(e) from None
+        answer = await self._put(server, f"v1/send_knock/{_q(room_id)}/{_q(event.event_id)}", event.pdu,
+                                 SendKnockResponse.parse)
         await self._rooms.store_out_of_band_membership(event, answer.knock_room_state)
         return dict(event.pdu)
 
@@ -244,20 +261,11 @@ class FederationMembership:
         """
         rv = get_room_version(room_version)
         ours = self._checker.parse(event, rv)
-        invitee_server = server_of(ours.state_key or "")
-        if invitee_server is None:
-            raise MatrixError(400, Codes.INVALID_PARAM, "The invitee is not a user ID")
-        path = f"/_matrix/federation/v2/invite/{_q(ours.room_id)}/{_q(ours.event_id)}"
+        invitee_server = require_user_id(ours.state_key, "state_key").domain
         request = InviteRequest(room_version, dict(ours.pdu), list(invite_room_state))
-        try:
-            returned = parse_invite_response(await self._http.put_json(invitee_server, path, request.to_json()))
-        except (RemoteHttpError, RemoteUnreachable, RemoteProtocolError) as e:
-            raise _client_error(e) from None
-        signed = self._checker.parse(returned, rv)
-        if signed.event_id != ours.event_id:
-            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server returned a different invite event")
-        try:
-            await self._checker.verify_signatures(signed, [invitee_server])
-        except MatrixError:
-            raise MatrixError(502, Codes.UNKNOWN, "The invitee's server did not sign the invite") from None
+        returned = await self._put(
+            invitee_server, f"v2/invite/{_q(ours.room_id)}/{_q(ours.event_id)}", request.to_json(),
+            parse_invite_response,
+        )
+        signed = await self._signed_copy(ours, returned, [invitee_server], "The invitee's server", "invite")
         return dict(signed.pdu)

@@ -10,7 +10,9 @@ is 403 ``M_FORBIDDEN`` (so nobody can make claims about our users).
   ``M_INCOMPATIBLE_ROOM_VERSION``) and answer a template the room's rules allow (403 otherwise;
   a restricted join names one of our users as ``join_authorised_via_users_server``).
 * ``send_join``/``send_leave``/``send_knock`` check the event is the one the path names and the
-  sender's own membership event of that kind, verify its signature and hash, countersign a
+  sender's own membership event of that kind, check its format, signatures (keys valid at the
+  event's time) and hash through the same :class:`~federation.event_checks.EventChecker` as
+  ``/send`` (a hash mismatch is refused here, not redacted: the sender built it for us), countersign a
   restricted join we authorise, and hand it to the room input like any PDU: only an accepted (or
   already known) event is answered 200; a rejected or soft-failed one is 403 and changes nothing
   visible. ``send_join`` answers the state before the join with its auth chain (full state even
@@ -23,17 +25,18 @@ is 403 ``M_FORBIDDEN`` (so nobody can make claims about our users).
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from typing import Any
 
+from federation.event_checks import EventChecker
 from federation.interfaces import FederationRequest, FederationRouter, VerifyKeyLookup
-from federation.membership_checks import PduChecker, server_of
 from homeserver.api.services import PDUStatus, RoomEventsAPI, RoomFederationAPI
-from homeserver.identity import LocalServer
+from homeserver.identity import LocalServer, domain_of
 from sc_proto.crypto.keys import SigningKey, get_key_id
 from sc_proto.crypto.signing import sign_event
-from sc_proto.errors import Codes, MatrixError
-from sc_proto.events.hashes import check_content_hash
+from sc_proto.errors import Codes, MatrixError, SignatureError
 from sc_proto.events.model import Event
+from sc_proto.federation.pdu_checks import apply_content_hash, required_signers
 from sc_proto.federation.requests import (
     JOIN,
     KNOCK,
@@ -66,6 +69,8 @@ class MembershipServlets:
         keys: the keyring.
         rooms: the rooms core's federation API.
         events: the room input (received membership events).
+        time_msec: the clock (for the default checker; unused when ``checker`` is given).
+        checker: the received-PDU checks (default: one over ``keys``).
     """
 
     def __init__(
@@ -75,12 +80,14 @@ class MembershipServlets:
         keys: VerifyKeyLookup,
         rooms: RoomFederationAPI,
         events: RoomEventsAPI,
+        time_msec: Callable[[], int] | None = None,
+        checker: EventChecker | None = None,
     ) -> None:
         self._server_name = server_name
         self._local = LocalServer(server_name)
         self._key = signing_key
         self._key_id = get_key_id(signing_key)
-        self._checker = PduChecker(keys)
+        self._checker = checker if checker is not None else EventChecker(keys, time_msec or (lambda: 0))
         self._rooms = rooms
         self._events = events
 
@@ -111,7 +118,7 @@ class MembershipServlets:
     async def _make(self, request: FederationRequest, membership: str, check_versions: bool) -> tuple[int, JsonDict]:
         origin = self._origin(request)
         room_id, user_id = request.path_args["roomId"], request.path_args["userId"]
-        if server_of(user_id) != origin:
+        if not user_id.startswith("@") or domain_of(user_id) != origin:
             raise MatrixError(403, Codes.FORBIDDEN, "A server may only ask for its own users")
         rv = await self._room_version(room_id)
         if check_versions:
@@ -132,12 +139,9 @@ class MembershipServlets:
         rv = await self._room_version(room_id)
         event = self._checker.parse(request.content, rv)
         check_membership_event(event, origin=origin, room_id=room_id, event_id=event_id, membership=membership)
-        if not check_content_hash(event.pdu, rv):
-            raise MatrixError(403, Codes.FORBIDDEN, "The event's content hash does not match")
         authoriser = event.content.get("join_authorised_via_users_server") if membership == JOIN else None
         ours = isinstance(authoriser, str) and self._local.is_mine(authoriser)
-        signers = [s for s in self._checker.required_signers(event) if not (ours and s == self._server_name)]
-        await self._checker.verify_signatures(event, signers)
+        await self._check(event, [s for s in required_signers(event) if not (ours and s == self._server_name)])
         if ours:
             # We authorise this restricted join: our signature is what the auth rules require.
             signed = sign_event(event.pdu, rv, self._server_name, self._key, key_id=self._key_id)
@@ -147,6 +151,21 @@ class MembershipServlets:
             reason = outcome.reason or "the event's prev or auth events are unknown"
             raise MatrixError(403, Codes.FORBIDDEN, f"The event was not accepted: {reason}")
         return event
+
+    async def _check(self, event: Event, servers: list[str] | None = None) -> None:
+        """Hash and signature checks of a membership event sent to us (a bad hash is refused, not
+        redacted: the sender built the event for us).
+
+        Raises:
+            MatrixError: 403 ``M_FORBIDDEN`` when the content hash does not match, or a signature of
+                ``servers`` (default: every required one) is missing or does not verify.
+        """
+        if apply_content_hash(event).redacted:
+            raise MatrixError(403, Codes.FORBIDDEN, "The event's content hash does not match")
+        try:
+            await self._checker.verify(event, servers)
+        except SignatureError as e:
+            raise MatrixError(403, Codes.FORBIDDEN, e.message) from None
 
     # ------------------------------------------------------------------ servlets
 
@@ -195,7 +214,7 @@ class MembershipServlets:
         known = await self._rooms.get_room_version(room_id)
         if known is not None and known != rv.identifier:
             raise MatrixError(400, Codes.BAD_JSON, "The room version does not match the room")
-        event = await self._checker.check(event.pdu, rv, redact_on_bad_hash=False)
+        await self._check(event)
         signed = Event(sign_event(event.pdu, rv, self._server_name, self._key, key_id=self._key_id), rv, event_id)
         if await self._rooms.is_server_in_room(room_id):
             outcome = await self._events.receive_pdu(origin, signed)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
 
+from federation.event_checks import EventChecker
 from federation.interfaces import FederationHttp, FederationRouter, VerifyKeyLookup
 from federation.membership import FederationMembership
 from federation.membership_servlets import MembershipServlets
@@ -58,6 +59,7 @@ def wire_membership(
     time_msec: Callable[[], int],
     port: LateBoundMembership | None = None,
     supported_versions: Iterable[str] | None = None,
+    checker: EventChecker | None = None,
 ) -> FederationMembership:
     """Builds the outbound dances, registers the inbound servlets on ``router`` and binds ``port``.
 
@@ -65,12 +67,16 @@ def wire_membership(
         rooms: ``hs.api.room_federation``.
         events: ``hs.rooms.room_input``.
         port: the late-bound port the core was built with (``RemotePorts.membership``).
+        checker: the received-PDU checks shared with the inbound path (one is built when None).
 
     Returns:
         The :class:`~homeserver.api.ports.RemoteRoomMembership` implementation.
     """
-    membership = FederationMembership(server_name, signing_key, http, keys, rooms, time_msec, supported_versions)
-    MembershipServlets(server_name, signing_key, keys, rooms, events).register(router)
+    checker = checker if checker is not None else EventChecker(keys, time_msec)
+    membership = FederationMembership(
+        server_name, signing_key, http, keys, rooms, time_msec, supported_versions, checker=checker
+    )
+    MembershipServlets(server_name, signing_key, keys, rooms, events, time_msec, checker).register(router)
     if port is not None:
         port.bind(membership)
     return membership

@@ -44,6 +44,9 @@ class LocalOnlyEventFetcher:
     async def backfill(self, destination: str, room_id: str, from_event_ids: Sequence[str], limit: int) -> list[JsonDict]:
         return []
 
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[JsonDict]:
+        return []
+
 
 class LocalOnlyMembership:
     """Remote membership dances are refused (as before federation)."""

@@ -48,6 +48,9 @@ class RemoteEventFetcher(Protocol):
     async def backfill(self, destination: str, room_id: str, from_event_ids: Sequence[str], limit: int) -> list[JsonDict]:
         """Older PDUs before ``from_event_ids`` (``GET /backfill``)."""
 
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[JsonDict]:
+        """The auth chain of ``event_id`` (``GET /event_auth``): checked PDUs, bounded in number."""
+
 
 @dataclass(frozen=True)
 class RemoteJoinResult:

@@ -180,6 +180,7 @@ class FederationWiring:
             events=hs.rooms.room_input,
             time_msec=hs.clock.time_msec,
             port=self._membership_port,
+            checker=inbound.checker,
         )
         await start_outbound(
             self._outbound, self.server_name, hs.pool, api.outbound_events, router, api.directory, api.profiles

@@ -12,10 +12,13 @@ adapter) has already checked the PDU's format, signatures and content hash (step
 the rest:
 
 * a known event is a DUPLICATE; a PDU for an unknown room that is not its create event is a 404;
-* step 4: auth against the event's own auth events; failure stores it REJECTED (``rejected_reason``;
-  never in current state, timeline or extremities);
-* ``outlier=True``, or prev events still missing after asking the ``RemoteEventFetcher`` port
-  (``get_missing_events``): stored as an OUTLIER (no state, hidden from clients);
+* missing prev events are asked of the origin first (``get_missing_events``; those received are
+  processed oldest first, so the auth events they carry arrive with them);
+* step 4: auth against the event's own auth events (those we lack are first fetched from the origin,
+  ``/event_auth``, checked and stored as outliers: :mod:`homeserver.events.auth_fetch`); failure
+  stores it REJECTED (``rejected_reason``; never in current state, timeline or extremities);
+* ``outlier=True``, or prev events still missing or without state after asking the origin: stored
+  as an OUTLIER (no state, hidden from clients);
 * step 5: the state before = the state after its prev events (one prev: its state group; several:
   state resolution with ``sc_proto.state``, room-version aware); failure -> REJECTED;
 * step 6: auth against the room's current state; failure -> SOFT_FAILED (stored with its state, not a
@@ -40,6 +43,7 @@ from typing import Any
 
 from homeserver.api.ports import RemoteEventFetcher
 from homeserver.api.services import PDUOutcome, PDUStatus
+from homeserver.events.auth_fetch import fetch_missing_auth_events
 from homeserver.events.persister import EventPersister, PersistContext, PersistedEvent, TxnKey
 from homeserver.rooms.event_builder import LocalEventBuilder
 from homeserver.rooms.state_reader import RoomHead, RoomStateReader
@@ -276,15 +280,17 @@ class RoomInput:
                 return await self._receive_create(event)
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         rv = head.version
-        reason = await self._check_own_auth_events(event, head)
+        prevs = await self._events.get_events(event.prev_event_ids) if not outlier else {}
+        if not outlier and fetch_missing and len(prevs) < len(set(event.prev_event_ids)):
+            # Prev events first (their auth events then come with them), then the auth events still missing.
+            await self._fetch_missing(origin, event, head)
+            head = await self._state.get_head(event.room_id) or head
+            prevs = await self._events.get_events(event.prev_event_ids)
+        reason = await self._check_own_auth_events(event, head, origin)
         if reason is not None:
             return await self._store_hidden(head, event, None, {}, rejected_reason=reason)
         if outlier:
             return await self._store_hidden(head, event, None, {}, outlier=True)
-        prevs = await self._events.get_events(event.prev_event_ids)
-        if len(prevs) < len(set(event.prev_event_ids)) and fetch_missing:
-            await self._fetch_missing(origin, event, head)
-            prevs = await self._events.get_events(event.prev_event_ids)
         usable = [p for p in prevs.values() if p.state_group_after is not None and p.rejected_reason is None]
         if len(usable) < len(set(event.prev_event_ids)):
             logger.info("storing %s as an outlier: prev events missing", event.event_id, extra={"room_id": event.room_id})
@@ -305,9 +311,17 @@ class RoomInput:
             return PDUOutcome(event.event_id, PDUStatus.SOFT_FAILED, e.reason, outcome.stream_ordering)
         return await self._accept(head, event, group_before, state_before)
 
-    async def _check_own_auth_events(self, event: Event, head: RoomHead) -> str | None:
-        """Step 4: the reason the event fails against its own auth events, or None when it passes."""
+    async def _check_own_auth_events(self, event: Event, head: RoomHead, origin: str | None = None) -> str | None:
+        """Step 4: the reason the event fails against its own auth events, or None when it passes.
+
+        With ``origin``, auth events we lack are first fetched from it, checked and stored as
+        outliers (:mod:`homeserver.events.auth_fetch`); those still missing reject the event.
+        """
         stored = await self._events.get_events(event.auth_event_ids)
+        missing = set(event.auth_event_ids) - set(stored)
+        if missing and origin is not None:
+            await fetch_missing_auth_events(self._fetcher, self._events, self._persister, origin, event, head, missing)
+            stored = await self._events.get_events(event.auth_event_ids)
         if len(stored) < len(set(event.auth_event_ids)):
             return "missing auth events"
         by_id = {e: s.event for e, s in stored.items()}
@@ -587,8 +601,9 @@ class RoomInput:
         """Persists a room joined through another server (``send_join``'s answer) in the room's turn.
 
         The caller (the federation adapter) has checked the signatures and hashes of every event and
-        the auth of the state against the auth chain. Here: the auth chain and state events are stored
-        as outliers (the room row is created with the first of them when the room is new), then the
+        the auth of the state against the auth chain. Here: the auth chain and state events we lack
+        are stored as outliers in batched transactions (:meth:`EventPersister.persist_outliers`; the
+        room row is created with the first of them when the room is new), then the
         join event is authorised against the state and persisted with that state before it; it
         becomes the room's only forward extremity and the room's current state is the state after it.
         Whatever we held of the room before (an out-of-band invite, a stale state after everyone of
@@ -611,12 +626,13 @@ class RoomInput:
             head = await self._state.get_head(event.room_id)
             room, new_room = await self._room_for_remote(head, event, room_version, create.sender)
             known = await self._events.get_events([e.event_id for e in [*auth_chain, *state]])
-            # TODO(#13): one transaction for the whole batch; one per event is slow for big rooms.
-            for outlier in sorted({e.event_id: e for e in [*auth_chain, *state]}.values(), key=lambda e: e.depth):
-                if outlier.event_id in known or outlier.event_id == event.event_id:
-                    continue
-                ctx = PersistContext(None, {}, outlier=True, new_room=new_room)
-                await self._persister.persist(room, outlier, ctx)
+            outliers = [
+                e for e in sorted({e.event_id: e for e in [*auth_chain, *state]}.values(), key=lambda e: e.depth)
+                if e.event_id not in known and e.event_id != event.event_id
+            ]
+            # Batched: a few transactions for the whole answer (one per event took ~2 ms each).
+            if outliers:
+                await self._persister.persist_outliers(room, outliers, new_room=new_room)
                 new_room = None
             state_before = {k: e.event_id for k, e in by_key.items()}
             ctx = PersistContext(

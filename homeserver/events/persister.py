@@ -22,7 +22,7 @@ receives a token that skips an event still being written.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from types import MappingProxyType
 
@@ -35,6 +35,9 @@ from homeserver.util.linearizer import Linearizer
 from sc_proto.events.model import Event
 
 logger = logging.getLogger(__name__)
+
+OUTLIER_BATCH_SIZE = 500
+"""Outliers written per transaction by :meth:`EventPersister.persist_outliers`."""
 
 
 @dataclass(frozen=True)
@@ -255,3 +258,70 @@ class EventPersister:
         memberships = {e: s.event.membership for e, s in stored.items()}
         memberships[event.event_id] = event.membership
         RoomStore.update_current_state_txn(txn, room.room_nid, stream, old, new, memberships)
+
+    async def persist_outliers(
+        self,
+        room: RoomRecord,
+        events: Sequence[Event],
+        *,
+        new_room: tuple[int, str | None] | None = None,
+        rejected: Mapping[str, str] | None = None,
+        batch_size: int | None = None,
+    ) -> list[StoredEvent]:
+        """Persists many outliers (a join's state and auth chain, fetched auth events) in few
+        transactions: ``batch_size`` events a transaction instead of one each.
+
+        Each event is written as :meth:`persist` writes an outlier (event row, graph edges, a stream
+        ordering; no state group, extremity or current-state change, no hooks, nobody woken).
+
+        Args:
+            new_room: ``(room_nid, creator)``: the room row is inserted with the first event (in
+                its own :meth:`persist` transaction, the one path that writes room rows).
+            batch_size: events per transaction (default :data:`OUTLIER_BATCH_SIZE`).
+            rejected: ``event_id -> reason`` for events to store as rejected instead.
+
+        Raises:
+            Exception: a transaction failed; the batches before it stay committed (outliers are
+                harmless alone, and the caller retries the rest as missing).
+        """
+        reasons = rejected or {}
+        size = max(1, batch_size if batch_size is not None else OUTLIER_BATCH_SIZE)
+        out: list[StoredEvent] = []
+        if new_room is not None and events:
+            # The room row goes in with the first event, through the one path that writes it.
+            first, events = events[0], events[1:]
+            ctx = PersistContext(None, {}, outlier=True, rejected_reason=reasons.get(first.event_id), new_room=new_room)
+            out.append((await self.persist(room, first, ctx)).stored)
+        try:
+            for start in range(0, len(events), size):
+                batch = events[start:start + size]
+                stored: list[StoredEvent] = await self._pool.run_txn(
+                    "persist_outliers", self._persist_outliers_txn, room, batch, reasons, self._now()
+                )
+                for s in stored:
+                    self._events.cache_event(s)
+                out.extend(stored)
+        finally:
+            # Held-back positions below ours may now be readable (outliers wake nobody themselves).
+            self._stream.flush()
+        return out
+
+    def _persist_outliers_txn(
+        self,
+        txn: Txn,
+        room: RoomRecord,
+        events: Sequence[Event],
+        rejected: Mapping[str, str],
+        received: int,
+    ) -> list[StoredEvent]:
+        out: list[StoredEvent] = []
+        for event in events:
+            stored = StoredEvent(
+                event=event, stream_ordering=self._stream.next_id_txn(txn), room_nid=room.room_nid,
+                outlier=True, rejected_reason=rejected.get(event.event_id),
+                state_group_before=None, state_group_after=None, redacted_by=None, txn_id=None, device_id=None,
+                received_ts=received,
+            )
+            self._events.insert_event_txn(txn, stored)
+            out.append(stored)
+        return out

@@ -1,7 +1,7 @@
 """sc_proto.federation: Server-Server API protocol logic, sans-I/O.
 
 Server-name resolution as steps (``discovery``), transactions (``transaction``), the checks on
-received PDUs (``pdu_checks``), server keys (``keys``), server ACLs (``acl``) and the membership dances' bodies
+received PDUs (``pdu_checks``) and of a join's room state (``join_checks``), server keys (``keys``), server ACLs (``acl``) and the membership dances' bodies
 (``requests``: import those from the submodule).
 """
 
@@ -24,6 +24,7 @@ from sc_proto.federation.discovery import (
     plan,
     well_known_cache_period,
 )
+from sc_proto.federation.join_checks import JoinStateCheck, check_state_against_auth_chain, joined_servers
 from sc_proto.federation.keys import (
     MAX_KEY_VALIDITY_MS,
     MAX_KEYS_PER_RESPONSE,
@@ -74,6 +75,7 @@ __all__ = [
     "WELL_KNOWN_PATH",
     "FetchWellKnown",
     "HashCheck",
+    "JoinStateCheck",
     "KeyQuery",
     "LookupSrv",
     "Resolved",
@@ -87,7 +89,9 @@ __all__ = [
     "build_key_query_request",
     "build_server_keys_response",
     "build_transaction",
+    "check_state_against_auth_chain",
     "is_server_allowed_by_acl",
+    "joined_servers",
     "key_valid_at",
     "key_validity_ts",
     "notary_sign",

@@ -22,7 +22,7 @@ Invariant: nothing here reads a clock or a key store; the same inputs give the s
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterable, Mapping
 from dataclasses import dataclass
 from typing import Any
 
@@ -149,8 +149,14 @@ def required_signers(event: Event) -> tuple[str, ...]:
     return tuple(dict.fromkeys(servers))
 
 
-def signature_checks(event: Event) -> tuple[SignatureCheck, ...]:
+def signature_checks(event: Event, servers: Iterable[str] | None = None) -> tuple[SignatureCheck, ...]:
     """The ``(server, key_id)`` pairs whose keys the host must look up (step 2).
+
+    Args:
+        event: the parsed event.
+        servers: the servers whose signatures to check (default :func:`required_signers`). A
+            membership dance checks fewer: the invitee's server on an invite it countersigned, or
+            every required server but ourselves on a restricted join we are about to countersign.
 
     Raises:
         SignatureError: a required server has no ``ed25519`` signature on the event at all.
@@ -159,7 +165,7 @@ def signature_checks(event: Event) -> tuple[SignatureCheck, ...]:
     signatures = event.pdu.get("signatures")
     sigs: Mapping[str, Any] = signatures if isinstance(signatures, Mapping) else {}
     checks: list[SignatureCheck] = []
-    for server in required_signers(event):
+    for server in _servers(event, servers):
         server_sigs = sigs.get(server)
         key_ids = sorted(k for k in server_sigs if k.startswith(_ED25519)) if isinstance(server_sigs, Mapping) else []
         if not key_ids:
@@ -168,18 +174,22 @@ def signature_checks(event: Event) -> tuple[SignatureCheck, ...]:
     return tuple(checks)
 
 
-def verify_signatures(event: Event, keys: Mapping[SignatureCheck, VerifyKey]) -> None:
+def verify_signatures(
+    event: Event, keys: Mapping[SignatureCheck, VerifyKey], servers: Iterable[str] | None = None
+) -> None:
     """Step 2: checks the event's signatures with the keys the host found.
 
     Args:
         event: the parsed event.
         keys: the verify key of each :class:`SignatureCheck` the host could find valid at
             :func:`sc_proto.federation.keys.key_validity_ts`; missing entries are skipped (unknown or expired keys).
+        servers: as for :func:`signature_checks` (the same value must be passed to both).
 
     Raises:
         SignatureError: a required server has no signature by a known key, or one does not verify.
     """
-    checks = signature_checks(event)
+    wanted = _servers(event, servers)
+    checks = signature_checks(event, wanted)
     verified: set[str] = set()
     for check in checks:
         key = keys.get(check)
@@ -187,9 +197,13 @@ def verify_signatures(event: Event, keys: Mapping[SignatureCheck, VerifyKey]) ->
             continue
         verify_event_signature(event.pdu, event.room_version, check.server_name, key, key_id=check.key_id)
         verified.add(check.server_name)
-    for server in required_signers(event):
+    for server in wanted:
         if server not in verified:
             raise SignatureError(f"no signature from {server} by a key valid at the event's time")
+
+
+def _servers(event: Event, servers: Iterable[str] | None) -> tuple[str, ...]:
+    return required_signers(event) if servers is None else tuple(dict.fromkeys(servers))
 
 
 def apply_content_hash(event: Event) -> HashCheck:

@@ -17,9 +17,9 @@ from federation.interfaces import (
     RemoteHttpError,
     RemoteUnreachable,
 )
-from sc_proto.crypto.keys import VerifyKey
 from sc_proto.crypto.signing import verify_json
 from sc_proto.errors import Codes, MatrixError, SignatureError
+from tests.federation.fakes import FakeKeys
 
 
 class FakeRouter:
@@ -45,19 +45,9 @@ class FakeRouter:
         return await self.routes[(method, pattern)](request)
 
 
-class FakeKeyring:
-    """A :class:`VerifyKeyLookup` over known keys; ``lookups`` records ``(server, key_id, at_ts)``."""
-
-    def __init__(self, keys: Mapping[tuple[str, str], VerifyKey]) -> None:
-        self.keys = dict(keys)
-        self.lookups: list[tuple[str, str, int]] = []
-
-    async def get_verify_key(self, server_name: str, key_id: str, at_ts: int) -> VerifyKey:
-        self.lookups.append((server_name, key_id, at_ts))
-        key = self.keys.get((server_name, key_id))
-        if key is None:
-            raise MatrixError(401, Codes.UNAUTHORIZED, "unknown key")
-        return key
+class FakeKeyring(FakeKeys):
+    """:class:`~tests.federation.fakes.FakeKeys` that also verifies whole JSON objects; ``lookups``
+    records ``(server, key_id, at_ts)``."""
 
     async def verify_json_for_server(self, server_name: str, obj: Mapping[str, Any], at_ts: int) -> None:
         for (server, key_id), key in self.keys.items():

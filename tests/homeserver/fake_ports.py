@@ -61,6 +61,9 @@ class FakeEventFetcher(Recorder):
     async def backfill(self, destination: str, room_id: str, from_event_ids: Sequence[str], limit: int) -> list[JsonDict]:
         return self.answer("backfill", destination, room_id, from_event_ids, limit)
 
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[JsonDict]:
+        return self.answer("get_event_auth", destination, room_id, event_id)
+
 
 class FakeMembership(Recorder):
     async def join(self, servers: Sequence[str], room_id: str, user_id: str, content: JsonDict) -> RemoteJoinResult:

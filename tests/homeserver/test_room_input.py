@@ -318,6 +318,12 @@ class _FakeFetcher:
         self.asked.append((destination, list(latest)))
         return self.pdus
 
+    async def get_event_auth(self, destination: str, room_id: str, event_id: str) -> list[dict[str, Any]]:
+        return []
+
+    async def get_event(self, destination: str, event_id: str) -> dict[str, Any] | None:
+        return None
+
 
 class MissingPrevEventsTests(RoomInputTestCase):
     def test_missing_prev_is_fetched_from_the_origin(self) -> None:

@@ -175,6 +175,21 @@ class TestPduChecks:
         with pytest.raises(SignatureError):
             signature_checks(event)
 
+    def test_chosen_servers_only(self) -> None:
+        """``servers``: a restricted join is checked without the authorising server (about to
+        countersign it), and an explicitly named server must still have signed."""
+        content = {"membership": "join", "join_authorised_via_users_server": "@a:auth.example"}
+        event = parse_pdu(pdu(etype="m.room.member", state_key=f"@rita:{REMOTE}", content=content), V10)
+        checks = signature_checks(event, [REMOTE])
+        assert checks == (SignatureCheck(REMOTE, get_key_id(KEY)),)
+        verify_signatures(event, {checks[0]: get_verify_key(KEY)}, [REMOTE])
+        with pytest.raises(SignatureError):
+            verify_signatures(event, {checks[0]: get_verify_key(KEY)})  # default: auth.example too
+        with pytest.raises(SignatureError):
+            signature_checks(event, ["third.example"])
+        with pytest.raises(SignatureError):
+            verify_signatures(event, {checks[0]: get_verify_key(OTHER_KEY)}, [REMOTE])
+
     def test_hash_mismatch_gives_redacted_copy(self) -> None:
         """Content changed after signing: the signature (over the redacted form) holds, the hash does
         not, so the redacted copy continues with the same event ID."""

@@ -532,7 +532,7 @@ class RoomInput:
             if await self._events.get_event(event.event_id) is not None:
                 continue
             state_before = await self._backfill_state_before(destination, head, event)
-            reason = await self._check_own_auth_events(event, head)
+            reason = await self._check_own_auth_events(event, head, destination)
             if reason is None and state_before is None:
                 reason = "no state known at the event"
             if reason is None and state_before is not None:

@@ -9,6 +9,7 @@ so every remote effect is polled for.
 from __future__ import annotations
 
 from collections.abc import Iterator
+from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
 import pytest
@@ -231,14 +232,20 @@ class StateConflictTests:
 
 
 class BackfillTests:
+    """A user joining late on one side pages ``/messages`` back through 200 messages of the other."""
+
     HISTORY = 200
 
-    def _fill(self, owner: MatrixClient, room_id: str) -> list[str]:
-        sent = []
-        for i in range(self.HISTORY):
-            body = f"history {i}"
-            owner.send_message(room_id, body)
-            sent.append(body)
+    SHORT_HISTORY = 30
+    """For the direction that does not work yet: enough to need backfill, cheap while it fails
+    (Synapse takes ~0.1 s per message); back to ``HISTORY`` once our backfill lands."""
+
+    def _fill(self, owner: MatrixClient, room_id: str, count: int = HISTORY) -> list[str]:
+        """Sends the history from a few threads at once; returns it in the owner's own order."""
+        with ThreadPoolExecutor(max_workers=8) as pool:
+            list(pool.map(lambda i: owner.send_message(room_id, f"history {i}"), range(count)))
+        sent = bodies(owner, room_id)
+        assert sorted(sent) == sorted(f"history {i}" for i in range(count))
         return sent
 
     def test_synapse_user_joining_late_pages_back_our_history(self, servers: Servers) -> None:
@@ -248,9 +255,15 @@ class BackfillTests:
         s_user.join(room_id, via=[ours.server_name])
         wait_for_bodies(s_user, room_id, sent, timeout=60)
 
+    @pytest.mark.xfail(
+        strict=True,
+        reason="our /messages does not backfill from remote servers yet: events older than the join "
+        "are only outliers from send_join (needs negative stream orderings, de-outliering and state "
+        "at the backfill point; see ADR 0018)",
+    )
     def test_our_user_joining_late_pages_back_synapse_history(self, servers: Servers) -> None:
         syn, ours, s_user, o_user = pair(servers)
         room_id = s_user.create_room(name="history on synapse")
-        sent = self._fill(s_user, room_id)
+        sent = self._fill(s_user, room_id, self.SHORT_HISTORY)
         o_user.join(room_id, via=[syn.server_name])
-        wait_for_bodies(o_user, room_id, sent, timeout=60)
+        wait_for_bodies(o_user, room_id, sent, timeout=10)

@@ -15,7 +15,12 @@ from typing import Any
 import pytest
 
 from tests.integration import synapse_harness as harness
-from tests.integration.synapse_harness import Homeserver, MatrixClient, SecureConnectHomeserver, SynapseHomeserver
+from tests.integration.synapse_harness import (
+    Homeserver,
+    MatrixClient,
+    SecureConnectHomeserver,
+    SynapseHomeserver,
+)
 
 pytestmark = pytest.mark.integration
 
@@ -131,7 +136,7 @@ def pair(servers: Servers) -> tuple[Homeserver, Homeserver, MatrixClient, Matrix
 
 class JoinTests:
     def test_our_user_joins_a_synapse_room_by_alias(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        syn, _ours, s_user, o_user = pair(servers)
         room_id = s_user.create_room(alias="syn-lobby")
         assert o_user.join(f"#syn-lobby:{syn.server_name}") == room_id
         s_user.wait_for_member(room_id, o_user.user_id, timeout=WAIT_S)
@@ -139,7 +144,7 @@ class JoinTests:
         assert s_user.joined_members(room_id) == o_user.joined_members(room_id) == {s_user.user_id, o_user.user_id}
 
     def test_our_user_joins_a_synapse_room_by_id_via(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        syn, _ours, s_user, o_user = pair(servers)
         room_id = s_user.create_room(name="syn by id")
         assert o_user.join(room_id, via=[syn.server_name]) == room_id
         s_user.wait_for_member(room_id, o_user.user_id, timeout=WAIT_S)
@@ -147,14 +152,14 @@ class JoinTests:
         wait_for_same_state(s_user, o_user, room_id)
 
     def test_synapse_user_joins_our_room_by_alias(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        _syn, ours, s_user, o_user = pair(servers)
         room_id = o_user.create_room(alias="ours-lobby")
         assert s_user.join(f"#ours-lobby:{ours.server_name}") == room_id
         o_user.wait_for_member(room_id, s_user.user_id, timeout=WAIT_S)
         exchange(room_id, o_user, s_user)
 
     def test_synapse_user_joins_our_room_by_id_via(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        _syn, ours, s_user, o_user = pair(servers)
         room_id = o_user.create_room(name="ours by id")
         assert s_user.join(room_id, via=[ours.server_name]) == room_id
         o_user.wait_for_member(room_id, s_user.user_id, timeout=WAIT_S)
@@ -164,7 +169,7 @@ class JoinTests:
 
 class InviteTests:
     def test_synapse_invites_our_user_to_a_private_room(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        syn, _ours, s_user, o_user = pair(servers)
         room_id = s_user.create_room(public=False)
         with pytest.raises(AssertionError, match="403"):
             o_user.join(room_id, via=[syn.server_name])
@@ -184,6 +189,8 @@ class InviteTests:
         assert s_user.join(room_id) == room_id
         o_user.wait_for_member(room_id, s_user.user_id, timeout=WAIT_S)
         exchange(room_id, o_user, s_user, count=2)
+        # Spec v1.16: whole PDUs in invite_room_state (Synapse only warns for room versions 1-11).
+        assert "failed to validate `invite_room_state`" not in syn.log_path.read_text(errors="replace")
 
 
 class KickLeaveTests:
@@ -208,7 +215,7 @@ class KickLeaveTests:
 
 class StateConflictTests:
     def test_concurrent_name_and_power_level_changes_converge(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        syn, _ours, s_user, o_user = pair(servers)
         room_id = s_user.create_room(name="conflict")
         o_user.join(room_id, via=[syn.server_name])
         s_user.wait_for_member(room_id, o_user.user_id, timeout=WAIT_S)
@@ -249,7 +256,7 @@ class BackfillTests:
         return sent
 
     def test_synapse_user_joining_late_pages_back_our_history(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        _syn, ours, s_user, o_user = pair(servers)
         room_id = o_user.create_room(name="history on ours")
         sent = self._fill(o_user, room_id)
         s_user.join(room_id, via=[ours.server_name])
@@ -262,7 +269,7 @@ class BackfillTests:
         "at the backfill point; see ADR 0018)",
     )
     def test_our_user_joining_late_pages_back_synapse_history(self, servers: Servers) -> None:
-        syn, ours, s_user, o_user = pair(servers)
+        syn, _ours, s_user, o_user = pair(servers)
         room_id = s_user.create_room(name="history on synapse")
         sent = self._fill(s_user, room_id, self.SHORT_HISTORY)
         o_user.join(room_id, via=[syn.server_name])

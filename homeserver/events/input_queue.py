@@ -345,10 +345,18 @@ class RoomInput:
             return states[0]
         return await self.resolve(rv, states)
 
-    async def resolve(self, rv: RoomVersion, states: Sequence[StateMap]) -> StateMap | None:
+    async def resolve(
+        self, rv: RoomVersion, states: Sequence[StateMap], unstored: Sequence[Event] = ()
+    ) -> StateMap | None:
         """Resolves room states with ``sc_proto.state`` (prepare -> load -> resolve); None when
-        events it needs are missing."""
+        events it needs are missing.
+
+        Args:
+            unstored: events the states name that are not persisted yet (the event being accepted).
+        """
         prep = prepare(states)
+        if unstored:
+            prep.add_events(unstored)
         rejected: set[str] = set()
         while needed := prep.needed_event_ids():
             loaded = await self._events.get_events(needed)
@@ -370,7 +378,8 @@ class RoomInput:
         remaining = tuple(e for e in head.extremities if e not in set(event.prev_event_ids))
         current_after: StateMap = state_after
         if remaining:
-            resolved = await self.resolve(head.version, [head.state, state_after])
+            # The event itself is in state_after but not stored yet: hand it to the resolution.
+            resolved = await self.resolve(head.version, [head.state, state_after], [event])
             current_after = resolved if resolved is not None else head.state
         ctx = PersistContext(
             group_before, state_before, current_state_before=head.state, current_state_after=current_after

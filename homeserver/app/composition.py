@@ -42,6 +42,7 @@ from homeserver.calls.turn import TurnCredentialIssuer
 from homeserver.config.database import DatabaseConfig
 from homeserver.config.loader import HomeserverConfig
 from homeserver.config.ratelimits import RatelimitsConfig
+from homeserver.events.backfill import Backfiller
 from homeserver.http.auth import Authenticator
 from homeserver.http.auth_api import ClientAuthAPI
 from homeserver.http.ratelimit import RateLimiter, RateLimitRule
@@ -339,7 +340,12 @@ class Homeserver:
             self.clock.time_msec,
         )
         room_servlets.register(self.resource)
-        self.room_reader = RoomReader(core.events, core.state_groups, core.visibility, core.stream_tracker)
+        backfiller = Backfiller(
+            self.pool, core.events, core.creator.state, core.room_input, server_name, self.clock.time_msec
+        )
+        self.room_reader = RoomReader(
+            core.events, core.state_groups, core.visibility, core.stream_tracker, backfill=backfiller.backfill
+        )
         RoomReadServlets(self.authenticator, self.room_reader, core.serializer).register(self.resource)
         self.sync = build_sync_services(
             events=core.events, rooms=core.rooms, state_groups=core.state_groups, serializer=core.serializer,

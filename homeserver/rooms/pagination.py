@@ -286,6 +286,8 @@ class RoomReader:
         if backwards and end is None and access.history_limit is None and await self._backfilled(room_id, limit):
             # The start of what we hold was reached: older events were fetched, read on through them.
             chunk, end = await self._read_pages(user_id, room_nid, from_pos, to_pos, backwards, limit, event_filter)
+            if end is None and chunk:
+                end = position_before(chunk[-1])  # more may be fetched: the client pages on from here
         state: list[StoredEvent] = []
         if event_filter.lazy_load_members and chunk:
             state = await self._member_events(chunk[0].state_group_after, {e.event.sender for e in chunk})

@@ -156,9 +156,7 @@ class Backfiller:
     def _insert_txn(
         self, txn: Txn, room_nid: int, events: Sequence[Event], state_group: int, received: int
     ) -> list[StoredEvent]:
-        txn.execute("SELECT MIN(stream_ordering) FROM events")
-        row = txn.fetchone()
-        low = min(0, int(row[0])) if row is not None and row[0] is not None else 0
+        low = EventStore.lowest_stream_ordering_txn(txn)
         inserted = []
         # Newest first, so that within a depth the stream order follows the fetched order.
         for event in sorted(events, key=lambda e: (e.depth, e.event_id), reverse=True):

@@ -347,6 +347,13 @@ class EventStore:
 
     # ------------------------------------------------------------------ writes (inside the persist transaction)
 
+    @staticmethod
+    def lowest_stream_ordering_txn(txn: Txn) -> int:
+        """The lowest stream ordering of any event, or 0 when it is positive (backfill goes below it)."""
+        txn.execute("SELECT MIN(stream_ordering) FROM events")
+        row = txn.fetchone()
+        return min(0, int(row[0])) if row is not None and row[0] is not None else 0
+
     def insert_event_txn(
         self,
         txn: Txn,

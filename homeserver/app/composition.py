@@ -441,7 +441,8 @@ class Homeserver:
         # drop unsent bytes); bounded so a stuck client cannot hold shutdown.
         try:
             closing = [site.close_connections() for site in self._sites]
-            await _with_timeout(defer.gatherResults(closing), self.reactor, SHUTDOWN_CLOSE_TIMEOUT_S)
+            all_closed = defer.gatherResults(closing, consumeErrors=True)
+            await _with_timeout(all_closed, self.reactor, SHUTDOWN_CLOSE_TIMEOUT_S)
         finally:
             # Always: the database threads would keep the process alive after the reactor stops.
             await self.pool.close()

@@ -96,7 +96,8 @@ async def _with_timeout(d: defer.Deferred[Any], reactor: Any, seconds: float) ->
     d.addTimeout(seconds, reactor)
     try:
         await d
-    except defer.TimeoutError:
+    except (defer.TimeoutError, defer.CancelledError, defer.FirstError):
+        # A cancelled gatherResults fails with FirstError(CancelledError), not TimeoutError.
         logger.warning("gave up waiting for connections to close after %.0f s", seconds)
 
 
@@ -434,9 +435,13 @@ class Homeserver:
         await self.resource.wait_for_inflight()
         # Flush finished responses and close keep-alive connections before the reactor stops (it would
         # drop unsent bytes); bounded so a stuck client cannot hold shutdown.
-        closing = [site.close_connections() for site in self._sites]
-        await _with_timeout(defer.gatherResults(closing), self.reactor, SHUTDOWN_CLOSE_TIMEOUT_S)
-        await self.pool.close()
+        try:
+            closing = [site.close_connections() for site in self._sites]
+            all_closed = defer.gatherResults(closing, consumeErrors=True)
+            await _with_timeout(all_closed, self.reactor, SHUTDOWN_CLOSE_TIMEOUT_S)
+        finally:
+            # Always: the database threads would keep the process alive after the reactor stops.
+            await self.pool.close()
 
 
 async def build_homeserver(

@@ -121,6 +121,15 @@ class RoomInput:
         """Checks every locally created event passes, in the room's turn after the auth rules (e.g.
         duplicate annotations); a check raises :class:`MatrixError` to refuse the event."""
 
+    @property
+    def fetcher(self) -> RemoteEventFetcher:
+        """The port that fetches missing events (also used by backfill)."""
+        return self._fetcher
+
+    async def check_own_auth_events(self, event: Event, head: RoomHead) -> str | None:
+        """Step 4 of the PDU checks (see :meth:`_check_own_auth_events`); for backfill."""
+        return await self._check_own_auth_events(event, head)
+
     def use_fetcher(self, fetcher: RemoteEventFetcher) -> None:
         """Installs the port that fetches missing events (composition root, before serving): the
         federation adapter's fetcher reads the rooms core, so it is built after this object."""

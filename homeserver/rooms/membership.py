@@ -158,10 +158,13 @@ class MembershipService:
             raise MatrixError(404, Codes.NOT_FOUND, "Unknown room")
         keys = [*INVITE_ROOM_STATE_KEYS, ("m.room.member", sender)]
         state = await self._creator.get_state_events(head.state, keys)
-        stripped = [stripped_state(state[k]) for k in keys if k in state]
+        # Spec v1.16 ("Inviting to a room"): invite_room_state entries are whole PDUs in the room
+        # version's format and include m.room.create (Synapse warns about, and for room versions
+        # past 11 refuses, stripped entries); the receiver strips them for its clients.
+        room_state = [dict(state[k].pdu) for k in keys if k in state]
 
         async def countersign(event: Event) -> Event:
-            signed = await self._remote.invite(event.room_version.identifier, dict(event.pdu), stripped)
+            signed = await self._remote.invite(event.room_version.identifier, dict(event.pdu), room_state)
             try:
                 returned = Event.from_pdu(signed, event.room_version)
             except InvalidEventError:

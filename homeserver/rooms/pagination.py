@@ -27,6 +27,7 @@ Theory of operation:
 
 from __future__ import annotations
 
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -39,6 +40,11 @@ from homeserver.storage.stores.state_groups import StateGroupStore, StateMap
 from homeserver.streams.tokens import TOKEN_VERSION, RoomPosition, StreamToken
 from sc_proto.errors import Codes, MatrixError
 from sc_proto.json import decode_json
+
+logger = logging.getLogger(__name__)
+
+Backfill = Callable[[str, int], Awaitable[bool]]
+"""``(room_id, limit) -> whether older events were fetched from other servers and stored``."""
 
 DEFAULT_LIMIT = 10
 MAX_LIMIT = 1000
@@ -213,13 +219,14 @@ class RoomReader:
         state_groups: StateGroupStore,
         visibility: HistoryVisibilityFilter,
         stream_tracker: StreamPositionTracker,
-        backfill: Callable[[str, int], Awaitable[bool]] | None = None,
+        backfill: Backfill | None = None,
     ) -> None:
         self._backfill = backfill
         self._events = events
         self._state_groups = state_groups
         self._visibility = visibility
         self._tracker = stream_tracker
+        self._backfill = backfill
 
     # ------------------------------------------------------------------ tokens
 
@@ -280,14 +287,28 @@ class RoomReader:
         if from_pos is None:
             from_pos = await self._latest_position(access) if backwards else RoomPosition(0, 0)
         chunk, end = await self._read_pages(user_id, room_nid, from_pos, to_pos, backwards, limit, event_filter)
-        if backwards and end is None and to_pos is None and self._backfill is not None:
-            # We reached the start of what we hold: older history may be on other servers.
-            if await self._backfill(room_id, limit):
-                chunk, end = await self._read_pages(user_id, room_nid, from_pos, to_pos, backwards, limit, event_filter)
+        if (
+            backwards and end is None and to_pos is None and access.history_limit is None
+            and await self._backfilled(room_id, limit)
+        ):
+            # The start of what we hold was reached and older events were fetched: read on through them.
+            chunk, end = await self._read_pages(user_id, room_nid, from_pos, to_pos, backwards, limit, event_filter)
+            if end is None and chunk:
+                end = position_before(chunk[-1])  # more may be fetched: the client pages on from here
         state: list[StoredEvent] = []
         if event_filter.lazy_load_members and chunk:
             state = await self._member_events(chunk[0].state_group_after, {e.event.sender for e in chunk})
         return MessagesPage(chunk, from_pos, end, state)
+
+    async def _backfilled(self, room_id: str, limit: int) -> bool:
+        """Whether backfill inserted older events (failures are logged: local history is still served)."""
+        if self._backfill is None:
+            return False
+        try:
+            return await self._backfill(room_id, limit)
+        except Exception:
+            logger.warning("backfill failed", exc_info=True, extra={"room_id": room_id})
+            return False
 
     async def _read_pages(
         self,

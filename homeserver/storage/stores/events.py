@@ -347,6 +347,13 @@ class EventStore:
 
     # ------------------------------------------------------------------ writes (inside the persist transaction)
 
+    @staticmethod
+    def lowest_stream_ordering_txn(txn: Txn) -> int:
+        """The lowest stream ordering of any event, or 0 when it is positive (backfill goes below it)."""
+        txn.execute("SELECT MIN(stream_ordering) FROM events")
+        row = txn.fetchone()
+        return min(0, int(row[0])) if row is not None and row[0] is not None else 0
+
     def insert_event_txn(
         self,
         txn: Txn,
@@ -438,14 +445,6 @@ class EventStore:
             )
             found.update((int(r[0]), int(r[1])) for r in txn.fetchall() if r[1] is not None)
         return found
-
-    @staticmethod
-    def lowest_stream_ordering_txn(txn: Txn) -> int:
-        """The lowest stream ordering of any stored event (0 when there is none); backfilled events
-        are stored below it."""
-        txn.execute("SELECT MIN(stream_ordering) FROM events")
-        row = txn.fetchone()
-        return int(row[0]) if row is not None and row[0] is not None else 0
 
     @staticmethod
     def rooms_with_member_events_txn(txn: Txn, user_id: str, after_stream: int, upto_stream: int) -> set[int]:

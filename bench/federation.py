@@ -20,7 +20,7 @@ Each run verifies that the last PDU sent is visible to a local user through the 
 
 Targets: ``--servers synapse`` starts a Synapse (``SC_TEST_SYNAPSE`` or ``.ci/install-synapse``) with
 the federation test harness (tests/integration/synapse_harness.py); ``--servers ours`` starts
-SecureConnect the same way (needs federation, issue 13); ``--url https://127.0.0.1:PORT
+SecureConnect the same way; ``--url https://127.0.0.1:PORT
 --server-name 127.0.0.1:PORT --token TOKEN`` measures a running server of any kind (loopback only),
 whose federation must accept unverified certificates and loopback peers.
 

@@ -71,6 +71,8 @@ class InMemoryRouter:
 
     def __init__(self) -> None:
         self.routes: list[tuple[str, Any, FederationHandler, bool]] = []
+        self.templates: list[tuple[str, str]] = []
+        """``(method, path template)`` of every registered route (the federation fuzz walks them)."""
 
     def register(
         self, method: str, pattern: str, handler: FederationHandler, *, authenticated: bool = True,
@@ -78,6 +80,7 @@ class InMemoryRouter:
     ) -> None:
         regex, _params = compile_template(pattern)
         self.routes.append((method.upper(), regex, handler, authenticated))
+        self.templates.append((method.upper(), pattern))
 
     async def dispatch(
         self, origin: str | None, method: str, path: str, query: Mapping[str, Sequence[str]], content: JsonDict | None

@@ -14,7 +14,10 @@ import pathlib
 import re
 import shutil
 import tempfile
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
+from typing import Any
+
+from setuptools import build_meta
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 _IGNORE = shutil.ignore_patterns("__pycache__", "*.pyc", "*.pyo", ".mypy_cache", ".ruff_cache")
@@ -49,3 +52,53 @@ def staged(prefix: str) -> Iterator[pathlib.Path]:
 def absolute(directory: str | None) -> str | None:
     """``directory`` made absolute against the caller's directory (before staging changes it)."""
     return None if directory is None else os.path.abspath(directory)
+
+
+class StagedBackend:
+    """The PEP 517 wheel/sdist hooks of a backend that builds from a staged copy.
+
+    ``stage(directory)`` writes the plain setuptools project into the (current) staging directory;
+    each hook then delegates to ``setuptools.build_meta`` there. A backend module exposes the bound
+    methods under the hook names (``build_wheel = backend.build_wheel``...).
+
+    Args:
+        prefix: the staging directory's name prefix (``"sc-proto-"``).
+        stage: fills a staging directory.
+    """
+
+    def __init__(self, prefix: str, stage: Callable[[pathlib.Path], None]) -> None:
+        self._prefix = prefix
+        self._stage = stage
+
+    def get_requires_for_build_wheel(self, config_settings: dict[str, Any] | None = None) -> list[str]:
+        """No requirements beyond ``build-system.requires``."""
+        return []
+
+    def get_requires_for_build_sdist(self, config_settings: dict[str, Any] | None = None) -> list[str]:
+        """No requirements beyond ``build-system.requires``."""
+        return []
+
+    def prepare_metadata_for_build_wheel(
+        self, metadata_directory: str, config_settings: dict[str, Any] | None = None
+    ) -> str:
+        """Writes the wheel's ``.dist-info`` from the staged project."""
+        target = absolute(metadata_directory)
+        with staged(self._prefix) as directory:
+            self._stage(directory)
+            return str(build_meta.prepare_metadata_for_build_wheel(target, config_settings))
+
+    def build_wheel(
+        self, wheel_directory: str, config_settings: dict[str, Any] | None = None, metadata_directory: str | None = None
+    ) -> str:
+        """Builds the wheel of the staged project into ``wheel_directory``."""
+        target = absolute(wheel_directory)
+        with staged(self._prefix) as directory:
+            self._stage(directory)
+            return str(build_meta.build_wheel(target, config_settings))
+
+    def build_sdist(self, sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
+        """Builds a self-contained sdist (the staged plain setuptools project)."""
+        target = absolute(sdist_directory)
+        with staged(self._prefix) as directory:
+            self._stage(directory)
+            return str(build_meta.build_sdist(target, config_settings))

@@ -16,13 +16,12 @@ import configparser
 import io
 import pathlib
 import sys
-from typing import Any
 
 from setuptools import build_meta
 
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
-from _staging import ROOT, absolute, copy_package, read_version, staged
+from _staging import ROOT, StagedBackend, copy_package, read_version
 from rewrite_imports import PACKAGES, TOP, rewrite_tree
 
 # Editable installs: setuptools, unchanged.
@@ -81,37 +80,9 @@ def stage_server(directory: pathlib.Path) -> None:
     (directory / "setup.cfg").write_text(cfg, encoding="utf-8")
 
 
-def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    """No requirements beyond ``build-system.requires``."""
-    return []
-
-
-def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
-    """No requirements beyond ``build-system.requires``."""
-    return []
-
-
-def prepare_metadata_for_build_wheel(metadata_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    """Writes the wheel's ``.dist-info`` from the staged project."""
-    target = absolute(metadata_directory)
-    with staged("secureconnect-") as directory:
-        stage_server(directory)
-        return build_meta.prepare_metadata_for_build_wheel(target, config_settings)
-
-
-def build_wheel(
-    wheel_directory: str, config_settings: dict[str, Any] | None = None, metadata_directory: str | None = None
-) -> str:
-    """Builds the server wheel (``secureconnect`` package only) into ``wheel_directory``."""
-    target = absolute(wheel_directory)
-    with staged("secureconnect-") as directory:
-        stage_server(directory)
-        return build_meta.build_wheel(target, config_settings)
-
-
-def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    """Builds a self-contained sdist of the staged (moved) server project."""
-    target = absolute(sdist_directory)
-    with staged("secureconnect-") as directory:
-        stage_server(directory)
-        return build_meta.build_sdist(target, config_settings)
+_BACKEND = StagedBackend("secureconnect-", stage_server)
+get_requires_for_build_wheel = _BACKEND.get_requires_for_build_wheel
+get_requires_for_build_sdist = _BACKEND.get_requires_for_build_sdist
+prepare_metadata_for_build_wheel = _BACKEND.prepare_metadata_for_build_wheel
+build_wheel = _BACKEND.build_wheel
+build_sdist = _BACKEND.build_sdist

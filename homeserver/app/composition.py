@@ -240,23 +240,27 @@ class Homeserver:
             server_name, room_services.creator, self.membership, room_services.rooms, clock.time_msec
         )
         self._register_servlets()
-        self.api = AdapterServices(
-            membership=RoomMembershipReader(room_services.rooms),
-            auth=ClientAuthAPI(self.authenticator, self._can_see_event),
-            sync_sources=self.sync.registry,
-            outbound_events=OutboundEventReader(
-                server_name, room_services.events, room_services.state_groups, room_services.stream_tracker
-            ),
-            directory=LocalDirectoryReader(server_name, self.aliases, self.room_directory),
-            profiles=LocalProfileReader(server_name, self.stores.profiles),
-            room_federation=RoomFederationService(
-                server_name, room_services.room_input, room_services.creator.state, room_services.events,
-                room_services.rooms, room_services.state_groups, clock.time_msec,
-            ),
-        )
+        self.api = self._adapter_services()
         self.site = SCSite(self.resource, reactor, config.server.max_request_body_size)
         self._ports: list[Any] = []
         self._sites: list[SCSite] = []
+
+    def _adapter_services(self) -> AdapterServices:
+        """What the core offers the adapters (``hs.api``)."""
+        server_name = self.config.server.server_name
+        core = self.rooms
+        return AdapterServices(
+            membership=RoomMembershipReader(core.rooms),
+            auth=ClientAuthAPI(self.authenticator, self._can_see_event),
+            sync_sources=self.sync.registry,
+            outbound_events=OutboundEventReader(server_name, core.events, core.state_groups, core.stream_tracker),
+            directory=LocalDirectoryReader(server_name, self.aliases, self.room_directory),
+            profiles=LocalProfileReader(server_name, self.stores.profiles),
+            room_federation=RoomFederationService(
+                server_name, core.room_input, core.creator.state, core.events, core.rooms, core.state_groups,
+                self.clock.time_msec,
+            ),
+        )
 
     def _build_remote_aware_services(self) -> None:
         """Aliases, membership and profiles (which reach other servers through ``self.ports``)."""

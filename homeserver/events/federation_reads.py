@@ -107,33 +107,13 @@ class RoomHistoryReader:
                 frontier.append(loaded[event_id])
         return list(seen)
 
-    async def get_backfill(self, room_id: str, from_event_ids: Collection[str], limit: int) -> list[Event]:
-        """``from_event_ids`` and their ancestors, at most ``limit``, newest first."""
-        limit = max(0, min(limit, MAX_WALK))
+    async def _walk_back(
+        self, room_id: str, start: set[str], limit: int, stop: frozenset[str]
+    ) -> dict[str, StoredEvent]:
+        """Breadth-first over ``prev_events`` from ``start`` (never into ``stop``), at most ``limit``
+        usable events of the room, in walk order (each layer deepest first)."""
         found: dict[str, StoredEvent] = {}
-        frontier = sorted(set(from_event_ids))
-        while frontier and len(found) < limit:
-            loaded = await self._usable(frontier)
-            layer = sorted(
-                (s for s in loaded.values() if s.event.room_id == room_id and s.event_id not in found),
-                key=lambda s: (-s.depth, s.event_id),
-            )
-            for stored in layer[: limit - len(found)]:
-                found[stored.event_id] = stored
-            frontier = sorted({p for s in layer for p in s.event.prev_event_ids if p not in found})
-        # Depth first; among equal depths the walk's order (children before parents) decides.
-        order = {e: i for i, e in enumerate(found)}
-        return [self._served(s) for s in sorted(found.values(), key=lambda s: (-s.depth, order[s.event_id]))]
-
-    async def get_missing_events(
-        self, room_id: str, earliest: Collection[str], latest: Collection[str], limit: int
-    ) -> list[Event]:
-        """Ancestors of ``latest`` (excluded), not walking past ``earliest``; oldest first."""
-        limit = max(0, min(limit, MAX_WALK))
-        stop = set(earliest) | set(latest)
-        found: dict[str, StoredEvent] = {}
-        starts = [s for s in (await self._usable(list(latest))).values() if s.event.room_id == room_id]
-        frontier = sorted({p for s in starts for p in s.event.prev_event_ids if p not in stop})
+        frontier = sorted(start - stop)
         while frontier and len(found) < limit:
             loaded = await self._usable(frontier)
             layer = sorted(
@@ -143,6 +123,24 @@ class RoomHistoryReader:
             for stored in layer[: limit - len(found)]:
                 found[stored.event_id] = stored
             frontier = sorted({p for s in layer for p in s.event.prev_event_ids if p not in found and p not in stop})
+        return found
+
+    async def get_backfill(self, room_id: str, from_event_ids: Collection[str], limit: int) -> list[Event]:
+        """``from_event_ids`` and their ancestors, at most ``limit``, newest first."""
+        limit = max(0, min(limit, MAX_WALK))
+        found = await self._walk_back(room_id, set(from_event_ids), limit, frozenset())
+        # Depth first; among equal depths the walk's order (children before parents) decides.
+        order = {e: i for i, e in enumerate(found)}
+        return [self._served(s) for s in sorted(found.values(), key=lambda s: (-s.depth, order[s.event_id]))]
+
+    async def get_missing_events(
+        self, room_id: str, earliest: Collection[str], latest: Collection[str], limit: int
+    ) -> list[Event]:
+        """Ancestors of ``latest`` (excluded), not walking past ``earliest``; oldest first."""
+        limit = max(0, min(limit, MAX_WALK))
+        stop = frozenset(earliest) | frozenset(latest)
+        starts = [s for s in (await self._usable(list(latest))).values() if s.event.room_id == room_id]
+        found = await self._walk_back(room_id, {p for s in starts for p in s.event.prev_event_ids}, limit, stop)
         order = {e: i for i, e in enumerate(found)}
         return [self._served(s) for s in sorted(found.values(), key=lambda s: (s.depth, -order[s.event_id]))]
 

@@ -10,14 +10,11 @@ from __future__ import annotations
 import json
 import pathlib
 import sys
-from typing import Any
-
-from setuptools import build_meta
 
 HERE = pathlib.Path(__file__).resolve().parent
 sys.path.insert(0, str(HERE.parent))  # packaging/_staging.py (backend-path must stay inside this project)
 
-from _staging import ROOT, absolute, copy_package, read_version, staged  # noqa: E402
+from _staging import ROOT, StagedBackend, copy_package, read_version  # noqa: E402
 
 NAME = "sc-proto"
 SUMMARY = (
@@ -66,37 +63,9 @@ def _stage(directory: pathlib.Path) -> None:
     )
 
 
-def get_requires_for_build_wheel(config_settings: dict[str, Any] | None = None) -> list[str]:
-    """No requirements beyond ``build-system.requires``."""
-    return []
-
-
-def get_requires_for_build_sdist(config_settings: dict[str, Any] | None = None) -> list[str]:
-    """No requirements beyond ``build-system.requires``."""
-    return []
-
-
-def prepare_metadata_for_build_wheel(metadata_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    """Writes the wheel's ``.dist-info`` from the staged project."""
-    target = absolute(metadata_directory)
-    with staged("sc-proto-") as directory:
-        _stage(directory)
-        return build_meta.prepare_metadata_for_build_wheel(target, config_settings)
-
-
-def build_wheel(
-    wheel_directory: str, config_settings: dict[str, Any] | None = None, metadata_directory: str | None = None
-) -> str:
-    """Builds the ``sc_proto`` wheel into ``wheel_directory``."""
-    target = absolute(wheel_directory)
-    with staged("sc-proto-") as directory:
-        _stage(directory)
-        return build_meta.build_wheel(target, config_settings)
-
-
-def build_sdist(sdist_directory: str, config_settings: dict[str, Any] | None = None) -> str:
-    """Builds a self-contained sdist (plain setuptools project holding ``sc_proto/``)."""
-    target = absolute(sdist_directory)
-    with staged("sc-proto-") as directory:
-        _stage(directory)
-        return build_meta.build_sdist(target, config_settings)
+_BACKEND = StagedBackend("sc-proto-", _stage)
+get_requires_for_build_wheel = _BACKEND.get_requires_for_build_wheel
+get_requires_for_build_sdist = _BACKEND.get_requires_for_build_sdist
+prepare_metadata_for_build_wheel = _BACKEND.prepare_metadata_for_build_wheel
+build_wheel = _BACKEND.build_wheel
+build_sdist = _BACKEND.build_sdist
